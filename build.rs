@@ -1,0 +1,22 @@
+//! Compiles the protos with protox (pure Rust, so no system `protoc` is needed) and writes
+//! the encoded descriptor set that server reflection serves (`backprop_descriptor.bin`).
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/backprop/v1/backprop.proto"];
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_files(protos)?;
+    std::fs::write(
+        out.join("backprop_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+
+    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}
