@@ -1,4 +1,15 @@
+//! backprop: neural-network training as a gRPC service (CS231n lecture 4, as a server).
+//!
+//! - [`engine`]: the math: a computational graph with gates, losses, gradient checks.
+//! - [`model`]: specs, nets of named parameters, optimizers, models of either dtype.
+//! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
+pub mod engine;
+pub mod model;
+
+/// The `backprop.v1` wire contract, generated from `proto/backprop/v1/backprop.proto`.
 pub mod pb {
     tonic::include_proto!("backprop.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("backprop_descriptor");
+    /// Encoded descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("backprop_descriptor");
 }

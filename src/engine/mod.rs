@@ -1,0 +1,25 @@
+//! The math core: CS231n lecture 4's backpropagation on a computational graph, on
+//! ndarray, knowing nothing of gRPC.
+//!
+//! - [`graph`]: the tape. Forward pushes nodes; backward walks them in reverse, each gate
+//!   multiplying its local gradient by the upstream gradient, and adds the results into
+//!   the inputs' gradients (so fan-out is right).
+//! - [`grad`]: the gradient store, apart from the values.
+//! - [`ops`]: the gates, forward and backward side by side, one file each (the table in
+//!   `ops` states each gate's math).
+//! - [`gradcheck`]: central-difference numeric gradients, the oracle for every test.
+//! - [`rng`]: a seeded generator that gives the same numbers on every machine.
+//! - [`scalar`]: f32 and f64, chosen per model.
+pub mod error;
+pub mod grad;
+pub mod gradcheck;
+pub mod graph;
+pub mod ops;
+pub mod rng;
+pub mod scalar;
+
+pub use error::{EngineError, Result};
+pub use grad::GradStore;
+pub use graph::{BackwardOptions, Gate, Graph, NodeId};
+pub use ops::activation::Activation;
+pub use scalar::Scalar;

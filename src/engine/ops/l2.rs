@@ -1,0 +1,40 @@
+//! L2 regularization gate `R = λ·Σ W²` on one weight matrix, with local gradient `2λW`.
+//!
+//! This is the lecture's formula, and it is part of backprop's contract: no factor ½, so
+//! the gradient is `2λW`; it applies to weight matrices only, never to biases (the model
+//! pushes one of these per weight matrix and adds them up).
+use ndarray::{ArrayD, ArrayViewD, arr0};
+
+use crate::engine::error::Result;
+use crate::engine::graph::{Gate, Graph, NodeId};
+use crate::engine::scalar::Scalar;
+
+struct L2<T> {
+    lambda: T,
+}
+
+impl<T: Scalar> Graph<'_, T> {
+    /// `λ·Σ W²`, as a 0-d value.
+    pub fn l2(&mut self, w: NodeId, lambda: T) -> Result<NodeId> {
+        let v = self.value(w);
+        let out = arr0(lambda * v.iter().map(|&x| x * x).sum::<T>()).into_dyn();
+        Ok(self.push_gate(Box::new(L2 { lambda }), vec![w], out))
+    }
+}
+
+impl<T: Scalar> Gate<T> for L2<T> {
+    fn kind(&self) -> &'static str {
+        "l2"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[ArrayViewD<'_, T>],
+        _output: &ArrayViewD<'_, T>,
+        upstream: ArrayD<T>,
+        needs: &[bool],
+    ) -> Vec<Option<ArrayD<T>>> {
+        let scale = (self.lambda + self.lambda) * upstream.sum();
+        vec![needs[0].then(|| inputs[0].mapv(|w| scale * w))]
+    }
+}

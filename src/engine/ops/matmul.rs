@@ -1,0 +1,52 @@
+//! Matrix multiply gate `S = X·W` (X: N×D, W: D×H). The local gradient of S with respect
+//! to X is W and with respect to W is X, so `dX = G·Wᵀ` and `dW = Xᵀ·G` ("mul switches",
+//! in matrix form). dX is computed only when something below X wants it, which saves the
+//! largest product of a first layer.
+use ndarray::{ArrayD, ArrayViewD};
+
+use super::as2;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::graph::{Gate, Graph, NodeId};
+use crate::engine::scalar::Scalar;
+
+struct MatMul;
+
+impl<T: Scalar> Graph<'_, T> {
+    /// `X·W`.
+    pub fn matmul(&mut self, x: NodeId, w: NodeId) -> Result<NodeId> {
+        let (_, d) = self.matrix_shape(x, "matmul.x")?;
+        let (dw, _) = self.matrix_shape(w, "matmul.w")?;
+        if d != dw {
+            return Err(EngineError::shape(
+                "matmul.w",
+                format!("[{d}, _] (rows = columns of x)"),
+                self.value(w).shape(),
+            ));
+        }
+        let out = as2(&self.value(x)).dot(&as2(&self.value(w))).into_dyn();
+        Ok(self.push_gate(Box::new(MatMul), vec![x, w], out))
+    }
+}
+
+impl<T: Scalar> Gate<T> for MatMul {
+    fn kind(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[ArrayViewD<'_, T>],
+        _output: &ArrayViewD<'_, T>,
+        upstream: ArrayD<T>,
+        needs: &[bool],
+    ) -> Vec<Option<ArrayD<T>>> {
+        let (x, w, g) = (
+            as2(&inputs[0]),
+            as2(&inputs[1]),
+            as2(&upstream.view()).to_owned(),
+        );
+        let dx = needs[0].then(|| g.dot(&w.t()).into_dyn());
+        let dw = needs[1].then(|| x.t().dot(&g).into_dyn());
+        vec![dx, dw]
+    }
+}

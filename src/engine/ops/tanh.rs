@@ -1,0 +1,18 @@
+//! Hyperbolic tangent, with local gradient `1 − tanh²(x) = 1 − y²`.
+use super::activation::Activation;
+use crate::engine::scalar::Scalar;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tanh;
+
+impl Activation for Tanh {
+    const KIND: &'static str = "tanh";
+
+    fn f<T: Scalar>(&self, x: T) -> T {
+        x.tanh()
+    }
+
+    fn df<T: Scalar>(&self, _x: T, y: T) -> T {
+        T::one() - y * y
+    }
+}

@@ -1,0 +1,52 @@
+//! The element types a model can compute in: `f32` (the default, fast) and `f64` (for
+//! exact gradient checks).
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, MulAssign, SubAssign};
+
+use ndarray::{LinalgScalar, ScalarOperand};
+use num_traits::Float;
+
+/// A floating-point element type the engine computes in.
+pub trait Scalar:
+    LinalgScalar
+    + Float
+    + ScalarOperand
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + Sum
+    + Debug
+    + Display
+    + Default
+    + Send
+    + Sync
+    + 'static
+{
+    /// Name used on the wire and in errors.
+    const NAME: &'static str;
+    /// Converts from f64, rounding to nearest (hyper-parameters are given in f64).
+    fn of(v: f64) -> Self;
+    /// Widens (or keeps) to f64, exactly.
+    fn as_f64(self) -> f64;
+}
+
+impl Scalar for f32 {
+    const NAME: &'static str = "f32";
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Scalar for f64 {
+    const NAME: &'static str = "f64";
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+}

@@ -1,0 +1,139 @@
+//! Models: a spec (validated, defaults explicit), a net of named parameters that records
+//! its graph for a batch, and an optimizer; [`Model`] ties them together with a step
+//! count, and [`AnyModel`] picks the dtype at run time.
+//!
+//! - [`spec`]: what a model is, its defaults and validation.
+//! - [`init`]: seeded, machine-independent initialization.
+//! - [`net`]: parameters, forward and backward for a batch.
+//! - [`optim`]: SGD, momentum, RMSProp, Adam; all-or-nothing updates.
+pub mod any;
+pub mod init;
+pub mod net;
+pub mod optim;
+pub mod spec;
+
+use ndarray::{ArrayD, ArrayView2};
+
+pub use any::AnyModel;
+pub use net::{Gradients, Losses, Net, Param, Target, accuracy, predictions};
+pub use optim::Optimizer;
+pub use spec::{ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, OptimizerSpec};
+
+use crate::engine::error::{EngineError, Result};
+use crate::engine::gradcheck::{self, Elements, TensorCheck};
+use crate::engine::scalar::Scalar;
+
+/// What a training step reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// Losses of the batch before the update.
+    pub losses: Losses,
+    pub accuracy: f64,
+    /// The step count after the update.
+    pub step: u64,
+}
+
+/// A net, its optimizer state and its step count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model<T> {
+    net: Net<T>,
+    optimizer: Optimizer<T>,
+    step: u64,
+}
+
+impl<T: Scalar> Model<T> {
+    pub fn new(spec: ModelSpec) -> Result<Self> {
+        let net = Net::new(spec)?;
+        let optimizer = Optimizer::new(net.spec().optimizer, net.params());
+        Ok(Model {
+            net,
+            optimizer,
+            step: 0,
+        })
+    }
+
+    pub fn net(&self) -> &Net<T> {
+        &self.net
+    }
+
+    pub fn optimizer(&self) -> &Optimizer<T> {
+        &self.optimizer
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Forward, backward and one update on a labelled batch; nothing changes on error.
+    pub fn train_step(&mut self, x: ArrayView2<'_, T>, labels: &[usize]) -> Result<StepReport> {
+        let g = self.net.gradients(x, Target::Labels(labels), false)?;
+        self.optimizer.update(self.net.params_mut(), &g.params)?;
+        self.step += 1;
+        Ok(StepReport {
+            losses: g.losses,
+            accuracy: accuracy(&predictions(&g.scores.view()), labels),
+            step: self.step,
+        })
+    }
+
+    /// One update with caller-supplied gradients, named; every parameter exactly once.
+    pub fn apply_gradients(&mut self, named: Vec<(String, ArrayD<T>)>) -> Result<u64> {
+        let params = self.net.params();
+        let mut slots: Vec<Option<ArrayD<T>>> = params.iter().map(|_| None).collect();
+        for (name, g) in named {
+            let field = format!("gradients[{name}]");
+            let i = params.iter().position(|p| p.name == name).ok_or_else(|| {
+                EngineError::Parameter {
+                    field: field.clone(),
+                    reason: format!("no parameter is named {name:?}"),
+                }
+            })?;
+            if slots[i].replace(g).is_some() {
+                return Err(EngineError::Parameter {
+                    field,
+                    reason: "given more than once".into(),
+                });
+            }
+        }
+        let grads = slots
+            .into_iter()
+            .zip(params)
+            .map(|(g, p)| {
+                g.ok_or_else(|| EngineError::Parameter {
+                    field: "gradients".into(),
+                    reason: format!("missing the gradient of {:?}", p.name),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.optimizer.update(self.net.params_mut(), &grads)?;
+        self.step += 1;
+        Ok(self.step)
+    }
+
+    /// Numeric vs analytic gradients of the total loss, in f64, per parameter.
+    pub fn gradient_check(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[usize],
+        elements: Elements,
+    ) -> Result<Vec<TensorCheck>> {
+        let mut net = self.net.cast::<f64>();
+        let x = x.mapv(|v| v.as_f64());
+        let analytic = net
+            .gradients(x.view(), Target::Labels(labels), false)?
+            .params;
+        gradcheck::check(
+            &mut net,
+            &analytic,
+            elements,
+            |net, k| &mut net.params_mut()[k].value,
+            |net| {
+                Ok(net
+                    .evaluate(x.view(), labels)?
+                    .1
+                    .total()
+                    .unwrap_or(f64::NAN))
+            },
+        )
+    }
+}

@@ -1,0 +1,193 @@
+//! The CS231n update rules, with state per parameter. An update is all-or-nothing: new
+//! values and new state are computed into fresh buffers and checked finite, and only then
+//! swapped in; any error leaves every parameter and every state slot as it was.
+//!
+//! - SGD: `w −= lr·dw`
+//! - Momentum: `v = μv − lr·dw; w += v`; Nesterov: `w += −μ·v_prev + (1 + μ)·v`
+//! - RMSProp: `c = ρc + (1 − ρ)dw²; w −= lr·dw / (√c + ε)`
+//! - Adam: `m = β1·m + (1 − β1)dw; v = β2·v + (1 − β2)dw²; t += 1;`
+//!   `w −= lr·m̂ / (√v̂ + ε)` with `m̂ = m/(1 − β1ᵗ)`, `v̂ = v/(1 − β2ᵗ)`
+use ndarray::{ArrayD, Zip};
+
+use super::net::Param;
+use super::spec::OptimizerSpec;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::scalar::Scalar;
+
+/// An optimizer and its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimizer<T> {
+    spec: OptimizerSpec,
+    /// Per parameter: velocity (momentum), cache (RMSProp) or first moment m (Adam).
+    first: Vec<ArrayD<T>>,
+    /// Per parameter: second moment v (Adam only).
+    second: Vec<ArrayD<T>>,
+    /// Adam's step count t.
+    t: u64,
+}
+
+/// The state of one parameter after an update, before it is committed.
+struct Staged<T> {
+    value: ArrayD<T>,
+    first: Option<ArrayD<T>>,
+    second: Option<ArrayD<T>>,
+}
+
+impl<T: Scalar> Optimizer<T> {
+    /// Fresh state (all zeros) for these parameters.
+    pub fn new(spec: OptimizerSpec, params: &[Param<T>]) -> Self {
+        let zeros = || {
+            params
+                .iter()
+                .map(|p| ArrayD::zeros(p.value.raw_dim()))
+                .collect()
+        };
+        let (first, second) = match spec {
+            OptimizerSpec::Sgd { .. } => (Vec::new(), Vec::new()),
+            OptimizerSpec::Momentum { .. } | OptimizerSpec::RmsProp { .. } => (zeros(), Vec::new()),
+            OptimizerSpec::Adam { .. } => (zeros(), zeros()),
+        };
+        Optimizer {
+            spec,
+            first,
+            second,
+            t: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &OptimizerSpec {
+        &self.spec
+    }
+
+    /// Named state tensors (e.g. `layers.0.weight.adam_m`), for checkpoints.
+    pub fn state(&self) -> (&[ArrayD<T>], &[ArrayD<T>], u64) {
+        (&self.first, &self.second, self.t)
+    }
+
+    /// Applies one update with `grads` (one per parameter, same shapes, in order).
+    pub fn update(&mut self, params: &mut [Param<T>], grads: &[ArrayD<T>]) -> Result<()> {
+        if grads.len() != params.len() {
+            return Err(EngineError::Parameter {
+                field: "gradients".into(),
+                reason: format!("expected {} gradients, got {}", params.len(), grads.len()),
+            });
+        }
+        let t = self.t + 1;
+        let mut staged = Vec::with_capacity(params.len());
+        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            if g.shape() != p.value.shape() {
+                return Err(EngineError::shape(
+                    p.name.clone(),
+                    format!("{:?}", p.value.shape()),
+                    g.shape(),
+                ));
+            }
+            first_non_finite(&p.name, "gradient", g)?;
+            let s = self.stage(i, &p.value, g, t);
+            first_non_finite(&p.name, "updated value", &s.value)?;
+            staged.push(s);
+        }
+        for (i, (p, s)) in params.iter_mut().zip(staged).enumerate() {
+            p.value = s.value;
+            if let Some(f) = s.first {
+                self.first[i] = f;
+            }
+            if let Some(v) = s.second {
+                self.second[i] = v;
+            }
+        }
+        self.t = t;
+        Ok(())
+    }
+
+    /// Computes parameter `i`'s new value and state, without committing them.
+    fn stage(&self, i: usize, w: &ArrayD<T>, g: &ArrayD<T>, t: u64) -> Staged<T> {
+        let one = T::one();
+        match self.spec {
+            OptimizerSpec::Sgd { lr } => {
+                let lr = T::of(lr);
+                Staged {
+                    value: Zip::from(w).and(g).map_collect(|&w, &g| w - lr * g),
+                    first: None,
+                    second: None,
+                }
+            }
+            OptimizerSpec::Momentum {
+                lr,
+                momentum,
+                nesterov,
+            } => {
+                let (lr, mu) = (T::of(lr), T::of(momentum));
+                let v_prev = &self.first[i];
+                let v = Zip::from(v_prev)
+                    .and(g)
+                    .map_collect(|&v, &g| mu * v - lr * g);
+                let value = if nesterov {
+                    Zip::from(w)
+                        .and(v_prev)
+                        .and(&v)
+                        .map_collect(|&w, &vp, &v| w - mu * vp + (one + mu) * v)
+                } else {
+                    w + &v
+                };
+                Staged {
+                    value,
+                    first: Some(v),
+                    second: None,
+                }
+            }
+            OptimizerSpec::RmsProp { lr, decay, eps } => {
+                let (lr, rho, eps) = (T::of(lr), T::of(decay), T::of(eps));
+                let c = Zip::from(&self.first[i])
+                    .and(g)
+                    .map_collect(|&c, &g| rho * c + (one - rho) * g * g);
+                let value = Zip::from(w)
+                    .and(g)
+                    .and(&c)
+                    .map_collect(|&w, &g, &c| w - lr * g / (c.sqrt() + eps));
+                Staged {
+                    value,
+                    first: Some(c),
+                    second: None,
+                }
+            }
+            OptimizerSpec::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let (lr_t, b1, b2, eps) = (T::of(lr), T::of(beta1), T::of(beta2), T::of(eps));
+                // Bias corrections in f64: β^t underflows gracefully to 0 there.
+                let c1 = T::of(1.0 - beta1.powf(t as f64));
+                let c2 = T::of(1.0 - beta2.powf(t as f64));
+                let m = Zip::from(&self.first[i])
+                    .and(g)
+                    .map_collect(|&m, &g| b1 * m + (one - b1) * g);
+                let v = Zip::from(&self.second[i])
+                    .and(g)
+                    .map_collect(|&v, &g| b2 * v + (one - b2) * g * g);
+                let value = Zip::from(w)
+                    .and(&m)
+                    .and(&v)
+                    .map_collect(|&w, &m, &v| w - lr_t * (m / c1) / ((v / c2).sqrt() + eps));
+                Staged {
+                    value,
+                    first: Some(m),
+                    second: Some(v),
+                }
+            }
+        }
+    }
+}
+
+fn first_non_finite<T: Scalar>(name: &str, what: &'static str, a: &ArrayD<T>) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(EngineError::NonFiniteUpdate {
+            field: name.to_string(),
+            what,
+            index,
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,373 @@
+//! A model's full description, every default already filled in, and its validation.
+//! The service turns a wire spec (where unset means "default") into this; the engine
+//! never guesses.
+use serde::{Deserialize, Serialize};
+
+use crate::engine::error::{EngineError, Result};
+use crate::engine::ops::{elu, leaky_relu};
+
+/// The nonlinearity of a hidden layer, with its options.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActivationSpec {
+    Relu,
+    Sigmoid,
+    Tanh,
+    /// `max(slope·x, x)`, 0 ≤ slope < 1.
+    LeakyRelu {
+        slope: f64,
+    },
+    /// `x` for x ≥ 0, `alpha·(eˣ − 1)` below; alpha > 0.
+    Elu {
+        alpha: f64,
+    },
+    /// `max_p(x·W_p + b_p)` over `pieces` ≥ 2 affine pieces.
+    Maxout {
+        pieces: usize,
+    },
+}
+
+impl ActivationSpec {
+    pub fn leaky_relu() -> Self {
+        ActivationSpec::LeakyRelu {
+            slope: leaky_relu::DEFAULT_SLOPE,
+        }
+    }
+    pub fn elu() -> Self {
+        ActivationSpec::Elu {
+            alpha: elu::DEFAULT_ALPHA,
+        }
+    }
+    pub fn maxout() -> Self {
+        ActivationSpec::Maxout { pieces: 2 }
+    }
+    /// The six activations, each with its default options.
+    pub fn all() -> [ActivationSpec; 6] {
+        [
+            ActivationSpec::Sigmoid,
+            ActivationSpec::Tanh,
+            ActivationSpec::Relu,
+            ActivationSpec::leaky_relu(),
+            ActivationSpec::maxout(),
+            ActivationSpec::elu(),
+        ]
+    }
+    /// ReLU-like activations keep about half the variance, so they take He init.
+    fn relu_like(&self) -> bool {
+        !matches!(self, ActivationSpec::Sigmoid | ActivationSpec::Tanh)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HiddenSpec {
+    pub units: usize,
+    pub activation: ActivationSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LossSpec {
+    /// Multiclass SVM with margin Δ > 0 (1.0 by default).
+    Svm {
+        margin: f64,
+    },
+    Softmax,
+}
+
+/// The CS231n update rules. Hyper-parameters are kept in f64 and rounded to the model's
+/// dtype when applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerSpec {
+    Sgd {
+        lr: f64,
+    },
+    Momentum {
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+    },
+    RmsProp {
+        lr: f64,
+        decay: f64,
+        eps: f64,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+}
+
+impl OptimizerSpec {
+    pub fn sgd() -> Self {
+        OptimizerSpec::Sgd { lr: 1e-2 }
+    }
+    pub fn momentum() -> Self {
+        OptimizerSpec::Momentum {
+            lr: 1e-2,
+            momentum: 0.9,
+            nesterov: false,
+        }
+    }
+    pub fn rmsprop() -> Self {
+        OptimizerSpec::RmsProp {
+            lr: 1e-2,
+            decay: 0.99,
+            eps: 1e-8,
+        }
+    }
+    pub fn adam() -> Self {
+        OptimizerSpec::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// How weights are drawn; biases always start at 0.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InitSpec {
+    /// Per layer: He for ReLU-like layers (ReLU, leaky ReLU, ELU, maxout), Xavier for
+    /// sigmoid and tanh layers and for the output layer.
+    Auto,
+    /// `N(0, scale²)`, CS231n's `weight_scale * randn`.
+    Gaussian { scale: f64 },
+    /// `N(0, 2/fan_in)`.
+    He,
+    /// Glorot normal, `N(0, 2/(fan_in + fan_out))`.
+    Xavier,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    F32,
+    F64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub input_dim: usize,
+    pub hidden: Vec<HiddenSpec>,
+    pub num_classes: usize,
+    pub bias: bool,
+    pub loss: LossSpec,
+    /// λ in `R = λ·Σ W²`.
+    pub l2: f64,
+    pub optimizer: OptimizerSpec,
+    pub init: InitSpec,
+    pub seed: u64,
+    pub dtype: DType,
+}
+
+impl ModelSpec {
+    /// A model with the documented defaults: biases on, SVM (Δ = 1), λ = 0, SGD, auto init,
+    /// seed 0, f32.
+    pub fn new(input_dim: usize, hidden: Vec<HiddenSpec>, num_classes: usize) -> Self {
+        ModelSpec {
+            input_dim,
+            hidden,
+            num_classes,
+            bias: true,
+            loss: LossSpec::Svm { margin: 1.0 },
+            l2: 0.0,
+            optimizer: OptimizerSpec::sgd(),
+            init: InitSpec::Auto,
+            seed: 0,
+            dtype: DType::F32,
+        }
+    }
+
+    /// Checks every value; the error names the field (wire names, e.g. `spec.hidden[1].units`).
+    pub fn validate(&self) -> Result<()> {
+        if self.input_dim == 0 {
+            return Err(EngineError::spec("spec.input_dim", "must be at least 1"));
+        }
+        if self.num_classes < 2 {
+            return Err(EngineError::spec("spec.num_classes", "must be at least 2"));
+        }
+        for (i, h) in self.hidden.iter().enumerate() {
+            let f = |name: &str| format!("spec.hidden[{i}].{name}");
+            if h.units == 0 {
+                return Err(EngineError::spec(f("units"), "must be at least 1"));
+            }
+            match h.activation {
+                ActivationSpec::LeakyRelu { slope } if !(0.0..1.0).contains(&slope) => {
+                    return Err(EngineError::spec(
+                        f("leaky_slope"),
+                        format!("must be in [0, 1), got {slope}"),
+                    ));
+                }
+                ActivationSpec::Elu { alpha } if !(alpha > 0.0 && alpha.is_finite()) => {
+                    return Err(EngineError::spec(
+                        f("elu_alpha"),
+                        format!("must be finite and > 0, got {alpha}"),
+                    ));
+                }
+                ActivationSpec::Maxout { pieces } if !(2..=MAX_PIECES).contains(&pieces) => {
+                    return Err(EngineError::spec(
+                        f("maxout_pieces"),
+                        format!("must be in [2, {MAX_PIECES}], got {pieces}"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let LossSpec::Svm { margin } = self.loss {
+            positive("spec.svm_margin", margin)?;
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
+            return Err(EngineError::spec(
+                "spec.l2",
+                format!("must be finite and ≥ 0, got {}", self.l2),
+            ));
+        }
+        match self.optimizer {
+            OptimizerSpec::Sgd { lr } => positive("spec.optimizer.learning_rate", lr)?,
+            OptimizerSpec::Momentum { lr, momentum, .. } => {
+                positive("spec.optimizer.learning_rate", lr)?;
+                unit("spec.optimizer.momentum", momentum)?;
+            }
+            OptimizerSpec::RmsProp { lr, decay, eps } => {
+                positive("spec.optimizer.learning_rate", lr)?;
+                unit("spec.optimizer.decay_rate", decay)?;
+                positive("spec.optimizer.epsilon", eps)?;
+            }
+            OptimizerSpec::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                positive("spec.optimizer.learning_rate", lr)?;
+                unit("spec.optimizer.beta1", beta1)?;
+                unit("spec.optimizer.beta2", beta2)?;
+                positive("spec.optimizer.epsilon", eps)?;
+            }
+        }
+        if let InitSpec::Gaussian { scale } = self.init {
+            positive("spec.init.weight_scale", scale)?;
+        }
+        self.parameter_count()
+            .ok_or_else(|| EngineError::spec("spec", "the parameter count overflows"))?;
+        Ok(())
+    }
+
+    /// Every parameter, in order.
+    pub fn parameter_shapes(&self) -> Vec<ParamShape> {
+        let mut out = Vec::new();
+        let mut fan_in = self.input_dim;
+        let layers = self
+            .hidden
+            .iter()
+            .map(|h| (h.units, Some(h.activation)))
+            .chain(std::iter::once((self.num_classes, None)));
+        for (i, (units, act)) in layers.enumerate() {
+            let mut push = |prefix: String| {
+                out.push(ParamShape {
+                    name: format!("{prefix}.weight"),
+                    shape: vec![fan_in, units],
+                    is_weight: true,
+                    layer: i,
+                });
+                if self.bias {
+                    out.push(ParamShape {
+                        name: format!("{prefix}.bias"),
+                        shape: vec![units],
+                        is_weight: false,
+                        layer: i,
+                    });
+                }
+            };
+            match act {
+                Some(ActivationSpec::Maxout { pieces }) => {
+                    (0..pieces).for_each(|p| push(format!("layers.{i}.pieces.{p}")));
+                }
+                _ => push(format!("layers.{i}")),
+            }
+            fan_in = units;
+        }
+        out
+    }
+
+    /// The number of scalars in all parameters, or `None` if it overflows.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let mut fan_in = self.input_dim as u64;
+        let mut total = 0u64;
+        let layers = self
+            .hidden
+            .iter()
+            .map(|h| (h.units as u64, h.activation))
+            .chain(std::iter::once((
+                self.num_classes as u64,
+                ActivationSpec::Relu,
+            )));
+        for (units, act) in layers {
+            let pieces = match act {
+                ActivationSpec::Maxout { pieces } => pieces as u64,
+                _ => 1,
+            };
+            let per_piece =
+                fan_in
+                    .checked_mul(units)?
+                    .checked_add(if self.bias { units } else { 0 })?;
+            total = total.checked_add(per_piece.checked_mul(pieces)?)?;
+            fan_in = units;
+        }
+        Some(total)
+    }
+
+    /// The init scheme of layer `i` (the output layer is `hidden.len()`).
+    pub(crate) fn layer_init(&self, i: usize) -> InitSpec {
+        match self.init {
+            InitSpec::Auto => match self.hidden.get(i) {
+                Some(h) if h.activation.relu_like() => InitSpec::He,
+                _ => InitSpec::Xavier,
+            },
+            other => other,
+        }
+    }
+}
+
+/// A parameter's place in the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamShape {
+    /// `layers.{i}.weight`, `layers.{i}.bias`, or `layers.{i}.pieces.{p}.…` for maxout.
+    pub name: String,
+    /// `[fan_in, fan_out]` for a weight, `[fan_out]` for a bias.
+    pub shape: Vec<usize>,
+    /// Weights are regularized; biases are not.
+    pub is_weight: bool,
+    /// The layer it belongs to (the output layer is `hidden.len()`).
+    pub layer: usize,
+}
+
+/// The most maxout pieces a layer may have (each piece is a full weight matrix).
+pub const MAX_PIECES: usize = 16;
+
+fn positive(field: &str, v: f64) -> Result<()> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(EngineError::spec(
+            field,
+            format!("must be finite and > 0, got {v}"),
+        ))
+    }
+}
+
+fn unit(field: &str, v: f64) -> Result<()> {
+    if (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(EngineError::spec(
+            field,
+            format!("must be in [0, 1), got {v}"),
+        ))
+    }
+}
