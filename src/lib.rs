@@ -5,6 +5,9 @@
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
 pub mod engine;
 pub mod model;
+pub mod server;
+pub mod service;
+pub mod session;
 
 /// The `backprop.v1` wire contract, generated from `proto/backprop/v1/backprop.proto`.
 pub mod pb {

@@ -1,1 +1,152 @@
-fn main() {}
+//! The `backprop` binary: `backprop serve` runs the server. Thin: parse flags, set up
+//! logging, bind, call `backprop::server::run` with a Ctrl-C/SIGTERM shutdown future.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use backprop::server::{self, Config};
+use backprop::service::RequestLimits;
+use backprop::session::Limits;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "backprop",
+    version,
+    about = "Neural-network training as a gRPC service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is logged).
+    #[arg(long, env = "BACKPROP_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Log format: human-readable text or one JSON object per line (for containers).
+    #[arg(long, env = "BACKPROP_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Live sessions at most.
+    #[arg(long, env = "BACKPROP_MAX_SESSIONS", default_value_t = 100_000)]
+    max_sessions: usize,
+    /// Parameters (scalars) per model at most.
+    #[arg(long, env = "BACKPROP_MAX_PARAMETERS", default_value_t = 50_000_000)]
+    max_parameters: u64,
+    /// Elements in one request tensor (e.g. a batch X) at most.
+    #[arg(long, env = "BACKPROP_MAX_BATCH_ELEMENTS", default_value_t = 16 * 1024 * 1024)]
+    max_batch_elements: usize,
+    /// Largest gRPC message, in MiB, both ways.
+    #[arg(long, env = "BACKPROP_MAX_MESSAGE_MIB", default_value_t = 64)]
+    max_message_mib: usize,
+    /// Drop a session unused for this many seconds; 0 = never.
+    #[arg(long, env = "BACKPROP_IDLE_TTL_SECS", default_value_t = 0)]
+    idle_ttl_secs: u64,
+    /// Threads doing model math; 0 = one per core.
+    #[arg(long, env = "BACKPROP_COMPUTE_THREADS", default_value_t = 0)]
+    compute_threads: usize,
+    /// Calls that may wait for a compute thread before new ones get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "BACKPROP_QUEUE_DEPTH", default_value_t = 1024)]
+    queue_depth: usize,
+    /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "BACKPROP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    init_logging(args.log_format);
+    let defaults = Config::default();
+    let config = Config {
+        limits: Limits {
+            max_sessions: args.max_sessions,
+            max_parameters: args.max_parameters,
+            idle_ttl: (args.idle_ttl_secs > 0).then(|| Duration::from_secs(args.idle_ttl_secs)),
+        },
+        request_limits: RequestLimits {
+            max_batch_elements: args.max_batch_elements,
+            ..RequestLimits::default()
+        },
+        compute_threads: if args.compute_threads == 0 {
+            defaults.compute_threads
+        } else {
+            args.compute_threads
+        },
+        queue_depth: args.queue_depth,
+        max_message_bytes: args.max_message_mib.saturating_mul(1024 * 1024),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    server::run(listener, config, shutdown_signal()).await
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("backprop: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backprop: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Runs the service on a bound listener until a shutdown future resolves: the Trainer,
+//! `grpc.health.v1.Health` and server reflection (v1 and v1alpha, for grpcurl and ghz).
+//! Taking a bound listener lets tests start the very same server on `127.0.0.1:0`.
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::pb;
+use crate::pb::trainer_server::TrainerServer;
+use crate::service::{RequestLimits, TrainerService};
+use crate::session::{ComputePool, Limits, SessionStore};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: Limits,
+    pub request_limits: RequestLimits,
+    /// Threads doing model math.
+    pub compute_threads: usize,
+    /// Jobs that may wait for a compute thread before calls get RESOURCE_EXHAUSTED.
+    pub queue_depth: usize,
+    /// Largest request or response message, both ways.
+    pub max_message_bytes: usize,
+    /// After shutdown is asked for, how long in-flight calls may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            request_limits: RequestLimits::default(),
+            compute_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_depth: 1024,
+            max_message_bytes: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish for at most
+/// `config.shutdown_grace`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let store = SessionStore::new(config.limits.clone());
+    let _reaper = store.spawn_reaper();
+    let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
+    let trainer = TrainerService::new(store, pool, config.request_limits.clone());
+    let trainer = TrainerServer::new(trainer)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TrainerServer<TrainerService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+        health
+            .set_not_serving::<TrainerServer<TrainerService>>()
+            .await;
+        let _ = stopping_tx.send(());
+    };
+    tracing::info!(%addr, threads = config.compute_threads, "serving backprop.v1.Trainer");
+    let serve = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(trainer)
+        .serve_with_incoming_shutdown(incoming, signal);
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = serve => r?,
+        _ = deadline => tracing::warn!(?grace, "in-flight calls did not finish within the grace period; stopping anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

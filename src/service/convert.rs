@@ -1,0 +1,417 @@
+//! Wire ↔ engine conversion: specs (filling every documented default) and tensors
+//! (shape plus row-major values). Decoding costs one pass at most: an f32 tensor for an
+//! f32 model is moved, not copied.
+use ndarray::{Array2, ArrayD, IxDyn};
+use tonic::Status;
+
+use super::status::invalid;
+use crate::engine::ops::{elu, leaky_relu};
+use crate::engine::scalar::Scalar;
+use crate::model::{
+    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, OptimizerSpec,
+};
+use crate::pb;
+
+/// A model dtype that knows its wire form.
+pub trait WireScalar: Scalar {
+    fn from_f32s(v: Vec<f32>) -> Vec<Self>;
+    fn from_f64s(v: Vec<f64>) -> Vec<Self>;
+    fn tensor(shape: Vec<u32>, v: Vec<Self>) -> pb::Tensor;
+}
+
+impl WireScalar for f32 {
+    fn from_f32s(v: Vec<f32>) -> Vec<Self> {
+        v
+    }
+    fn from_f64s(v: Vec<f64>) -> Vec<Self> {
+        v.into_iter().map(|x| x as f32).collect()
+    }
+    fn tensor(shape: Vec<u32>, values: Vec<Self>) -> pb::Tensor {
+        pb::Tensor {
+            shape,
+            values,
+            values_f64: Vec::new(),
+        }
+    }
+}
+
+impl WireScalar for f64 {
+    fn from_f32s(v: Vec<f32>) -> Vec<Self> {
+        v.into_iter().map(f64::from).collect()
+    }
+    fn from_f64s(v: Vec<f64>) -> Vec<Self> {
+        v
+    }
+    fn tensor(shape: Vec<u32>, values_f64: Vec<Self>) -> pb::Tensor {
+        pb::Tensor {
+            shape,
+            values: Vec::new(),
+            values_f64,
+        }
+    }
+}
+
+/// Checks a tensor's shape against its values and a size limit, without touching the
+/// values: cheap enough for the async side. Returns the shape.
+pub fn check_tensor(
+    t: &pb::Tensor,
+    field: &str,
+    max_elements: usize,
+) -> Result<Vec<usize>, Status> {
+    if !t.values.is_empty() && !t.values_f64.is_empty() {
+        return Err(invalid(field, "set either values or values_f64, not both"));
+    }
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let got = t.values.len().max(t.values_f64.len());
+    match expected {
+        Some(n) if n > max_elements => Err(Status::resource_exhausted(format!(
+            "{field}: {n} elements is more than this server's limit of {max_elements} per tensor"
+        ))),
+        Some(n) if n == got => Ok(shape),
+        Some(n) => Err(invalid(
+            field,
+            format!("shape {:?} needs {n} values, got {got}", t.shape),
+        )),
+        None => Err(invalid(field, format!("shape {:?} overflows", t.shape))),
+    }
+}
+
+/// Decodes a tensor (already checked with [`check_tensor`]) into the model's dtype.
+pub fn tensor_values<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<ArrayD<T>, Status> {
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let values = if t.values_f64.is_empty() {
+        T::from_f32s(t.values)
+    } else {
+        T::from_f64s(t.values_f64)
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Decodes an N×D (or N×C) matrix.
+pub fn matrix<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<Array2<T>, Status> {
+    if t.shape.len() != 2 {
+        return Err(invalid(
+            field,
+            format!("expected a matrix shape [rows, cols], got {:?}", t.shape),
+        ));
+    }
+    tensor_values::<T>(t, field)?
+        .into_dimensionality()
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Encodes an array in row-major order; moves the buffer when it already is.
+pub fn to_tensor<T: WireScalar, D: ndarray::Dimension>(a: ndarray::Array<T, D>) -> pb::Tensor {
+    let shape = a.shape().iter().map(|&d| d as u32).collect();
+    let values = if a.is_standard_layout() {
+        let (v, offset) = a.into_raw_vec_and_offset();
+        if offset.unwrap_or(0) == 0 {
+            v
+        } else {
+            return T::tensor(shape, v.into_iter().skip(offset.unwrap_or(0)).collect());
+        }
+    } else {
+        a.iter().copied().collect()
+    };
+    T::tensor(shape, values)
+}
+
+pub fn labels(v: Vec<u32>) -> Vec<usize> {
+    v.into_iter().map(|l| l as usize).collect()
+}
+
+/// The engine spec for a wire spec, with every unset field given its documented default.
+pub fn spec_from_proto(s: Option<pb::ModelSpec>) -> Result<ModelSpec, Status> {
+    let s = s.ok_or_else(|| invalid("spec", "required"))?;
+    let hidden = s
+        .hidden
+        .iter()
+        .enumerate()
+        .map(|(i, h)| hidden_from_proto(i, h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loss = match pb::LossKind::try_from(s.loss) {
+        Ok(pb::LossKind::Unspecified | pb::LossKind::Svm) => LossSpec::Svm {
+            margin: s.svm_margin.unwrap_or(1.0),
+        },
+        Ok(pb::LossKind::Softmax) if s.svm_margin.is_some() => {
+            return Err(invalid("spec.svm_margin", "only applies to LOSS_KIND_SVM"));
+        }
+        Ok(pb::LossKind::Softmax) => LossSpec::Softmax,
+        Err(_) => return Err(invalid("spec.loss", format!("unknown loss {}", s.loss))),
+    };
+    let init = s.init.unwrap_or_default();
+    let init_spec = match pb::InitScheme::try_from(init.scheme) {
+        Ok(pb::InitScheme::Gaussian) => InitSpec::Gaussian {
+            scale: init.weight_scale.unwrap_or(1e-2),
+        },
+        Ok(_) if init.weight_scale.is_some() => {
+            return Err(invalid(
+                "spec.init.weight_scale",
+                "only applies to INIT_SCHEME_GAUSSIAN",
+            ));
+        }
+        Ok(pb::InitScheme::Unspecified) => InitSpec::Auto,
+        Ok(pb::InitScheme::He) => InitSpec::He,
+        Ok(pb::InitScheme::Xavier) => InitSpec::Xavier,
+        Err(_) => {
+            return Err(invalid(
+                "spec.init.scheme",
+                format!("unknown scheme {}", init.scheme),
+            ));
+        }
+    };
+    let dtype = match pb::Dtype::try_from(s.dtype) {
+        Ok(pb::Dtype::Unspecified | pb::Dtype::F32) => DType::F32,
+        Ok(pb::Dtype::F64) => DType::F64,
+        Err(_) => return Err(invalid("spec.dtype", format!("unknown dtype {}", s.dtype))),
+    };
+    let spec = ModelSpec {
+        input_dim: s.input_dim as usize,
+        hidden,
+        num_classes: s.num_classes as usize,
+        bias: !s.no_bias,
+        loss,
+        l2: s.l2,
+        optimizer: optimizer_from_proto(s.optimizer.unwrap_or_default())?,
+        init: init_spec,
+        seed: init.seed,
+        dtype,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn hidden_from_proto(i: usize, h: &pb::HiddenLayer) -> Result<HiddenSpec, Status> {
+    let field = |name: &str| format!("spec.hidden[{i}].{name}");
+    let kind = pb::Activation::try_from(h.activation).map_err(|_| {
+        invalid(
+            field("activation"),
+            format!("unknown activation {}", h.activation),
+        )
+    })?;
+    let only = |set: bool, name: &str, applies: &str| {
+        if set {
+            Err(invalid(field(name), format!("only applies to {applies}")))
+        } else {
+            Ok(())
+        }
+    };
+    if kind != pb::Activation::LeakyRelu {
+        only(
+            h.leaky_slope.is_some(),
+            "leaky_slope",
+            "ACTIVATION_LEAKY_RELU",
+        )?;
+    }
+    if kind != pb::Activation::Elu {
+        only(h.elu_alpha.is_some(), "elu_alpha", "ACTIVATION_ELU")?;
+    }
+    if kind != pb::Activation::Maxout {
+        only(
+            h.maxout_pieces.is_some(),
+            "maxout_pieces",
+            "ACTIVATION_MAXOUT",
+        )?;
+    }
+    let activation = match kind {
+        pb::Activation::Unspecified | pb::Activation::Relu => ActivationSpec::Relu,
+        pb::Activation::Sigmoid => ActivationSpec::Sigmoid,
+        pb::Activation::Tanh => ActivationSpec::Tanh,
+        pb::Activation::LeakyRelu => ActivationSpec::LeakyRelu {
+            slope: h.leaky_slope.unwrap_or(leaky_relu::DEFAULT_SLOPE),
+        },
+        pb::Activation::Elu => ActivationSpec::Elu {
+            alpha: h.elu_alpha.unwrap_or(elu::DEFAULT_ALPHA),
+        },
+        pb::Activation::Maxout => ActivationSpec::Maxout {
+            pieces: h.maxout_pieces.unwrap_or(2) as usize,
+        },
+    };
+    Ok(HiddenSpec {
+        units: h.units as usize,
+        activation,
+    })
+}
+
+fn optimizer_from_proto(o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
+    let kind = pb::OptimizerKind::try_from(o.kind).map_err(|_| {
+        invalid(
+            "spec.optimizer.kind",
+            format!("unknown optimizer {}", o.kind),
+        )
+    })?;
+    let unused = |set: bool, name: &str| {
+        if set {
+            Err(invalid(
+                format!("spec.optimizer.{name}"),
+                format!("does not apply to {}", kind.as_str_name()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let is = |k: pb::OptimizerKind| kind == k;
+    unused(
+        o.momentum.is_some() && !is(pb::OptimizerKind::Momentum),
+        "momentum",
+    )?;
+    unused(o.nesterov && !is(pb::OptimizerKind::Momentum), "nesterov")?;
+    unused(
+        o.decay_rate.is_some() && !is(pb::OptimizerKind::Rmsprop),
+        "decay_rate",
+    )?;
+    let adam = is(pb::OptimizerKind::Adam);
+    unused(o.beta1.is_some() && !adam, "beta1")?;
+    unused(o.beta2.is_some() && !adam, "beta2")?;
+    unused(
+        o.epsilon.is_some() && !adam && !is(pb::OptimizerKind::Rmsprop),
+        "epsilon",
+    )?;
+    Ok(match kind {
+        pb::OptimizerKind::Unspecified | pb::OptimizerKind::Sgd => {
+            let OptimizerSpec::Sgd { lr } = OptimizerSpec::sgd() else {
+                unreachable!()
+            };
+            OptimizerSpec::Sgd {
+                lr: o.learning_rate.unwrap_or(lr),
+            }
+        }
+        pb::OptimizerKind::Momentum => {
+            let OptimizerSpec::Momentum { lr, momentum, .. } = OptimizerSpec::momentum() else {
+                unreachable!()
+            };
+            OptimizerSpec::Momentum {
+                lr: o.learning_rate.unwrap_or(lr),
+                momentum: o.momentum.unwrap_or(momentum),
+                nesterov: o.nesterov,
+            }
+        }
+        pb::OptimizerKind::Rmsprop => {
+            let OptimizerSpec::RmsProp { lr, decay, eps } = OptimizerSpec::rmsprop() else {
+                unreachable!()
+            };
+            OptimizerSpec::RmsProp {
+                lr: o.learning_rate.unwrap_or(lr),
+                decay: o.decay_rate.unwrap_or(decay),
+                eps: o.epsilon.unwrap_or(eps),
+            }
+        }
+        pb::OptimizerKind::Adam => {
+            let OptimizerSpec::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } = OptimizerSpec::adam()
+            else {
+                unreachable!()
+            };
+            OptimizerSpec::Adam {
+                lr: o.learning_rate.unwrap_or(lr),
+                beta1: o.beta1.unwrap_or(beta1),
+                beta2: o.beta2.unwrap_or(beta2),
+                eps: o.epsilon.unwrap_or(eps),
+            }
+        }
+    })
+}
+
+/// The wire form of a spec, every field explicit.
+pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
+    let hidden = s
+        .hidden
+        .iter()
+        .map(|h| {
+            let mut l = pb::HiddenLayer {
+                units: h.units as u32,
+                ..Default::default()
+            };
+            l.activation = match h.activation {
+                ActivationSpec::Relu => pb::Activation::Relu,
+                ActivationSpec::Sigmoid => pb::Activation::Sigmoid,
+                ActivationSpec::Tanh => pb::Activation::Tanh,
+                ActivationSpec::LeakyRelu { slope } => {
+                    l.leaky_slope = Some(slope);
+                    pb::Activation::LeakyRelu
+                }
+                ActivationSpec::Elu { alpha } => {
+                    l.elu_alpha = Some(alpha);
+                    pb::Activation::Elu
+                }
+                ActivationSpec::Maxout { pieces } => {
+                    l.maxout_pieces = Some(pieces as u32);
+                    pb::Activation::Maxout
+                }
+            } as i32;
+            l
+        })
+        .collect();
+    let (loss, svm_margin) = match s.loss {
+        LossSpec::Svm { margin } => (pb::LossKind::Svm, Some(margin)),
+        LossSpec::Softmax => (pb::LossKind::Softmax, None),
+    };
+    let optimizer = match s.optimizer {
+        OptimizerSpec::Sgd { lr } => pb::Optimizer {
+            kind: pb::OptimizerKind::Sgd as i32,
+            learning_rate: Some(lr),
+            ..Default::default()
+        },
+        OptimizerSpec::Momentum {
+            lr,
+            momentum,
+            nesterov,
+        } => pb::Optimizer {
+            kind: pb::OptimizerKind::Momentum as i32,
+            learning_rate: Some(lr),
+            momentum: Some(momentum),
+            nesterov,
+            ..Default::default()
+        },
+        OptimizerSpec::RmsProp { lr, decay, eps } => pb::Optimizer {
+            kind: pb::OptimizerKind::Rmsprop as i32,
+            learning_rate: Some(lr),
+            decay_rate: Some(decay),
+            epsilon: Some(eps),
+            ..Default::default()
+        },
+        OptimizerSpec::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } => pb::Optimizer {
+            kind: pb::OptimizerKind::Adam as i32,
+            learning_rate: Some(lr),
+            beta1: Some(beta1),
+            beta2: Some(beta2),
+            epsilon: Some(eps),
+            ..Default::default()
+        },
+    };
+    let (scheme, weight_scale) = match s.init {
+        InitSpec::Auto => (pb::InitScheme::Unspecified, None),
+        InitSpec::Gaussian { scale } => (pb::InitScheme::Gaussian, Some(scale)),
+        InitSpec::He => (pb::InitScheme::He, None),
+        InitSpec::Xavier => (pb::InitScheme::Xavier, None),
+    };
+    pb::ModelSpec {
+        input_dim: s.input_dim as u32,
+        hidden,
+        num_classes: s.num_classes as u32,
+        no_bias: !s.bias,
+        loss: loss as i32,
+        svm_margin,
+        l2: s.l2,
+        optimizer: Some(optimizer),
+        init: Some(pb::Init {
+            scheme: scheme as i32,
+            weight_scale,
+            seed: s.seed,
+        }),
+        dtype: match s.dtype {
+            DType::F32 => pb::Dtype::F32,
+            DType::F64 => pb::Dtype::F64,
+        } as i32,
+    }
+}

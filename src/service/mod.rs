@@ -1,0 +1,7 @@
+//! The gRPC face: the `backprop.v1.Trainer` implementation (a thin layer over the model
+//! and session modules), wire conversion, and the one place errors become statuses.
+pub mod convert;
+pub mod status;
+pub mod trainer;
+
+pub use trainer::{RequestLimits, TrainerService};

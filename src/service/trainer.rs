@@ -1,0 +1,546 @@
+//! The `backprop.v1.Trainer` service: decode, validate what is cheap, take the session's
+//! lock in arrival order, run the math on the compute pool, encode. Nothing here does
+//! matrix work on the async runtime.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::convert::{
+    WireScalar, check_tensor, labels, matrix, spec_from_proto, spec_to_proto, tensor_values,
+    to_tensor,
+};
+use super::status::invalid;
+use crate::engine::gradcheck::Elements;
+use crate::model::{AnyModel, Losses, Model, Target, accuracy, predictions};
+use crate::pb;
+use crate::pb::trainer_server::Trainer;
+use crate::session::{ComputePool, Session, SessionStore};
+use crate::with_model;
+
+/// Per-request limits that are not about sessions.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Elements in one tensor of a request, at most.
+    pub max_batch_elements: usize,
+    /// Numeric-gradient evaluations (elements checked × batch rows × parameters) one
+    /// GradientCheck may cost, at most.
+    pub max_gradcheck_work: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_batch_elements: 16 * 1024 * 1024,
+            max_gradcheck_work: 20_000_000_000,
+        }
+    }
+}
+
+/// Dimensions beyond this are absurd for a fully connected net, whatever the limits.
+const MAX_DIM: usize = 1 << 24;
+/// Hidden layers at most.
+const MAX_DEPTH: usize = 128;
+
+#[derive(Clone)]
+pub struct TrainerService {
+    store: SessionStore,
+    pool: ComputePool,
+    limits: RequestLimits,
+}
+
+impl TrainerService {
+    pub fn new(store: SessionStore, pool: ComputePool, limits: RequestLimits) -> Self {
+        TrainerService {
+            store,
+            pool,
+            limits,
+        }
+    }
+
+    /// Runs one RPC inside a span with its method, model and batch size, and logs its
+    /// outcome and duration.
+    async fn observe<R>(
+        &self,
+        method: &'static str,
+        model_id: &str,
+        rows: usize,
+        call: impl Future<Output = Result<R, Status>>,
+    ) -> Result<Response<R>, Status> {
+        let span = tracing::info_span!("rpc", method, model_id, rows);
+        let start = Instant::now();
+        let result = call.instrument(span.clone()).await;
+        let micros = start.elapsed().as_micros() as u64;
+        let _enter = span.enter();
+        match &result {
+            Ok(_) => tracing::debug!(micros, "ok"),
+            Err(s) if s.code() == tonic::Code::Internal => {
+                tracing::error!(micros, code = ?s.code(), message = s.message(), "failed")
+            }
+            Err(s) => tracing::info!(micros, code = ?s.code(), message = s.message(), "rejected"),
+        }
+        result.map(Response::new)
+    }
+
+    /// Checks the batch tensor's shape cheaply (before any lock) and returns its rows.
+    fn batch(&self, x: &Option<pb::Tensor>, session: &Session) -> Result<usize, Status> {
+        let x = x.as_ref().ok_or_else(|| invalid("x", "required"))?;
+        let shape = check_tensor(x, "x", self.limits.max_batch_elements)?;
+        match shape[..] {
+            [0, _] => Err(invalid("x", "the batch is empty (N = 0)")),
+            [n, d] if d == session.spec.input_dim => Ok(n),
+            _ => Err(invalid(
+                "x",
+                format!(
+                    "expected shape [N, {}], got {:?}",
+                    session.spec.input_dim, x.shape
+                ),
+            )),
+        }
+    }
+
+    fn labels_for(&self, l: &[u32], rows: usize, session: &Session) -> Result<(), Status> {
+        if l.len() != rows {
+            return Err(invalid(
+                "labels",
+                format!("expected {rows} labels (one per row of x), got {}", l.len()),
+            ));
+        }
+        let c = session.spec.num_classes;
+        if let Some((i, &bad)) = l.iter().enumerate().find(|&(_, &v)| v as usize >= c) {
+            return Err(invalid(
+                format!("labels[{i}]"),
+                format!("label {bad} is out of range [0, {c})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn losses_pb(l: Losses) -> pb::Losses {
+    pb::Losses {
+        data_loss: l.data,
+        reg_loss: l.reg,
+        total_loss: l.total(),
+    }
+}
+
+fn forward_typed<T: WireScalar>(
+    m: &Model<T>,
+    x: pb::Tensor,
+    y: Option<Vec<usize>>,
+) -> Result<pb::ForwardResponse, Status> {
+    let x = matrix::<T>(x, "x")?;
+    let (scores, losses) = match &y {
+        Some(y) => {
+            let (s, l) = m.net().evaluate(x.view(), y)?;
+            (s, Some(l))
+        }
+        None => (m.net().scores(x.view())?, None),
+    };
+    let preds = predictions(&scores.view());
+    Ok(pb::ForwardResponse {
+        accuracy: y.as_ref().map(|y| accuracy(&preds, y)),
+        predictions: preds.into_iter().map(|p| p as u32).collect(),
+        losses: losses.map(losses_pb),
+        scores: Some(to_tensor(scores)),
+    })
+}
+
+fn backward_typed<T: WireScalar>(
+    m: &Model<T>,
+    x: pb::Tensor,
+    target: Result<Vec<usize>, pb::Tensor>,
+    input_grad: bool,
+) -> Result<pb::BackwardResponse, Status> {
+    let x = matrix::<T>(x, "x")?;
+    let g = match &target {
+        Ok(y) => m.net().gradients(x.view(), Target::Labels(y), input_grad)?,
+        Err(up) => {
+            let up = matrix::<T>(up.clone(), "upstream")?;
+            m.net()
+                .gradients(x.view(), Target::Upstream(up.view()), input_grad)?
+        }
+    };
+    Ok(pb::BackwardResponse {
+        losses: Some(losses_pb(g.losses)),
+        gradients: m
+            .net()
+            .params()
+            .iter()
+            .zip(g.params)
+            .map(|(p, g)| pb::NamedTensor {
+                name: p.name.clone(),
+                tensor: Some(to_tensor(g)),
+            })
+            .collect(),
+        input_grad: g.input.map(to_tensor),
+    })
+}
+
+fn train_typed<T: WireScalar>(
+    m: &mut Model<T>,
+    x: pb::Tensor,
+    y: Vec<usize>,
+) -> Result<pb::TrainStepResponse, Status> {
+    let x = matrix::<T>(x, "x")?;
+    let r = m.train_step(x.view(), &y)?;
+    Ok(pb::TrainStepResponse {
+        losses: Some(losses_pb(r.losses)),
+        accuracy: r.accuracy,
+        step: r.step,
+    })
+}
+
+fn apply_typed<T: WireScalar>(
+    m: &mut Model<T>,
+    grads: Vec<pb::NamedTensor>,
+) -> Result<u64, Status> {
+    let named = grads
+        .into_iter()
+        .map(|g| {
+            let field = format!("gradients[{}]", g.name);
+            let t = g
+                .tensor
+                .ok_or_else(|| invalid(&field, "tensor is required"))?;
+            check_tensor(&t, &field, usize::MAX)?;
+            Ok((g.name, tensor_values::<T>(t, &field)?))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(m.apply_gradients(named)?)
+}
+
+fn evaluate_typed<T: WireScalar>(
+    m: &Model<T>,
+    x: pb::Tensor,
+    y: Vec<usize>,
+) -> Result<pb::EvaluateResponse, Status> {
+    let x = matrix::<T>(x, "x")?;
+    let (scores, losses) = m.net().evaluate(x.view(), &y)?;
+    Ok(pb::EvaluateResponse {
+        losses: Some(losses_pb(losses)),
+        accuracy: accuracy(&predictions(&scores.view()), &y),
+        num_examples: y.len() as u64,
+    })
+}
+
+fn parameters_typed<T: WireScalar>(m: &Model<T>, values: bool) -> Vec<pb::ParameterInfo> {
+    m.net()
+        .params()
+        .iter()
+        .map(|p| pb::ParameterInfo {
+            name: p.name.clone(),
+            shape: p.value.shape().iter().map(|&d| d as u32).collect(),
+            value: values.then(|| to_tensor(p.value.clone())),
+        })
+        .collect()
+}
+
+fn gradcheck_typed<T: WireScalar>(
+    m: &Model<T>,
+    x: pb::Tensor,
+    y: Vec<usize>,
+    elements: Elements,
+) -> Result<pb::GradientCheckResponse, Status> {
+    let x = matrix::<T>(x, "x")?;
+    let checks = m.gradient_check(x.view(), &y, elements)?;
+    let errors: Vec<pb::ParameterError> = m
+        .net()
+        .params()
+        .iter()
+        .zip(checks)
+        .map(|(p, c)| pb::ParameterError {
+            name: p.name.clone(),
+            max_relative_error: c.max_relative_error,
+            elements_checked: c.elements_checked as u64,
+        })
+        .collect();
+    Ok(pb::GradientCheckResponse {
+        max_relative_error: errors
+            .iter()
+            .map(|e| e.max_relative_error)
+            .fold(0.0, f64::max),
+        errors,
+    })
+}
+
+#[tonic::async_trait]
+impl Trainer for TrainerService {
+    async fn create_model(
+        &self,
+        req: Request<pb::CreateModelRequest>,
+    ) -> Result<Response<pb::CreateModelResponse>, Status> {
+        let req = req.into_inner();
+        self.observe("CreateModel", "", 0, async {
+            let spec = spec_from_proto(req.spec)?;
+            for (field, d) in [
+                ("spec.input_dim", spec.input_dim),
+                ("spec.num_classes", spec.num_classes),
+            ]
+            .into_iter()
+            .chain(spec.hidden.iter().map(|h| ("spec.hidden[].units", h.units)))
+            {
+                if d > MAX_DIM {
+                    return Err(invalid(
+                        field,
+                        format!("{d} is beyond the largest dimension, {MAX_DIM}"),
+                    ));
+                }
+            }
+            if spec.hidden.len() > MAX_DEPTH {
+                return Err(invalid(
+                    "spec.hidden",
+                    format!("at most {MAX_DEPTH} hidden layers"),
+                ));
+            }
+            self.store.admit(&spec)?;
+            let init = spec.clone();
+            let model = self.pool.run(move || AnyModel::new(init)).await??;
+            let session = self.store.insert(model)?;
+            tracing::info!(model_id = %session.id, parameters = session.parameter_count, "created");
+            Ok(pb::CreateModelResponse {
+                model_id: session.id.to_string(),
+                parameter_count: session.parameter_count,
+                spec: Some(spec_to_proto(&spec)),
+            })
+        })
+        .await
+    }
+
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        let rows = self.batch(&req.x, &session)?;
+        self.observe("Forward", &req.model_id, rows, async {
+            let y = if req.labels.is_empty() {
+                None
+            } else {
+                self.labels_for(&req.labels, rows, &session)?;
+                Some(labels(req.labels))
+            };
+            let x = req.x.unwrap_or_default();
+            let guard = session.read().await;
+            self.pool
+                .run(move || with_model!(&*guard.guard, m => forward_typed(m, x, y)))
+                .await?
+        })
+        .await
+    }
+
+    async fn backward(
+        &self,
+        req: Request<pb::BackwardRequest>,
+    ) -> Result<Response<pb::BackwardResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        let rows = self.batch(&req.x, &session)?;
+        self.observe("Backward", &req.model_id, rows, async {
+            let target = match (req.labels.is_empty(), req.upstream) {
+                (false, Some(_)) => return Err(invalid("upstream", "give labels or upstream, not both")),
+                (true, None) => return Err(invalid("labels", "give labels or an upstream gradient")),
+                (false, None) => {
+                    self.labels_for(&req.labels, rows, &session)?;
+                    Ok(labels(req.labels))
+                }
+                (true, Some(up)) => {
+                    let shape = check_tensor(&up, "upstream", self.limits.max_batch_elements)?;
+                    let want = [rows, session.spec.num_classes];
+                    if shape != want {
+                        return Err(invalid("upstream", format!("expected shape {want:?} (the scores'), got {shape:?}")));
+                    }
+                    Err(up)
+                }
+            };
+            let (x, input_grad) = (req.x.unwrap_or_default(), req.return_input_grad);
+            let guard = session.read().await;
+            self.pool
+                .run(move || with_model!(&*guard.guard, m => backward_typed(m, x, target, input_grad)))
+                .await?
+        })
+        .await
+    }
+
+    async fn train_step(
+        &self,
+        req: Request<pb::TrainStepRequest>,
+    ) -> Result<Response<pb::TrainStepResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        let rows = self.batch(&req.x, &session)?;
+        self.observe("TrainStep", &req.model_id, rows, async {
+            self.labels_for(&req.labels, rows, &session)?;
+            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let mut guard = session.write().await;
+            let s = session.clone();
+            self.pool
+                .run(move || {
+                    let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y));
+                    if let Ok(r) = &r {
+                        s.set_step(r.step);
+                    }
+                    r
+                })
+                .await?
+        })
+        .await
+    }
+
+    async fn apply_gradients(
+        &self,
+        req: Request<pb::ApplyGradientsRequest>,
+    ) -> Result<Response<pb::ApplyGradientsResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        self.observe("ApplyGradients", &req.model_id, 0, async {
+            for g in &req.gradients {
+                let field = format!("gradients[{}]", g.name);
+                let t = g
+                    .tensor
+                    .as_ref()
+                    .ok_or_else(|| invalid(&field, "tensor is required"))?;
+                check_tensor(t, &field, self.store.limits().max_parameters as usize)?;
+            }
+            let mut guard = session.write().await;
+            let s = session.clone();
+            let grads = req.gradients;
+            self.pool
+                .run(move || {
+                    let step = with_model!(&mut *guard.guard, m => apply_typed(m, grads))?;
+                    s.set_step(step);
+                    Ok(pb::ApplyGradientsResponse { step })
+                })
+                .await?
+        })
+        .await
+    }
+
+    async fn evaluate(
+        &self,
+        req: Request<pb::EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        let rows = self.batch(&req.x, &session)?;
+        self.observe("Evaluate", &req.model_id, rows, async {
+            self.labels_for(&req.labels, rows, &session)?;
+            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let guard = session.read().await;
+            self.pool
+                .run(move || with_model!(&*guard.guard, m => evaluate_typed(m, x, y)))
+                .await?
+        })
+        .await
+    }
+
+    async fn get_model(
+        &self,
+        req: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::GetModelResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        self.observe("GetModel", &req.model_id, 0, async {
+            let values = req.include_values;
+            let guard = session.read().await;
+            let (step, parameters) = self
+                .pool
+                .run(move || with_model!(&*guard.guard, m => (m.step(), parameters_typed(m, values))))
+                .await?;
+            Ok(pb::GetModelResponse {
+                model_id: session.id.to_string(),
+                spec: Some(spec_to_proto(&session.spec)),
+                step,
+                parameter_count: session.parameter_count,
+                parameters,
+            })
+        })
+        .await
+    }
+
+    async fn list_models(
+        &self,
+        _req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        self.observe("ListModels", "", 0, async {
+            let mut models: Vec<pb::ModelSummary> = self
+                .store
+                .list()
+                .iter()
+                .map(|s: &Arc<Session>| pb::ModelSummary {
+                    model_id: s.id.to_string(),
+                    spec: Some(spec_to_proto(&s.spec)),
+                    step: s.step(),
+                    parameter_count: s.parameter_count,
+                    idle_seconds: s.idle_for().as_secs_f64(),
+                })
+                .collect();
+            models.sort_by(|a, b| a.model_id.cmp(&b.model_id));
+            Ok(pb::ListModelsResponse { models })
+        })
+        .await
+    }
+
+    async fn delete_model(
+        &self,
+        req: Request<pb::DeleteModelRequest>,
+    ) -> Result<Response<pb::DeleteModelResponse>, Status> {
+        let req = req.into_inner();
+        self.observe("DeleteModel", &req.model_id, 0, async {
+            self.store.remove(&req.model_id)?;
+            tracing::info!(model_id = %req.model_id, "deleted");
+            Ok(pb::DeleteModelResponse {})
+        })
+        .await
+    }
+
+    async fn gradient_check(
+        &self,
+        req: Request<pb::GradientCheckRequest>,
+    ) -> Result<Response<pb::GradientCheckResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        let rows = self.batch(&req.x, &session)?;
+        self.observe("GradientCheck", &req.model_id, rows, async {
+            self.labels_for(&req.labels, rows, &session)?;
+            let shapes = session.spec.parameter_shapes();
+            let per = req.max_elements_per_parameter as u64;
+            let checks: u64 = shapes
+                .iter()
+                .map(|p| {
+                    let n = p.shape.iter().product::<usize>() as u64;
+                    if per == 0 { n } else { n.min(per) }
+                })
+                .sum();
+            let work = checks
+                .saturating_mul(rows as u64)
+                .saturating_mul(session.parameter_count);
+            if work > self.limits.max_gradcheck_work {
+                return Err(invalid(
+                    "max_elements_per_parameter",
+                    format!(
+                        "checking {checks} elements on {rows} rows is too much work for one call; \
+                         set max_elements_per_parameter lower or send fewer rows"
+                    ),
+                ));
+            }
+            let elements = if per == 0 {
+                Elements::All
+            } else {
+                Elements::Sample {
+                    per_tensor: per as usize,
+                    seed: 0,
+                }
+            };
+            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let guard = session.read().await;
+            self.pool
+                .run(move || with_model!(&*guard.guard, m => gradcheck_typed(m, x, y, elements)))
+                .await?
+        })
+        .await
+    }
+}

@@ -1,0 +1,267 @@
+//! The session store: every live model, each behind its own lock.
+//!
+//! The map itself sits behind a std `RwLock` that is held only to look up, insert or
+//! remove an entry (never across an `.await`, never during math), so one slow session
+//! never stalls another. Each session's model sits behind a tokio `RwLock`, which queues
+//! waiters fairly: steps on one session apply in arrival order, reads (Forward, Backward,
+//! Evaluate) of one session may run side by side.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
+use tokio::time::Instant;
+
+use super::id::SessionId;
+use crate::model::{AnyModel, ModelSpec};
+
+/// Limits on what clients may hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Live sessions at most.
+    pub max_sessions: usize,
+    /// Parameters (scalars) per model at most.
+    pub max_parameters: u64,
+    /// A session unused for this long is dropped; `None` = never.
+    pub idle_ttl: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 100_000,
+            max_parameters: 50_000_000,
+            idle_ttl: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("model_id: no model {0:?} (never created, deleted, or dropped after being idle)")]
+    NotFound(String),
+    #[error("the server holds its maximum of {0} sessions; delete one first")]
+    TooManySessions(usize),
+    #[error("spec: the model has {got} parameters, more than this server's limit of {limit}")]
+    TooManyParameters { got: u64, limit: u64 },
+    #[error("the operating system's random generator failed: {0}")]
+    Random(String),
+}
+
+/// One live model.
+pub struct Session {
+    pub id: SessionId,
+    /// Immutable for the life of the session, so readable without the lock.
+    pub spec: ModelSpec,
+    pub parameter_count: u64,
+    model: Arc<AsyncRwLock<AnyModel>>,
+    /// The step count, mirrored here after every update so listing needs no lock.
+    step: AtomicU64,
+    last_used: Mutex<Instant>,
+    /// Calls holding or waiting for this session; the reaper skips busy sessions.
+    in_use: AtomicUsize,
+}
+
+impl Session {
+    pub fn step(&self) -> u64 {
+        self.step.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_step(&self, step: u64) {
+        self.step.store(step, Ordering::Release);
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// Waits (in arrival order) for shared access to the model.
+    pub async fn read(self: &Arc<Self>) -> SessionGuard<OwnedRwLockReadGuard<AnyModel>> {
+        let _use = InUse::new(self);
+        let guard = self.model.clone().read_owned().await;
+        self.touch();
+        SessionGuard { guard, _use }
+    }
+
+    /// Waits (in arrival order) for exclusive access to the model.
+    pub async fn write(self: &Arc<Self>) -> SessionGuard<OwnedRwLockWriteGuard<AnyModel>> {
+        let _use = InUse::new(self);
+        let guard = self.model.clone().write_owned().await;
+        self.touch();
+        SessionGuard { guard, _use }
+    }
+}
+
+/// Marks a session in use from before its lock is requested until the guard drops.
+struct InUse(Arc<Session>);
+
+impl InUse {
+    fn new(s: &Arc<Session>) -> Self {
+        s.in_use.fetch_add(1, Ordering::AcqRel);
+        InUse(s.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A lock on a session's model that can be moved to a compute thread.
+pub struct SessionGuard<G> {
+    pub guard: G,
+    _use: InUse,
+}
+
+/// A cheap, cloneable handle to the store.
+#[derive(Clone)]
+pub struct SessionStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
+    limits: Limits,
+}
+
+impl SessionStore {
+    pub fn new(limits: Limits) -> Self {
+        SessionStore {
+            shared: Arc::new(Shared {
+                sessions: RwLock::new(HashMap::new()),
+                limits,
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// Checks a spec against the limits before any memory is spent on it.
+    pub fn admit(&self, spec: &ModelSpec) -> Result<(), StoreError> {
+        let got = spec.parameter_count().unwrap_or(u64::MAX);
+        let limit = self.shared.limits.max_parameters;
+        if got > limit {
+            return Err(StoreError::TooManyParameters { got, limit });
+        }
+        if self.len() >= self.shared.limits.max_sessions {
+            return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
+        }
+        Ok(())
+    }
+
+    /// Adds a model under a fresh id.
+    pub fn insert(&self, model: AnyModel) -> Result<Arc<Session>, StoreError> {
+        let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
+        let session = Arc::new(Session {
+            id,
+            spec: model.spec().clone(),
+            parameter_count: model.parameter_count() as u64,
+            step: AtomicU64::new(model.step()),
+            model: Arc::new(AsyncRwLock::new(model)),
+            last_used: Mutex::new(Instant::now()),
+            in_use: AtomicUsize::new(0),
+        });
+        let mut map = self.write_map();
+        if map.len() >= self.shared.limits.max_sessions {
+            return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
+        }
+        map.insert(id, session.clone());
+        Ok(session)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+        SessionId::parse(id)
+            .and_then(|sid| self.read_map().get(&sid).cloned())
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
+    pub fn remove(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+        SessionId::parse(id)
+            .and_then(|sid| self.write_map().remove(&sid))
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.read_map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every session, in no particular order.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        self.read_map().values().cloned().collect()
+    }
+
+    /// Drops every session idle for longer than the TTL and not in use; returns how many.
+    pub fn reap_idle(&self) -> usize {
+        let Some(ttl) = self.shared.limits.idle_ttl else {
+            return 0;
+        };
+        let mut map = self.write_map();
+        let before = map.len();
+        map.retain(|_, s| s.in_use.load(Ordering::Acquire) > 0 || s.idle_for() <= ttl);
+        before - map.len()
+    }
+
+    /// Runs [`reap_idle`](Self::reap_idle) periodically until the returned guard drops.
+    pub fn spawn_reaper(&self) -> ReaperGuard {
+        let Some(ttl) = self.shared.limits.idle_ttl else {
+            return ReaperGuard(None);
+        };
+        let store = self.clone();
+        let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        ReaperGuard(Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let n = store.reap_idle();
+                if n > 0 {
+                    tracing::info!(dropped = n, "dropped idle sessions");
+                }
+            }
+        })))
+    }
+
+    // A poisoned map lock only means a thread panicked while holding it; the map itself
+    // is always consistent (every mutation is a single insert/remove/retain).
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<SessionId, Arc<Session>>> {
+        self.shared
+            .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SessionId, Arc<Session>>> {
+        self.shared
+            .sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Stops the idle reaper when dropped.
+pub struct ReaperGuard(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for ReaperGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
