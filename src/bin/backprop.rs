@@ -63,6 +63,10 @@ struct ServeArgs {
     /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
     #[arg(long, env = "BACKPROP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Once listening, write the bound address (e.g. `127.0.0.1:40123`) to this file, so a
+    /// script that started the server on port 0 learns its port.
+    #[arg(long, env = "BACKPROP_ADDRESS_FILE")]
+    address_file: Option<std::path::PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -125,6 +129,12 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    if let Some(path) = &args.address_file {
+        // Written to a temporary name and renamed, so a reader never sees half an address.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, listener.local_addr()?.to_string())?;
+        std::fs::rename(&tmp, path)?;
+    }
     server::run(listener, config, shutdown_signal()).await
 }
 
