@@ -2,7 +2,9 @@
 //!
 //! - [`engine`]: the math: a computational graph with gates, losses, gradient checks.
 //! - [`model`]: specs, nets of named parameters, optimizers, models of either dtype.
+//! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
+pub mod cli;
 pub mod engine;
 pub mod model;
 pub mod server;

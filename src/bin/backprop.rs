@@ -1,5 +1,7 @@
-//! The `backprop` binary: `backprop serve` runs the server. Thin: parse flags, set up
-//! logging, bind, call `backprop::server::run` with a Ctrl-C/SIGTERM shutdown future.
+//! The `backprop` binary: `backprop serve` runs the server; `train`, `models`, `show`,
+//! `delete` and `health` are clients of a running one (`backprop::cli`). Thin: parse
+//! flags, set up logging, bind, call `backprop::server::run` with a Ctrl-C/SIGTERM
+//! shutdown future, or hand a client subcommand to `backprop::cli::run`.
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the gRPC server.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(backprop::cli::Command),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -147,11 +151,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-        }
-    });
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Client(command) => return runtime.block_on(backprop::cli::run(command)),
+    };
+    let result = runtime.block_on(serve(args));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,57 @@
+//! The `backprop` client subcommands, for people at a terminal and for scripts: `train` a
+//! model on a CSV file, list (`models`), `show` and `delete` models, and `health` (exit 0
+//! iff the server is SERVING; Docker's HEALTHCHECK runs it). They talk to a running server
+//! over gRPC, like any other client.
+//!
+//! - [`client`]: the shared `--address` flag and the connection.
+//! - [`csv`]: labelled CSV → dataset, every rejection at `file:line:col`.
+//! - [`train`]: split, create, TrainStep minibatches, Evaluate, summary.
+//! - [`progress`]: a bar on a terminal, plain lines in a pipe.
+//! - [`plot`]: the loss/accuracy curve as a hand-written SVG.
+//! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
+//! - [`error`]: what can go wrong, worded for people.
+use std::process::ExitCode;
+
+pub mod client;
+pub mod csv;
+pub mod describe;
+pub mod error;
+pub mod health;
+pub mod models;
+pub mod plot;
+pub mod progress;
+pub mod train;
+
+pub use error::CliError;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Train a model on a CSV file (label column + feature columns) and plot its curve.
+    Train(train::TrainArgs),
+    /// List the models on the server.
+    Models(models::ModelsArgs),
+    /// Show one model: spec, step, parameter shapes (and values with --values).
+    Show(models::ShowArgs),
+    /// Delete a model.
+    Delete(models::DeleteArgs),
+    /// Ask the server's gRPC health service; exit 0 iff SERVING.
+    Health(health::HealthArgs),
+}
+
+/// Runs one subcommand; errors go to stderr and exit 1.
+pub async fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Train(args) => train::train(args).await,
+        Command::Models(args) => models::models(args).await,
+        Command::Show(args) => models::show(args).await,
+        Command::Delete(args) => models::delete(args).await,
+        Command::Health(args) => health::health(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.report());
+            ExitCode::FAILURE
+        }
+    }
+}

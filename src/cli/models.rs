@@ -1,0 +1,227 @@
+//! `backprop models`, `show ID` and `delete ID`: the server's sessions as tables for
+//! people, or JSON (`--json`) for scripts.
+use serde_json::json;
+
+use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use super::describe::{self, table};
+use super::error::CliError;
+use crate::pb;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    /// The model id (from `backprop models` or `backprop train`).
+    pub id: String,
+    /// Also print every parameter's values.
+    #[arg(long)]
+    pub values: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// The model id.
+    pub id: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let list = client::trainer(channel)
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .map_err(CliError::rpc("ListModels"))?
+        .into_inner()
+        .models;
+    if args.json {
+        let models: Vec<_> = list
+            .iter()
+            .map(|m| {
+                json!({
+                    "model_id": m.model_id,
+                    "step": m.step,
+                    "parameter_count": m.parameter_count,
+                    "idle_seconds": m.idle_seconds,
+                    "spec": m.spec.as_ref().map(describe::spec_json),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "models": models }));
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no models");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|m| {
+            let spec = m.spec.clone().unwrap_or_default();
+            vec![
+                m.model_id.clone(),
+                m.step.to_string(),
+                m.parameter_count.to_string(),
+                describe::layers(&spec),
+                describe::loss(&spec).into(),
+                describe::optimizer(&spec),
+                describe::dtype(&spec).into(),
+                format!("{:.0}s", m.idle_seconds),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "ID",
+                "STEP",
+                "PARAMS",
+                "LAYERS",
+                "LOSS",
+                "OPTIMIZER",
+                "DTYPE",
+                "IDLE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub async fn show(args: ShowArgs) -> Result<(), CliError> {
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let m = client::trainer(channel)
+        .get_model(pb::GetModelRequest {
+            model_id: args.id.clone(),
+            include_values: args.values,
+        })
+        .await
+        .map_err(CliError::rpc("GetModel"))?
+        .into_inner();
+    let spec = m.spec.clone().unwrap_or_default();
+    if args.json {
+        let parameters: Vec<_> = m
+            .parameters
+            .iter()
+            .map(|p| {
+                let mut o = json!({ "name": p.name, "shape": p.shape });
+                if let Some(t) = &p.value {
+                    o["values"] = json!(values(t));
+                }
+                o
+            })
+            .collect();
+        let out = json!({
+            "model_id": m.model_id,
+            "step": m.step,
+            "parameter_count": m.parameter_count,
+            "spec": describe::spec_json(&spec),
+            "parameters": parameters,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let mut fields = vec![
+        ("model", m.model_id.clone()),
+        ("layers", describe::layers(&spec)),
+        ("bias", if spec.no_bias { "off" } else { "on" }.into()),
+    ];
+    let loss = match spec.svm_margin {
+        Some(d) if describe::loss(&spec) == "svm" => {
+            format!("svm (margin {})", describe::number(d))
+        }
+        _ => describe::loss(&spec).into(),
+    };
+    fields.extend([
+        ("loss", loss),
+        ("l2", describe::number(spec.l2)),
+        ("optimizer", describe::optimizer(&spec)),
+        ("init", describe::init(&spec)),
+        ("dtype", describe::dtype(&spec).into()),
+        ("step", m.step.to_string()),
+        ("parameters", m.parameter_count.to_string()),
+    ]);
+    for (key, value) in fields {
+        println!("{key:<11}{value}");
+    }
+    println!();
+    let rows: Vec<Vec<String>> = m
+        .parameters
+        .iter()
+        .map(|p| {
+            let shape = p.shape.iter().map(u32::to_string).collect::<Vec<_>>();
+            vec![p.name.clone(), shape.join("×")]
+        })
+        .collect();
+    print!("{}", table(&["PARAMETER", "SHAPE"], &rows));
+    if args.values {
+        for p in &m.parameters {
+            println!(
+                "\n{} [{}]",
+                p.name,
+                p.shape
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("×")
+            );
+            if let Some(t) = &p.value {
+                print_values(&p.shape, &values(t));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    client::trainer(channel)
+        .delete_model(pb::DeleteModelRequest {
+            model_id: args.id.clone(),
+        })
+        .await
+        .map_err(CliError::rpc("DeleteModel"))?;
+    if args.json {
+        println!("{}", json!({ "deleted": args.id }));
+    } else {
+        println!("deleted {}", args.id);
+    }
+    Ok(())
+}
+
+/// A wire tensor's numbers as f64, whichever field carries them.
+fn values(t: &pb::Tensor) -> Vec<f64> {
+    if t.values_f64.is_empty() {
+        t.values.iter().map(|&v| f64::from(v)).collect()
+    } else {
+        t.values_f64.clone()
+    }
+}
+
+/// One matrix row per line (a vector on one line), in aligned scientific notation.
+fn print_values(shape: &[u32], values: &[f64]) {
+    let cols = match shape {
+        [_, c] => (*c as usize).max(1),
+        _ => values.len().max(1),
+    };
+    for row in values.chunks(cols) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:>12.5e}")).collect();
+        println!("{}", cells.join(" "));
+    }
+}

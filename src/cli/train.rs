@@ -1,0 +1,481 @@
+//! `backprop train --data FILE.csv`: read a labelled CSV, split off a held-out fraction
+//! (after a seeded shuffle, so the same seed gives the same split and the same run), create
+//! a model from flags, train it with TrainStep minibatches, score the held-out rows with
+//! Evaluate, and draw the loss/accuracy curve beside the data.
+use std::path::{Path, PathBuf};
+
+use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use super::csv::{self, CsvOptions, Dataset};
+use super::describe;
+use super::error::CliError;
+use super::plot::{self, Curve};
+use super::progress::{Progress, Snapshot};
+use crate::engine::rng::Rng;
+use crate::pb;
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// CSV file, one example per line: a label column (class index 0, 1, 2, …) and numeric
+    /// feature columns. A first line that is not all numbers is taken as a header.
+    #[arg(long, value_name = "FILE.csv")]
+    pub data: PathBuf,
+    /// Which column (1-based) holds the label.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub label_column: u32,
+    /// Number of classes; default: the largest label + 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..), value_name = "C")]
+    pub classes: Option<u32>,
+    /// Hidden layer sizes, input side first (`none` for a linear classifier).
+    #[arg(long, default_value = "64", value_parser = parse_hidden, value_name = "N,N,…")]
+    pub hidden: Hidden,
+    /// Activation of the hidden layers: one for all, or one per layer (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "relu")]
+    pub activation: Vec<ActivationArg>,
+    #[arg(long, value_enum, default_value = "softmax")]
+    pub loss: LossArg,
+    /// L2 regularization strength λ in R = λ·Σ W².
+    #[arg(long, default_value_t = 0.0, value_name = "λ")]
+    pub l2: f64,
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerArg,
+    /// Learning rate; default: the server's for the optimizer (1e-3 Adam, 1e-2 others).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
+    /// Seeds the parameters, the shuffle and the held-out split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the rows held out for evaluation (0 for none).
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    pub holdout: f64,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DtypeArg,
+    /// Scale each feature to zero mean and unit variance (statistics of the training rows).
+    #[arg(long)]
+    pub standardize: bool,
+    /// Where to write the curve; default: beside the data, FILE.curve.svg.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Hidden layer sizes.
+#[derive(Debug, Clone)]
+pub struct Hidden(pub Vec<u32>);
+
+fn parse_hidden(s: &str) -> Result<Hidden, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(Hidden(Vec::new()));
+    }
+    s.split(',')
+        .map(|n| match n.trim().parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!(
+                "{n:?} is not a layer size; expected positive integers like 64,32 (or none)"
+            )),
+            Ok(v) => Ok(v),
+        })
+        .collect::<Result<_, _>>()
+        .map(Hidden)
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ActivationArg {
+    Relu,
+    Sigmoid,
+    Tanh,
+    LeakyRelu,
+    Elu,
+    Maxout,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LossArg {
+    Svm,
+    Softmax,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OptimizerArg {
+    Sgd,
+    Momentum,
+    Rmsprop,
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    F64,
+}
+
+/// Rows per Evaluate call are capped so that one request stays near a million numbers.
+const EVAL_ELEMENTS: usize = 1 << 20;
+
+pub async fn train(args: TrainArgs) -> Result<(), CliError> {
+    let spec_hidden = hidden_layers(&args)?;
+    check_flags(&args)?;
+
+    let path = args.data.display().to_string();
+    let text = std::fs::read_to_string(&args.data).map_err(|source| CliError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let opts = CsvOptions {
+        label_column: args.label_column as usize - 1,
+        classes: args.classes,
+    };
+    let mut data = csv::parse(&path, &text, opts)?;
+    drop(text);
+
+    // One seeded shuffle decides the split; the same stream then orders each epoch.
+    let mut rng = Rng::new(args.seed);
+    let mut order: Vec<usize> = (0..data.rows()).collect();
+    shuffle(&mut order, &mut rng);
+    let held = held_out_rows(data.rows(), args.holdout)?;
+    let (train_rows, held_rows) = order.split_at(data.rows() - held);
+    let (train_rows, held_rows) = (train_rows.to_vec(), held_rows.to_vec());
+    if args.standardize {
+        standardize(&mut data, &train_rows);
+    }
+
+    let spec = pb::ModelSpec {
+        input_dim: u32::try_from(data.dim)
+            .map_err(|_| CliError::Usage(format!("{path}: too many feature columns")))?,
+        hidden: spec_hidden,
+        num_classes: data.classes,
+        loss: match args.loss {
+            LossArg::Svm => pb::LossKind::Svm,
+            LossArg::Softmax => pb::LossKind::Softmax,
+        } as i32,
+        l2: args.l2,
+        optimizer: Some(pb::Optimizer {
+            kind: match args.optimizer {
+                OptimizerArg::Sgd => pb::OptimizerKind::Sgd,
+                OptimizerArg::Momentum => pb::OptimizerKind::Momentum,
+                OptimizerArg::Rmsprop => pb::OptimizerKind::Rmsprop,
+                OptimizerArg::Adam => pb::OptimizerKind::Adam,
+            } as i32,
+            learning_rate: args.lr,
+            ..Default::default()
+        }),
+        init: Some(pb::Init {
+            seed: args.seed,
+            ..Default::default()
+        }),
+        dtype: match args.dtype {
+            DtypeArg::F32 => pb::Dtype::F32,
+            DtypeArg::F64 => pb::Dtype::F64,
+        } as i32,
+        ..Default::default()
+    };
+    let wide = matches!(args.dtype, DtypeArg::F64);
+
+    let header = data
+        .header
+        .as_ref()
+        .map_or(String::new(), |h| format!(", header: {}", h.join(",")));
+    println!(
+        "data: {path}: {} rows × {} features, {} classes{header}; {} train, {} held out{}",
+        data.rows(),
+        data.dim,
+        data.classes,
+        train_rows.len(),
+        held_rows.len(),
+        if args.standardize {
+            ", standardized"
+        } else {
+            ""
+        }
+    );
+
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let mut trainer = client::trainer(channel);
+    let created = trainer
+        .create_model(pb::CreateModelRequest { spec: Some(spec) })
+        .await
+        .map_err(CliError::rpc("CreateModel"))?
+        .into_inner();
+    let id = created.model_id;
+    let spec = created.spec.unwrap_or_default();
+    println!(
+        "model {id}: {}, {} loss, {}, {} parameters",
+        describe::layers(&spec),
+        describe::loss(&spec),
+        describe::optimizer(&spec),
+        created.parameter_count
+    );
+
+    let batch = args.batch_size as usize;
+    let steps_per_epoch = train_rows.len().div_ceil(batch) as u64;
+    let total_steps = steps_per_epoch * u64::from(args.epochs);
+    let mut curve = Curve {
+        title: format!("backprop train {path} (model {id})"),
+        ..Curve::default()
+    };
+    let mut progress = Progress::new(args.epochs as usize, total_steps);
+    let mut epoch_order = train_rows.clone();
+    let mut step = 0u64;
+    let mut last_epoch = (f64::NAN, f64::NAN);
+    for epoch in 1..=args.epochs as usize {
+        shuffle(&mut epoch_order, &mut rng);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0usize);
+        for rows in epoch_order.chunks(batch) {
+            let answer = trainer
+                .train_step(pb::TrainStepRequest {
+                    model_id: id.clone(),
+                    x: Some(tensor(&data, rows, wide)),
+                    labels: rows.iter().map(|&r| data.labels[r]).collect(),
+                })
+                .await
+                .map_err(CliError::rpc("TrainStep"))?
+                .into_inner();
+            let loss = answer.losses.and_then(|l| l.total_loss).unwrap_or(f64::NAN);
+            step += 1;
+            curve.step_loss.push(loss);
+            curve.step_accuracy.push(answer.accuracy);
+            loss_sum += loss * rows.len() as f64;
+            correct += answer.accuracy * rows.len() as f64;
+            seen += rows.len();
+            last_epoch = (loss_sum / seen as f64, correct / seen as f64);
+            progress.step(Snapshot {
+                epoch,
+                step,
+                loss: last_epoch.0,
+                accuracy: last_epoch.1,
+            });
+        }
+        curve.epochs.push((step, last_epoch.0, last_epoch.1));
+        progress.epoch_end(Snapshot {
+            epoch,
+            step,
+            loss: last_epoch.0,
+            accuracy: last_epoch.1,
+        });
+    }
+    let elapsed = progress.elapsed();
+    let rate = progress.rate(step);
+    progress.finish();
+
+    if !held_rows.is_empty() {
+        curve.held_out = Some(evaluate(&mut trainer, &id, &data, &held_rows, wide).await?);
+    }
+    let plot_path = args
+        .plot
+        .clone()
+        .unwrap_or_else(|| default_plot_path(&args.data));
+    std::fs::write(&plot_path, plot::render(&curve)).map_err(|source| CliError::Write {
+        path: plot_path.display().to_string(),
+        source,
+    })?;
+
+    println!(
+        "trained {} epochs, {step} steps in {:.2} s: {rate:.0} steps/s",
+        args.epochs,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "final train loss {:.4}, train accuracy {:.4} (means over the last epoch's batches)",
+        last_epoch.0, last_epoch.1
+    );
+    match curve.held_out {
+        Some((loss, accuracy)) => println!(
+            "held-out accuracy {accuracy:.4}, loss {loss:.4} ({} examples)",
+            held_rows.len()
+        ),
+        None => println!("held-out accuracy: none (--holdout 0)"),
+    }
+    println!("curve: {}", plot_path.display());
+    println!("model {id} stays on the server (backprop show {id}; backprop delete {id})");
+    Ok(())
+}
+
+fn hidden_layers(args: &TrainArgs) -> Result<Vec<pb::HiddenLayer>, CliError> {
+    let sizes = &args.hidden.0;
+    let acts = &args.activation;
+    if acts.len() != 1 && acts.len() != sizes.len() {
+        return Err(CliError::Usage(format!(
+            "--activation lists {} activations for {} hidden layers; give one for all or one per layer",
+            acts.len(),
+            sizes.len()
+        )));
+    }
+    Ok(sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &units)| pb::HiddenLayer {
+            units,
+            activation: match acts[if acts.len() == 1 { 0 } else { i }] {
+                ActivationArg::Relu => pb::Activation::Relu,
+                ActivationArg::Sigmoid => pb::Activation::Sigmoid,
+                ActivationArg::Tanh => pb::Activation::Tanh,
+                ActivationArg::LeakyRelu => pb::Activation::LeakyRelu,
+                ActivationArg::Elu => pb::Activation::Elu,
+                ActivationArg::Maxout => pb::Activation::Maxout,
+            } as i32,
+            ..Default::default()
+        })
+        .collect())
+}
+
+fn check_flags(args: &TrainArgs) -> Result<(), CliError> {
+    if !(0.0..1.0).contains(&args.holdout) {
+        return Err(CliError::Usage(format!(
+            "--holdout {} must be in [0, 1)",
+            args.holdout
+        )));
+    }
+    if let Some(lr) = args.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        return Err(CliError::Usage(format!("--lr {lr} must be > 0")));
+    }
+    if !(args.l2.is_finite() && args.l2 >= 0.0) {
+        return Err(CliError::Usage(format!("--l2 {} must be ≥ 0", args.l2)));
+    }
+    Ok(())
+}
+
+/// How many rows to hold out: the fraction rounded, at least one when asked for any, and
+/// never all of them.
+fn held_out_rows(rows: usize, fraction: f64) -> Result<usize, CliError> {
+    if fraction == 0.0 {
+        return Ok(0);
+    }
+    if rows < 2 {
+        return Err(CliError::Usage(format!(
+            "{rows} row cannot be split into training and held-out rows; use --holdout 0"
+        )));
+    }
+    Ok(((rows as f64 * fraction).round() as usize).clamp(1, rows - 1))
+}
+
+/// Fisher–Yates with the engine's machine-independent generator.
+fn shuffle(items: &mut [usize], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.below(i + 1));
+    }
+}
+
+/// x ← (x − mean) / std per feature, with the training rows' statistics (the held-out rows
+/// must not leak into them). A constant feature keeps std 1.
+fn standardize(data: &mut Dataset, train_rows: &[usize]) {
+    let d = data.dim;
+    let n = train_rows.len().max(1) as f64;
+    let mut mean = vec![0.0; d];
+    for &r in train_rows {
+        for (m, x) in mean.iter_mut().zip(data.row(r)) {
+            *m += x / n;
+        }
+    }
+    let mut var = vec![0.0; d];
+    for &r in train_rows {
+        for ((v, x), m) in var.iter_mut().zip(data.row(r)).zip(&mean) {
+            *v += (x - m) * (x - m) / n;
+        }
+    }
+    let std: Vec<f64> = var
+        .iter()
+        .map(|v| if *v > 0.0 { v.sqrt() } else { 1.0 })
+        .collect();
+    for row in data.features.chunks_mut(d) {
+        for ((x, m), s) in row.iter_mut().zip(&mean).zip(&std) {
+            *x = (*x - m) / s;
+        }
+    }
+}
+
+fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
+    let shape = vec![rows.len() as u32, data.dim as u32];
+    let values = rows.iter().flat_map(|&r| data.row(r).iter().copied());
+    if wide {
+        pb::Tensor {
+            shape,
+            values_f64: values.collect(),
+            ..Default::default()
+        }
+    } else {
+        pb::Tensor {
+            shape,
+            values: values.map(|v| v as f32).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Held-out (loss, accuracy), in Evaluate calls of bounded size, weighted by their rows.
+async fn evaluate(
+    trainer: &mut pb::trainer_client::TrainerClient<tonic::transport::Channel>,
+    id: &str,
+    data: &Dataset,
+    rows: &[usize],
+    wide: bool,
+) -> Result<(f64, f64), CliError> {
+    let chunk = (EVAL_ELEMENTS / data.dim.max(1)).max(1);
+    let (mut loss, mut correct) = (0.0, 0.0);
+    for part in rows.chunks(chunk) {
+        let answer = trainer
+            .evaluate(pb::EvaluateRequest {
+                model_id: id.to_string(),
+                x: Some(tensor(data, part, wide)),
+                labels: part.iter().map(|&r| data.labels[r]).collect(),
+            })
+            .await
+            .map_err(CliError::rpc("Evaluate"))?
+            .into_inner();
+        let n = part.len() as f64;
+        loss += answer.losses.and_then(|l| l.total_loss).unwrap_or(f64::NAN) * n;
+        correct += answer.accuracy * n;
+    }
+    let n = rows.len() as f64;
+    Ok((loss / n, correct / n))
+}
+
+/// `data.csv` → `data.curve.svg`, in the same folder.
+fn default_plot_path(data: &Path) -> PathBuf {
+    data.with_extension("curve.svg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_sizes() {
+        assert_eq!(parse_hidden("64, 32").unwrap().0, [64, 32]);
+        assert!(parse_hidden("none").unwrap().0.is_empty());
+        assert!(parse_hidden("64,0").is_err());
+        assert!(parse_hidden("x").is_err());
+    }
+
+    #[test]
+    fn split_sizes() {
+        assert_eq!(held_out_rows(100, 0.2).unwrap(), 20);
+        assert_eq!(held_out_rows(3, 0.01).unwrap(), 1);
+        assert_eq!(held_out_rows(3, 0.99).unwrap(), 2);
+        assert_eq!(held_out_rows(1, 0.0).unwrap(), 0);
+        assert!(held_out_rows(1, 0.5).is_err());
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let mut a: Vec<usize> = (0..50).collect();
+        let mut b = a.clone();
+        shuffle(&mut a, &mut Rng::new(7));
+        shuffle(&mut b, &mut Rng::new(7));
+        assert_eq!(a, b);
+        assert_ne!(a, (0..50).collect::<Vec<_>>());
+        a.sort_unstable();
+        assert_eq!(a, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn plot_beside_data() {
+        assert_eq!(
+            default_plot_path(Path::new("dir/data.csv")),
+            Path::new("dir/data.curve.svg")
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! The `backprop` command line end to end: the real server runs in-process on
+//! `127.0.0.1:0`, and each test runs the built binary against it the way a person (or
+//! Docker's HEALTHCHECK) would, checking exit codes and what was printed.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use backprop::engine::rng::Rng;
+use backprop::server::{self, Config};
+use tokio::sync::oneshot;
+
+/// A server on its own thread and runtime, so tests can block on child processes freely.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send");
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                server::run(listener, Config::default(), shutdown)
+                    .await
+                    .expect("server");
+            });
+        });
+        let addr = addr_rx.recv().expect("server address");
+        Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn address(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn backprop(args: &[&str]) -> Run {
+    backprop_env(args, &[])
+}
+
+fn backprop_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_backprop"))
+        .args(args)
+        .env_remove("BACKPROP_ADDRESS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the backprop binary");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "backprop {args:?} panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// A fresh folder for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Three well-separated Gaussian blobs in 4-D, 100 rows each, with a header row.
+fn blobs_csv(path: &Path) {
+    let centers = [
+        [0.0, 0.0, 0.0, 0.0],
+        [5.0, 5.0, 0.0, 0.0],
+        [0.0, 5.0, 5.0, 0.0],
+    ];
+    let mut rng = Rng::new(11);
+    let mut text = String::from("label,x1,x2,x3,x4\n");
+    for i in 0..300 {
+        let class = i % 3;
+        let row: Vec<String> = centers[class]
+            .iter()
+            .map(|c| format!("{:.4}", c + rng.normal()))
+            .collect();
+        text.push_str(&format!("{class},{}\n", row.join(",")));
+    }
+    std::fs::write(path, text).expect("write csv");
+}
+
+/// An address where nothing listens: a port the OS just gave out and took back.
+fn closed_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr.to_string()
+}
+
+#[test]
+fn health_reports_serving() {
+    let server = Server::start();
+    let addr = server.address();
+    let run = backprop(&["health", "--address", &addr]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "SERVING\n"),
+        "{}",
+        run.stderr
+    );
+
+    // The address also comes from the environment, with or without http://.
+    let url = format!("http://{addr}");
+    let run = backprop_env(&["health", "--service", ""], &[("BACKPROP_ADDRESS", &url)]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "SERVING\n"),
+        "{}",
+        run.stderr
+    );
+
+    let run = backprop(&["health", "--address", &addr, "--service", "no.such.Service"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.is_empty());
+    assert!(run.stderr.contains("NOT_FOUND"), "{}", run.stderr);
+}
+
+#[test]
+fn health_fails_against_a_closed_port() {
+    let addr = closed_address();
+    let run = backprop(&["health", "--address", &addr, "--timeout-secs", "2"]);
+    // Exactly 1: Docker reads 1 as unhealthy and reserves 2.
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.stderr
+            .starts_with("backprop: cannot connect to http://")
+            && run.stderr.contains("refused"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn train_then_list_show_delete() {
+    let server = Server::start();
+    let addr = server.address();
+    let dir = scratch("train");
+    let data = dir.join("blobs.csv");
+    blobs_csv(&data);
+    let data_arg = data.to_str().expect("utf-8 path");
+
+    let run = backprop(&[
+        "train",
+        "--data",
+        data_arg,
+        "--address",
+        &addr,
+        "--hidden",
+        "16",
+        "--epochs",
+        "15",
+        "--batch-size",
+        "32",
+        "--seed",
+        "3",
+        "--standardize",
+    ]);
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let out = &run.stdout;
+    assert!(
+        out.contains(
+            "300 rows × 4 features, 3 classes, header: label,x1,x2,x3,x4; 240 train, 60 held out"
+        ),
+        "{out}"
+    );
+    // Not a terminal: periodic plain lines, no carriage returns.
+    assert!(out.contains("epoch 15/15  step 120/120"), "{out}");
+    assert!(!out.contains('\r'));
+    assert!(out.contains("steps/s"));
+    let accuracy: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("held-out accuracy "))
+        .and_then(|l| l.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no held-out accuracy in:\n{out}"));
+    assert!(accuracy >= 0.9, "held-out accuracy {accuracy}\n{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("model ")?.split(':').next())
+        .expect("model id")
+        .to_string();
+    assert_eq!(id.len(), 32, "{out}");
+
+    let svg = std::fs::read_to_string(dir.join("blobs.curve.svg")).expect("curve beside the data");
+    assert!(svg.starts_with("<svg"));
+    assert!(svg.contains("<polyline") || svg.contains("<path"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<svg").count(), 1);
+
+    let run = backprop(&["models", "--address", &addr]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", run.stdout));
+    assert!(
+        row.contains("4 → 16 relu → 3") && row.contains("softmax"),
+        "{row}"
+    );
+
+    let run = backprop(&["models", "--address", &format!("http://{addr}"), "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let model = listed["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["model_id"] == id.as_str()))
+        .expect("model in JSON");
+    assert_eq!(model["step"], 120);
+    assert_eq!(model["spec"]["num_classes"], 3);
+
+    let run = backprop(&["show", &id, "--address", &addr]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for expected in [
+        "layers.0.weight  4×16",
+        "layers.0.bias",
+        "layers.1.weight  16×3",
+        "layers.1.bias",
+        "step       120",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "{expected:?} missing:\n{}",
+            run.stdout
+        );
+    }
+
+    let run = backprop(&["show", &id, "--values", "--json", "--address", &addr]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let shown: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let params = shown["parameters"].as_array().expect("parameters");
+    assert_eq!(params.len(), 4);
+    for p in params {
+        let size: u64 = p["shape"]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .filter_map(|d| d.as_u64())
+            .product();
+        assert_eq!(
+            p["values"].as_array().expect("values").len() as u64,
+            size,
+            "{p}"
+        );
+    }
+
+    let run = backprop(&["delete", &id, "--address", &addr]);
+    assert_eq!(
+        (run.code, run.stdout.trim()),
+        (0, format!("deleted {id}").as_str()),
+        "{}",
+        run.stderr
+    );
+    let run = backprop(&["models", "--address", &addr]);
+    assert!(!run.stdout.contains(&id), "{}", run.stdout);
+    let run = backprop(&["show", &id, "--address", &addr]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("backprop: GetModel failed: NOT_FOUND: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_files_name_line_and_column() {
+    let dir = scratch("bad");
+    // No server: a bad file is reported before any connection is tried.
+    let addr = closed_address();
+    let cases = [
+        (
+            "word.csv",
+            "label,a,b,c\n0,1,2,3\n1,1,2,abc\n",
+            ":3:4: \"abc\" is not a number",
+        ),
+        (
+            "ragged.csv",
+            "0,1,2\n1,2,3\n\n0,4\n",
+            ":4:3: too few columns: found 2, expected 3",
+        ),
+        (
+            "label.csv",
+            "0,1.5\n2.5,1\n",
+            ":2:1: label \"2.5\" is not an integer",
+        ),
+        (
+            "negative.csv",
+            "y,x\n-1,1\n",
+            ":2:1: label \"-1\" is negative",
+        ),
+        ("empty.csv", "", ": empty file"),
+        ("header.csv", "label,x\n", ":1: only a header row"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        let shown = path.to_str().expect("utf-8 path");
+        let run = backprop(&["train", "--data", shown, "--address", &addr]);
+        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        let expected = format!("{shown}{expected}");
+        assert!(
+            run.stderr.starts_with(&expected),
+            "{name}: want {expected:?}, got {:?}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"));
+    }
+    let run = backprop(&[
+        "train",
+        "--data",
+        &dir.join("missing.csv").display().to_string(),
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("backprop: cannot read "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn server_rejections_show_code_and_message() {
+    let server = Server::start();
+    let addr = server.address();
+    let dir = scratch("rejected");
+    let data = dir.join("blobs.csv");
+    blobs_csv(&data);
+    // 16M hidden units make ~128M parameters, past the server's 50M limit.
+    let run = backprop(&[
+        "train",
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--address",
+        &addr,
+        "--hidden",
+        "16000000",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .starts_with("backprop: CreateModel failed: RESOURCE_EXHAUSTED: "),
+        "{}",
+        run.stderr
+    );
+    let run = backprop(&["models", "--address", "https://127.0.0.1:1"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not supported"), "{}", run.stderr);
+}
