@@ -17,3 +17,12 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (all Rust tests: engine, model, service end to end)"
 cargo test --locked --all-targets -- --test-threads=2
+
+step "Python client on real data, ghz configs (tests/python_suite.sh)"
+bash tests/python_suite.sh
+
+step "Docker image: build, run, smoke-train through the published port (docker/test.sh)"
+bash docker/test.sh
+
+echo
+echo "run_all.sh: every step passed"
