@@ -43,13 +43,28 @@ pub struct Model<T> {
 
 impl<T: Scalar> Model<T> {
     pub fn new(spec: ModelSpec) -> Result<Self> {
-        let net = Net::new(spec)?;
+        Ok(Self::from_net(Net::new(spec)?))
+    }
+
+    /// A model with the given parameter values (in `spec.parameter_shapes()` order, e.g.
+    /// restored from a checkpoint), fresh optimizer state and step 0. The spec is
+    /// validated, and every value must have its parameter's shape and be finite.
+    pub fn from_values(spec: ModelSpec, values: Vec<ArrayD<T>>) -> Result<Self> {
+        spec.validate()?;
+        let net = Net::from_values(spec, values)?;
+        for p in net.params() {
+            net::check_finite(&p.name, p.value.iter())?;
+        }
+        Ok(Self::from_net(net))
+    }
+
+    fn from_net(net: Net<T>) -> Self {
         let optimizer = Optimizer::new(net.spec().optimizer, net.params());
-        Ok(Model {
+        Model {
             net,
             optimizer,
             step: 0,
-        })
+        }
     }
 
     pub fn net(&self) -> &Net<T> {

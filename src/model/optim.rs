@@ -1,6 +1,7 @@
 //! The CS231n update rules, with state per parameter. An update is all-or-nothing: new
-//! values and new state are computed into fresh buffers and checked finite, and only then
-//! swapped in; any error leaves every parameter and every state slot as it was.
+//! values and new state are computed into fresh buffers and checked finite (gradients,
+//! values and state alike), and only then swapped in; any error leaves every parameter
+//! and every state slot as it was.
 //!
 //! - SGD: `w −= lr·dw`
 //! - Momentum: `v = μv − lr·dw; w += v`; Nesterov: `w += −μ·v_prev + (1 + μ)·v`
@@ -85,6 +86,11 @@ impl<T: Scalar> Optimizer<T> {
             first_non_finite(&p.name, "gradient", g)?;
             let s = self.stage(i, &p.value, g, t);
             first_non_finite(&p.name, "updated value", &s.value)?;
+            // A finite g can have an infinite (1 − ρ)·g² (f32, |g| ≳ 1e20): the step is then
+            // finite (g/√∞ = 0) but the state would freeze the parameter for good.
+            for state in s.first.iter().chain(&s.second) {
+                first_non_finite(&p.name, "optimizer state", state)?;
+            }
             staged.push(s);
         }
         for (i, (p, s)) in params.iter_mut().zip(staged).enumerate() {
