@@ -1,10 +1,14 @@
 //! Runs the service on a bound listener until a shutdown future resolves: the Trainer,
 //! `grpc.health.v1.Health` and server reflection (v1 and v1alpha, for grpcurl and ghz).
 //! Taking a bound listener lets tests start the very same server on `127.0.0.1:0`.
+use std::convert::Infallible;
 use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -51,9 +55,11 @@ pub async fn run(
     let _reaper = store.spawn_reaper();
     let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
     let trainer = TrainerService::new(store, pool, config.request_limits.clone());
-    let trainer = TrainerServer::new(trainer)
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let trainer = SizeLimitIsResourceExhausted(
+        TrainerServer::new(trainer)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TrainerServer<TrainerService>>().await;
@@ -98,4 +104,45 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// tonic refuses a request over `max_decoding_message_size` with OUT_OF_RANGE, but gRPC
+/// (and grpc-go, grpc-java, C core) answer RESOURCE_EXHAUSTED for a message over the
+/// configured maximum, and so does our contract for every server limit. The Trainer never
+/// returns OUT_OF_RANGE itself, so this rewrites that code in the trailers-only answer a
+/// refused request gets.
+#[derive(Clone)]
+struct SizeLimitIsResourceExhausted<S>(S);
+
+impl<S: NamedService> NamedService for SizeLimitIsResourceExhausted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for SizeLimitIsResourceExhausted<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let answer = self.0.call(req);
+        Box::pin(async move {
+            let mut res = answer.await?;
+            let status = res.headers().get("grpc-status");
+            if status.is_some_and(|s| s.as_bytes() == b"11") {
+                res.headers_mut().insert(
+                    "grpc-status",
+                    http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+                );
+            }
+            Ok(res)
+        })
+    }
 }

@@ -1,0 +1,494 @@
+//! The end-to-end harness: boots the real server (`backprop::server::run`) in-process on
+//! `127.0.0.1:0`, hands out tonic clients, stops it through its shutdown future; plus
+//! helpers to build requests, compare wire tensors with the engine bit for bit, and check
+//! that a rejected call left its model exactly as it was.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use backprop::engine::Scalar;
+use backprop::model::{Model, ModelSpec};
+use backprop::pb;
+use backprop::pb::trainer_client::TrainerClient;
+use backprop::server::{self, Config};
+use ndarray::{Array2, ArrayD};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+pub type Client = TrainerClient<Channel>;
+type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A server running on this test's runtime.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<(RunResult, Instant)>>,
+}
+
+/// Small, quick defaults for tests: two compute threads, a short shutdown grace.
+pub fn test_config() -> Config {
+    Config {
+        compute_threads: 2,
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_config(test_config()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let result = server::run(listener, config, async move {
+                // A dropped sender (test over) also stops the server.
+                let _ = rx.await;
+            })
+            .await;
+            (result, Instant::now())
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the test server");
+        TestServer {
+            addr,
+            channel,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A Trainer client on the shared connection, with no message-size limit of its own
+    /// (so the server's limits are what a test sees).
+    pub fn trainer(&self) -> Client {
+        TrainerClient::new(self.channel.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// Fires the shutdown future without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Fires the shutdown future and waits (bounded) for `run` to return; panics if it
+    /// returned an error or took longer than `within`. Returns when `run` returned.
+    pub async fn stop_within(mut self, within: Duration) -> Instant {
+        self.trigger_shutdown();
+        let task = self.task.take().expect("server task");
+        let (result, returned_at) = tokio::time::timeout(within, task)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked");
+        result.expect("server::run returned an error");
+        returned_at
+    }
+
+    pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(3)).await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Data
+
+/// SplitMix64: deterministic test data, independent of the engine's own generator.
+pub struct Gen(u64);
+
+impl Gen {
+    pub fn new(seed: u64) -> Self {
+        Gen(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+    pub fn below(&mut self, n: u32) -> u32 {
+        (self.next_u64() % n as u64) as u32
+    }
+}
+
+/// A labelled batch, kept in f64; converted to the model's dtype on use.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub n: usize,
+    pub d: usize,
+    pub x: Vec<f64>,
+    pub labels: Vec<u32>,
+}
+
+impl Batch {
+    /// N×D values in [-scale, scale) and N labels in [0, C).
+    pub fn random(n: usize, d: usize, c: usize, seed: u64) -> Self {
+        let mut g = Gen::new(seed);
+        let x = (0..n * d).map(|_| g.unit() * 2.0).collect();
+        let labels = (0..n).map(|_| g.below(c as u32)).collect();
+        Batch { n, d, x, labels }
+    }
+
+    /// X as the wire tensor of dtype `T` (`values` for f32, `values_f64` for f64).
+    pub fn tensor<T: Wire>(&self) -> pb::Tensor {
+        T::tensor(
+            vec![self.n as u32, self.d as u32],
+            self.x.iter().map(|&v| T::of(v)).collect(),
+        )
+    }
+
+    /// X as the engine sees it after the server's conversion to `T`.
+    pub fn array<T: Wire>(&self) -> Array2<T> {
+        Array2::from_shape_vec((self.n, self.d), self.x.iter().map(|&v| T::of(v)).collect())
+            .expect("batch shape")
+    }
+
+    pub fn labels_usize(&self) -> Vec<usize> {
+        self.labels.iter().map(|&l| l as usize).collect()
+    }
+}
+
+/// The model dtypes as the tests see them on the wire.
+pub trait Wire: Scalar {
+    const DTYPE: pb::Dtype;
+    fn tensor(shape: Vec<u32>, values: Vec<Self>) -> pb::Tensor;
+    /// The values of a tensor the server sent for a model of this dtype (and checks the
+    /// other field is empty, as the proto promises).
+    fn values(t: &pb::Tensor) -> Vec<Self>;
+    fn bits(self) -> u64;
+}
+
+impl Wire for f32 {
+    const DTYPE: pb::Dtype = pb::Dtype::F32;
+    fn tensor(shape: Vec<u32>, values: Vec<Self>) -> pb::Tensor {
+        pb::Tensor {
+            shape,
+            values,
+            values_f64: vec![],
+        }
+    }
+    fn values(t: &pb::Tensor) -> Vec<Self> {
+        assert!(
+            t.values_f64.is_empty(),
+            "an f32 model answered in values_f64"
+        );
+        t.values.clone()
+    }
+    fn bits(self) -> u64 {
+        self.to_bits() as u64
+    }
+}
+
+impl Wire for f64 {
+    const DTYPE: pb::Dtype = pb::Dtype::F64;
+    fn tensor(shape: Vec<u32>, values_f64: Vec<Self>) -> pb::Tensor {
+        pb::Tensor {
+            shape,
+            values: vec![],
+            values_f64,
+        }
+    }
+    fn values(t: &pb::Tensor) -> Vec<Self> {
+        assert!(t.values.is_empty(), "an f64 model answered in values");
+        t.values_f64.clone()
+    }
+    fn bits(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+/// Asserts a wire tensor equals an engine array: same shape, bit-identical values.
+#[track_caller]
+pub fn assert_tensor_eq<T: Wire, D: ndarray::Dimension>(
+    what: &str,
+    wire: &pb::Tensor,
+    engine: &ndarray::Array<T, D>,
+) {
+    let shape: Vec<u32> = engine.shape().iter().map(|&d| d as u32).collect();
+    assert_eq!(wire.shape, shape, "{what}: shape");
+    let got = T::values(wire);
+    let want: Vec<T> = engine.iter().copied().collect();
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.bits(), w.bits(), "{what}[{i}]: server {g} vs engine {w}");
+    }
+}
+
+/// Asserts two f64s (losses, accuracies) are bit-identical.
+#[track_caller]
+pub fn assert_same(what: &str, got: f64, want: f64) {
+    assert_eq!(
+        got.to_bits(),
+        want.to_bits(),
+        "{what}: server {got} vs engine {want}"
+    );
+}
+
+/// Asserts every parameter the server holds is bit-identical to the engine model's.
+#[track_caller]
+pub fn assert_params_eq<T: Wire>(what: &str, got: &pb::GetModelResponse, engine: &Model<T>) {
+    let params = engine.net().params();
+    assert_eq!(
+        got.parameters.len(),
+        params.len(),
+        "{what}: parameter count"
+    );
+    for (g, p) in got.parameters.iter().zip(params) {
+        assert_eq!(g.name, p.name, "{what}: parameter order");
+        let value = g.value.as_ref().expect("values were asked for");
+        assert_tensor_eq(&format!("{what}: {}", p.name), value, &p.value);
+    }
+    assert_eq!(got.step, engine.step(), "{what}: step");
+}
+
+// ---------------------------------------------------------------------------------------
+// Specs
+
+/// The smallest wire spec: everything else takes its default.
+pub fn wire_spec(input_dim: u32, hidden: &[pb::HiddenLayer], num_classes: u32) -> pb::ModelSpec {
+    pb::ModelSpec {
+        input_dim,
+        hidden: hidden.to_vec(),
+        num_classes,
+        ..Default::default()
+    }
+}
+
+pub fn layer(units: u32, activation: pb::Activation) -> pb::HiddenLayer {
+    pb::HiddenLayer {
+        units,
+        activation: activation as i32,
+        ..Default::default()
+    }
+}
+
+pub fn maxout(units: u32, pieces: u32) -> pb::HiddenLayer {
+    pb::HiddenLayer {
+        units,
+        activation: pb::Activation::Maxout as i32,
+        maxout_pieces: Some(pieces),
+        ..Default::default()
+    }
+}
+
+pub fn sgd(lr: f64) -> Option<pb::Optimizer> {
+    Some(pb::Optimizer {
+        kind: pb::OptimizerKind::Sgd as i32,
+        learning_rate: Some(lr),
+        ..Default::default()
+    })
+}
+
+pub fn seeded(seed: u64) -> Option<pb::Init> {
+    Some(pb::Init {
+        seed,
+        ..Default::default()
+    })
+}
+
+/// Creates a model; returns its id and the echoed response.
+pub async fn create(c: &mut Client, spec: pb::ModelSpec) -> (String, pb::CreateModelResponse) {
+    let r = c
+        .create_model(pb::CreateModelRequest { spec: Some(spec) })
+        .await
+        .expect("CreateModel")
+        .into_inner();
+    (r.model_id.clone(), r)
+}
+
+/// The engine model for an engine spec (the oracle every number is checked against).
+pub fn engine<T: Wire>(spec: &ModelSpec) -> Model<T> {
+    Model::<T>::new(spec.clone()).expect("engine model")
+}
+
+pub async fn get_values(c: &mut Client, id: &str) -> pb::GetModelResponse {
+    c.get_model(pb::GetModelRequest {
+        model_id: id.to_string(),
+        include_values: true,
+    })
+    .await
+    .expect("GetModel")
+    .into_inner()
+}
+
+pub async fn train(c: &mut Client, id: &str, b: &Batch, x: pb::Tensor) -> pb::TrainStepResponse {
+    c.train_step(pb::TrainStepRequest {
+        model_id: id.to_string(),
+        x: Some(x),
+        labels: b.labels.clone(),
+    })
+    .await
+    .expect("TrainStep")
+    .into_inner()
+}
+
+pub async fn list_ids(c: &mut Client) -> Vec<String> {
+    c.list_models(pb::ListModelsRequest {})
+        .await
+        .expect("ListModels")
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| m.model_id)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow calls, to catch one in flight
+
+/// An f64 model whose full GradientCheck ([`slow_request`]) takes a few hundred ms in a
+/// debug build: long enough to act while it runs.
+pub fn slow_spec() -> pb::ModelSpec {
+    pb::ModelSpec {
+        loss: pb::LossKind::Softmax as i32,
+        dtype: pb::Dtype::F64 as i32,
+        init: seeded(1),
+        ..wire_spec(16, &[layer(48, pb::Activation::Tanh)], 8)
+    }
+}
+
+pub fn slow_request(id: &str) -> pb::GradientCheckRequest {
+    let b = Batch::random(48, 16, 8, 3);
+    pb::GradientCheckRequest {
+        model_id: id.to_string(),
+        x: Some(b.tensor::<f64>()),
+        labels: b.labels,
+        max_elements_per_parameter: 0,
+    }
+}
+
+/// Waits until the session's idle time drops below `idle_before` seconds: its lock was
+/// just taken, so a call on it is running in the server (ListModels itself does not
+/// count as use).
+pub async fn wait_until_in_use(c: &mut Client, id: &str, idle_before: f64) {
+    let start = Instant::now();
+    loop {
+        let models = c
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .expect("ListModels")
+            .into_inner()
+            .models;
+        let m = models.iter().find(|m| m.model_id == id).expect("listed");
+        if m.idle_seconds < idle_before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the call never reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// Asserts an INVALID_ARGUMENT whose message names `field` and that carries a
+/// `google.rpc.BadRequest` field violation for it.
+#[track_caller]
+pub fn assert_invalid(status: &Status, field: &str) {
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "expected INVALID_ARGUMENT naming {field:?}, got {status:?}"
+    );
+    assert!(
+        status.message().contains(field),
+        "message {:?} does not name {field:?}",
+        status.message()
+    );
+    let bad = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
+    assert!(
+        bad.field_violations.iter().any(|v| v.field == field),
+        "no field violation for {field:?} in {:?}",
+        bad.field_violations
+    );
+    assert!(
+        bad.field_violations
+            .iter()
+            .all(|v| !v.description.is_empty()),
+        "a field violation without a description: {:?}",
+        bad.field_violations
+    );
+}
+
+/// Asserts a status code; the message must contain `needle`.
+#[track_caller]
+pub fn assert_code(status: &Status, code: Code, needle: &str) {
+    assert_eq!(status.code(), code, "expected {code:?}, got {status:?}");
+    assert!(
+        status.message().contains(needle),
+        "message {:?} does not contain {needle:?}",
+        status.message()
+    );
+}
+
+/// Compares two GetModel snapshots (values included) bit for bit, step too.
+#[track_caller]
+pub fn assert_same_snapshot(before: &pb::GetModelResponse, after: &pb::GetModelResponse) {
+    assert_eq!(before.step, after.step, "step changed");
+    assert_eq!(before.spec, after.spec, "spec changed");
+    assert_eq!(before.parameters.len(), after.parameters.len());
+    for (b, a) in before.parameters.iter().zip(&after.parameters) {
+        assert_eq!(b.name, a.name);
+        assert_eq!(b.shape, a.shape, "{}: shape changed", b.name);
+        let (bv, av) = (b.value.as_ref().unwrap(), a.value.as_ref().unwrap());
+        let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits32(&bv.values),
+            bits32(&av.values),
+            "{}: changed",
+            b.name
+        );
+        assert_eq!(
+            bits64(&bv.values_f64),
+            bits64(&av.values_f64),
+            "{}: changed",
+            b.name
+        );
+    }
+}
+
+/// An engine array as a named wire tensor (e.g. one gradient of an ApplyGradients).
+pub fn named<T: Wire>(name: &str, a: &ArrayD<T>) -> pb::NamedTensor {
+    pb::NamedTensor {
+        name: name.to_string(),
+        tensor: Some(T::tensor(
+            a.shape().iter().map(|&d| d as u32).collect(),
+            a.iter().copied().collect(),
+        )),
+    }
+}
