@@ -81,6 +81,11 @@ pub async fn run(
         health
             .set_not_serving::<TrainerServer<TrainerService>>()
             .await;
+        // The whole server ("") is going away too: load balancers asking about it should
+        // stop sending calls now, not when the process exits.
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = stopping_tx.send(());
     };
     tracing::info!(%addr, threads = config.compute_threads, "serving backprop.v1.Trainer");

@@ -793,7 +793,7 @@ async fn apply_gradients_errors() {
                 t.shape = vec![4, 3];
                 g[0].tensor = Some(t);
             }),
-            "layers.0.weight",
+            "gradients[layers.0.weight]",
             "expected shape [3, 4]",
         ),
         (

@@ -103,6 +103,13 @@ impl<T: Scalar> Model<T> {
                     reason: format!("no parameter is named {name:?}"),
                 }
             })?;
+            if g.shape() != params[i].value.shape() {
+                return Err(EngineError::shape(
+                    field,
+                    format!("{:?}", params[i].value.shape()),
+                    g.shape(),
+                ));
+            }
             if slots[i].replace(g).is_some() {
                 return Err(EngineError::Parameter {
                     field,
