@@ -349,7 +349,10 @@ fn bad_gradient_sets_are_typed_errors_and_change_nothing() {
 
     let mut misshapen = good.clone();
     misshapen[2].1 = ArrayD::zeros(IxDyn(&[3, 5]));
-    assert_eq!(field_of(m.apply_gradients(misshapen)), "layers.1.weight");
+    assert_eq!(
+        field_of(m.apply_gradients(misshapen)),
+        "gradients[layers.1.weight]"
+    );
 
     assert_eq!(m, before);
     // Order does not matter: names do.

@@ -16,7 +16,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (all Rust tests: engine, model, service end to end)"
-cargo test --locked --all-targets -- --test-threads=2
+cargo test --locked --all-targets
 
 step "Python client on real data, ghz configs (tests/python_suite.sh)"
 bash tests/python_suite.sh
