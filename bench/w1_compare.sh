@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Workload W1 (../shared/BENCH.md), our engine against the numpy reference, in one run on
+# one machine, at the same thread count: prints a table and writes JSON under
+# bench/results/<UTC time>/.
+#
+#   bash bench/w1_compare.sh                 # threads 1 and 2, 200 timed steps each
+#   THREADS="1" ITERS=500 ROUNDS=3 bash bench/w1_compare.sh
+#
+# Why one command: BENCH.md reports W1 as a ratio to numpy measured in the same run, since
+# absolute figures move from machine to machine (and from minute to minute on shared ones).
+# For each round and each K the two sides run back to back, numpy first:
+#   numpy: bench/numpy_w1.py --threads K, with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset
+#          (they slow a current numpy; see the header of numpy_w1.py);
+#   rust:  examples/w1_step.rs with MATMUL_NUM_THREADS=K, the variable matrixmultiply
+#          (ndarray's GEMM) reads at its first product to size its thread pool.
+# The Rust side is built with default features (pure-Rust GEMM, no system BLAS).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+THREADS="${THREADS:-1 2}"
+ITERS="${ITERS:-200}"
+WARMUP="${WARMUP:-20}"
+ROUNDS="${ROUNDS:-1}"
+OUT="$REPO/bench/results/w1-$(date -u +%Y%m%dT%H%M%SZ)"
+cd "$REPO"
+
+bash bench/setup_venv.sh
+cargo build --quiet --release --example w1_step
+RUST_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/w1_step"
+mkdir -p "$OUT"
+
+# Percent of all CPUs that were busy over the next second (from /proc/stat). Other
+# processes share the cores, and a 2-thread BLAS loses far more than its share to them, so
+# a busy machine is called out: its figures, even its ratios, are not comparable.
+cpu_busy() {
+    local a b
+    read -ra a < /proc/stat
+    sleep 1
+    read -ra b < /proc/stat
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+BUSY_BEFORE="$(cpu_busy)"
+
+for round in $(seq 1 "$ROUNDS"); do
+    for k in $THREADS; do
+        echo "round $round, threads $k: numpy, rust" >&2
+        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python bench/numpy_w1.py \
+            --threads "$k" --iters "$ITERS" --warmup "$WARMUP" \
+            --json "$OUT/numpy-t$k-r$round.json" > /dev/null
+        MATMUL_NUM_THREADS="$k" "$RUST_BIN" --iters "$ITERS" --warmup "$WARMUP" \
+            --json "$OUT/rust-t$k-r$round.json" > /dev/null
+    done
+done
+BUSY_AFTER="$(cpu_busy)"
+
+# The table, and one summary.json holding every run plus where it ran.
+.venv/bin/python - "$OUT" "$(git rev-parse --short HEAD)" "$BUSY_BEFORE" "$BUSY_AFTER" <<'PY'
+import glob, json, os, platform, sys
+
+out, rev = sys.argv[1], sys.argv[2]
+busy = {"before": int(sys.argv[3]), "after": int(sys.argv[4])}
+runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "*-t*-r*.json")))]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+rows = []
+for k in sorted({r["threads"] for r in runs}):
+    by = {i: sorted(r["median_ms"] for r in runs if r["threads"] == k and r["impl"] == i)
+          for i in ("numpy", "rust")}
+    # With several rounds, the median of the per-round medians.
+    med = {i: v[len(v) // 2] for i, v in by.items() if v}
+    for i in ("numpy", "rust"):
+        if i in med:
+            rows.append({"impl": i, "threads": k, "median_ms": med[i],
+                         "gflops": round(runs[0]["flop_per_step"] / med[i] / 1e6, 2),
+                         "rust_over_numpy": round(med["rust"] / med["numpy"], 3)
+                         if i == "rust" and "numpy" in med else None})
+print(f"W1 TrainStep, {runs[0]['flop_per_step'] / 1e6:.2f} MFLOP/step, {cpu}, {os.cpu_count()} CPUs, rev {rev}")
+print(f"{'impl':<6} {'threads':>7} {'median ms':>10} {'GFLOP/s':>8} {'rust/numpy':>11}")
+for r in rows:
+    ratio = "" if r["rust_over_numpy"] is None else f"{r['rust_over_numpy']:.2f}x"
+    print(f"{r['impl']:<6} {r['threads']:>7} {r['median_ms']:>10.3f} {r['gflops']:>8.1f} {ratio:>11}")
+print("(rust/numpy is a time ratio: above 1 means the engine is slower)")
+if max(busy.values()) > 10:
+    print(f"warning: other processes kept {busy['before']}% of the CPUs busy just before the "
+          f"runs and {busy['after']}% just after: these figures are noisy, run again when idle")
+summary = {"workload": "W1", "rev": rev, "cpu": cpu, "cpus": os.cpu_count(),
+           "cpu_busy_percent_outside_runs": busy,
+           "python": platform.python_version(), "rows": rows, "runs": runs}
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+print(f"results: {os.path.relpath(out)}/")
+PY
