@@ -11,8 +11,8 @@
 # For each round and each K the two sides run back to back, numpy first:
 #   numpy: bench/numpy_w1.py --threads K, with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset
 #          (they slow a current numpy; see the header of numpy_w1.py);
-#   rust:  examples/w1_step.rs with MATMUL_NUM_THREADS=K, the variable matrixmultiply
-#          (ndarray's GEMM) reads at its first product to size its thread pool.
+#   rust:  examples/w1_step.rs with BACKPROP_MATMUL_THREADS=K, the threads of one product
+#          (the `gemm` crate's kernels; see src/engine/matmul_kernel.rs).
 # The Rust side is built with default features (pure-Rust GEMM, no system BLAS).
 set -euo pipefail
 
@@ -49,7 +49,7 @@ for round in $(seq 1 "$ROUNDS"); do
         env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python bench/numpy_w1.py \
             --threads "$k" --iters "$ITERS" --warmup "$WARMUP" \
             --json "$OUT/numpy-t$k-r$round.json" > /dev/null
-        MATMUL_NUM_THREADS="$k" "$RUST_BIN" --iters "$ITERS" --warmup "$WARMUP" \
+        BACKPROP_MATMUL_THREADS="$k" "$RUST_BIN" --iters "$ITERS" --warmup "$WARMUP" \
             --json "$OUT/rust-t$k-r$round.json" > /dev/null
     done
 done

@@ -8,9 +8,9 @@
 //! layer, dX of every layer but the first), so criterion's `thrpt` in `elem/s` reads as
 //! FLOP/s: `Gelem/s` = GFLOP/s.
 //!
-//! Threads: matrixmultiply reads `MATMUL_NUM_THREADS` at its first product (unset = the
-//! number of physical cores). Pin it for figures you mean to compare:
-//! `MATMUL_NUM_THREADS=1 cargo bench --bench engine`.
+//! Threads: `BACKPROP_MATMUL_THREADS` (default 1) sets the threads of one matrix product,
+//! as `backprop serve --matmul-threads` does: `BACKPROP_MATMUL_THREADS=2 cargo bench
+//! --bench engine`. The allocator is tuned as in the server.
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_
 #[path = "../examples/w1_step.rs"]
 mod w1_step;
 
-use w1_step::{C, D, N, blobs, forward_flop, train_step_flop, w1_spec};
+use w1_step::{C, D, N, blobs, forward_flop, setup_process, train_step_flop, w1_spec};
 
 /// W4: N = 128, 3072-512-256-10, with the loss and optimizer of W1.
 const W4_N: usize = 128;
@@ -63,6 +63,7 @@ fn config() -> Criterion {
 }
 
 fn w1(c: &mut Criterion) {
+    setup_process();
     let spec = w1_spec();
     let (x, labels) = blobs(N, D, C, 0);
     let mut model = Model::<f32>::new(spec.clone()).expect("W1 spec is valid");
@@ -89,6 +90,7 @@ fn w1(c: &mut Criterion) {
 }
 
 fn w4(c: &mut Criterion) {
+    setup_process();
     let (x, labels) = blobs(W4_N, D, C, 0);
     let mut g = c.benchmark_group("w4");
     // A step takes 15-40 ms: flat sampling fits 20 samples in the 5 s budget, where

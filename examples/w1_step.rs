@@ -2,13 +2,13 @@
 //! two-layer net, timed step by step, printed as one JSON line with the same fields as
 //! `bench/numpy_w1.py`, so `bench/w1_compare.sh` can set the two side by side.
 //!
-//! Run: `MATMUL_NUM_THREADS=1 cargo run --release --example w1_step -- --iters 200`
+//! Run: `BACKPROP_MATMUL_THREADS=1 cargo run --release --example w1_step -- --iters 200`
 //! Args: `--iters N` (timed steps, 200), `--warmup N` (untimed, 20), `--seed S` (0),
 //! `--json PATH` (also write the line there).
 //!
-//! Threads: matrix products go through matrixmultiply, which reads `MATMUL_NUM_THREADS`
-//! once, at its first product (clamped to 1..=4; unset means the number of physical
-//! cores). The JSON reports the variable as it was seen.
+//! Threads: `BACKPROP_MATMUL_THREADS` (default 1) is passed to
+//! `backprop::engine::matmul_kernel::set_threads`, as `backprop serve --matmul-threads`
+//! does. The allocator is tuned as in the server (`backprop::malloc`).
 //!
 //! The W1 definition (spec, data, FLOP count) lives here and `benches/engine.rs` includes
 //! this file, so the criterion bench and this comparison cannot drift apart.
@@ -169,12 +169,12 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     ms.sort_by(f64::total_cmp);
     let median = percentile(&ms, 0.5);
-    let threads_env = std::env::var("MATMUL_NUM_THREADS").ok();
+    let threads_env = std::env::var("BACKPROP_MATMUL_THREADS").ok();
     let out = serde_json::json!({
         "impl": "rust",
         "workload": "W1",
-        "threads": threads_env.as_deref().and_then(|s| s.parse::<usize>().ok()),
-        "matmul_num_threads_env": threads_env,
+        "threads": backprop::engine::matmul_kernel::threads(),
+        "matmul_threads_env": threads_env,
         "iters": args.iters,
         "median_ms": round4(median),
         "p10_ms": round4(percentile(&ms, 0.1)),
@@ -198,7 +198,18 @@ fn run(args: &Args) -> Result<bool, String> {
     }
 }
 
+/// Applies `BACKPROP_MATMUL_THREADS` and the server's allocator settings.
+pub fn setup_process() {
+    backprop::malloc::keep_step_buffers();
+    let threads = std::env::var("BACKPROP_MATMUL_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    backprop::engine::matmul_kernel::set_threads(threads);
+}
+
 fn main() -> ExitCode {
+    setup_process();
     match parse_args().and_then(|a| run(&a)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

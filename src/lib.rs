@@ -2,10 +2,15 @@
 //!
 //! - [`engine`]: the math: a computational graph with gates, losses, gradient checks.
 //! - [`model`]: specs, nets of named parameters, optimizers, models of either dtype.
+//! - [`session`]: the session store (a lock per session), ids, and the compute pool.
+//! - [`service`]: the `backprop.v1.Trainer` gRPC implementation, a thin layer over those.
+//! - [`server`]: `run(listener, config, shutdown)` with health and reflection beside it.
+//! - [`malloc`]: allocator settings that keep step buffers in the process.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
 pub mod cli;
 pub mod engine;
+pub mod malloc;
 pub mod model;
 pub mod server;
 pub mod service;

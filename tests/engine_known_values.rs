@@ -204,6 +204,15 @@ fn relu(v: f64) -> f64 {
     v.max(0.0)
 }
 
+/// Equal to rounding: the engine's GEMM kernels sum in another order than ndarray's `dot`
+/// (fused multiply-adds, blocked), so the last bit may differ.
+fn assert_matrix_close(got: &ndarray::Array2<f64>, want: &ndarray::Array2<f64>) {
+    assert_eq!(got.shape(), want.shape());
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{got} vs {want}");
+    }
+}
+
 #[test]
 fn forward_formulas() {
     let mut rng = Rng::new(5);
@@ -214,10 +223,10 @@ fn forward_formulas() {
     // Depth 0: s = x·W + b, or s = x·W exactly with bias off.
     let s = spec(4, vec![], 2, svm(), 0.0, true, 0);
     let net = Net::<f64>::from_values(s, vec![w.clone().into_dyn(), b.clone().into_dyn()]).unwrap();
-    assert_eq!(net.scores(x.view()).unwrap(), x.dot(&w) + &b);
+    assert_matrix_close(&net.scores(x.view()).unwrap(), &(x.dot(&w) + &b));
     let s = spec(4, vec![], 2, svm(), 0.0, false, 0);
     let net = Net::<f64>::from_values(s, vec![w.clone().into_dyn()]).unwrap();
-    assert_eq!(net.scores(x.view()).unwrap(), x.dot(&w));
+    assert_matrix_close(&net.scores(x.view()).unwrap(), &x.dot(&w));
 
     // Depth 1: s = f(x·W1)·W2, the output layer without activation.
     let w2 = gaussian2(&mut rng, 2, 3, 1.0);
@@ -235,7 +244,10 @@ fn forward_formulas() {
     );
     let net =
         Net::<f64>::from_values(s, vec![w.clone().into_dyn(), w2.clone().into_dyn()]).unwrap();
-    assert_eq!(net.scores(x.view()).unwrap(), x.dot(&w).mapv(relu).dot(&w2));
+    assert_matrix_close(
+        &net.scores(x.view()).unwrap(),
+        &x.dot(&w).mapv(relu).dot(&w2),
+    );
 
     // Maxout: max(x·W_a + b_a, x·W_b + b_b).
     let wb = gaussian2(&mut rng, 4, 2, 1.0);
@@ -270,7 +282,7 @@ fn forward_formulas() {
     let h = ndarray::Zip::from(&za)
         .and(&zb)
         .map_collect(|&a, &b| a.max(b));
-    assert_eq!(net.scores(x.view()).unwrap(), h.dot(&w2) + &b2);
+    assert_matrix_close(&net.scores(x.view()).unwrap(), &(h.dot(&w2) + &b2));
 }
 
 #[test]

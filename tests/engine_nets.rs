@@ -233,7 +233,7 @@ fn upstream_objective(
     ds: &Array2<f64>,
 ) -> f64 {
     let net = Net::<f64>::from_values(spec.clone(), values.to_vec()).unwrap();
-    let pass = net.pass(x.view(), None, false, false).unwrap();
+    let pass = net.pass(x.view(), None, true, false).unwrap();
     (&pass.scores() * ds).sum() + pass.losses().reg
 }
 

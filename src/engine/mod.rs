@@ -7,6 +7,7 @@
 //! - [`grad`]: the gradient store, apart from the values.
 //! - [`ops`]: the gates, forward and backward side by side, one file each (the table in
 //!   `ops` states each gate's math).
+//! - [`matmul_kernel`]: the matrix products behind the matmul gate, and their threads.
 //! - [`gradcheck`]: central-difference numeric gradients, the oracle for every test.
 //! - [`rng`]: a seeded generator that gives the same numbers on every machine.
 //! - [`scalar`]: f32 and f64, chosen per model.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod grad;
 pub mod gradcheck;
 pub mod graph;
+pub mod matmul_kernel;
 pub mod ops;
 pub mod rng;
 pub mod scalar;

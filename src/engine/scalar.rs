@@ -50,3 +50,30 @@ impl Scalar for f64 {
         self
     }
 }
+
+/// The flat (row-major) index of the first NaN or infinity in `a`, if any.
+///
+/// Every batch and every update is scanned, so this is on the hot path: a contiguous
+/// array is checked in blocks with an or-reduction the compiler vectorizes (no early exit
+/// inside a block), and only a block that fails is searched for the index.
+pub fn first_non_finite<T, S, D>(a: &ndarray::ArrayBase<S, D>) -> Option<usize>
+where
+    T: Scalar,
+    S: ndarray::Data<Elem = T>,
+    D: ndarray::Dimension,
+{
+    const BLOCK: usize = 4096;
+    match a.as_slice() {
+        Some(s) => {
+            let block = s
+                .chunks(BLOCK)
+                .position(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))?;
+            let start = block * BLOCK;
+            s[start..]
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| start + i)
+        }
+        None => a.iter().position(|v| !v.is_finite()),
+    }
+}

@@ -53,7 +53,7 @@ impl<T: Scalar> Model<T> {
         spec.validate()?;
         let net = Net::from_values(spec, values)?;
         for p in net.params() {
-            net::check_finite(&p.name, p.value.iter())?;
+            net::check_finite(&p.name, &p.value)?;
         }
         Ok(Self::from_net(net))
     }

@@ -13,7 +13,7 @@ use crate::engine::graph::{BackwardOptions, Graph, NodeId};
 use crate::engine::ops::{
     elu::Elu, leaky_relu::LeakyRelu, relu::Relu, sigmoid::Sigmoid, tanh::Tanh,
 };
-use crate::engine::scalar::Scalar;
+use crate::engine::scalar::{Scalar, first_non_finite};
 
 /// A named parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,11 +174,13 @@ impl<T: Scalar> Net<T> {
                 x.shape(),
             ));
         }
-        check_finite("x", x.iter())
+        check_finite("x", x)
     }
 
     /// Records the graph of a batch. With `labels`, the loss nodes too. `param_grads` and
-    /// `input_grad` say which leaves backward will need gradients for.
+    /// `input_grad` say which leaves backward will need gradients for. The regularization
+    /// node R is recorded when there are labels or parameter gradients; scores alone
+    /// (Forward without labels) skip it, so `losses().reg` is then 0.
     pub fn pass<'a>(
         &'a self,
         x: ArrayView2<'a, T>,
@@ -223,7 +225,12 @@ impl<T: Scalar> Net<T> {
         }
         let scores = affine(&mut g, h)?;
 
-        let reg_loss = self.reg_node(&mut g, &params)?;
+        // R matters to a loss or a gradient, not to scores alone.
+        let reg_loss = if labels.is_some() || param_grads {
+            self.reg_node(&mut g, &params)?
+        } else {
+            None
+        };
         let (mut data_loss, mut loss) = (None, None);
         if let Some(labels) = labels {
             let d = match self.spec.loss {
@@ -302,7 +309,7 @@ impl<T: Scalar> Net<T> {
                         up.shape(),
                     ));
                 }
-                check_finite("upstream", up.iter())?;
+                check_finite("upstream", &up)?;
                 seeds.push((pass.scores, up.to_owned().into_dyn()));
                 if let Some(r) = pass.reg_loss {
                     seeds.push((r, arr0(T::one()).into_dyn()));
@@ -373,17 +380,20 @@ pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
 }
 
 /// Checks that every value is finite; the error gives the first bad flat index.
-pub fn check_finite<'v, T: Scalar>(field: &str, values: impl Iterator<Item = &'v T>) -> Result<()> {
-    for (index, v) in values.enumerate() {
-        if !v.is_finite() {
-            return Err(EngineError::NonFinite {
-                field: field.into(),
-                index,
-                value: v.as_f64(),
-            });
-        }
+pub fn check_finite<T, S, D>(field: &str, a: &ndarray::ArrayBase<S, D>) -> Result<()>
+where
+    T: Scalar,
+    S: ndarray::Data<Elem = T>,
+    D: ndarray::Dimension,
+{
+    match first_non_finite(a) {
+        Some(index) => Err(EngineError::NonFinite {
+            field: field.into(),
+            index,
+            value: a.iter().nth(index).map_or(f64::NAN, |v| v.as_f64()),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn to_matrix<T: Scalar>(a: ArrayD<T>) -> Array2<T> {

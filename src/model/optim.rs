@@ -188,7 +188,7 @@ impl<T: Scalar> Optimizer<T> {
 }
 
 fn first_non_finite<T: Scalar>(name: &str, what: &'static str, a: &ArrayD<T>) -> Result<()> {
-    match a.iter().position(|v| !v.is_finite()) {
+    match crate::engine::scalar::first_non_finite(a) {
         Some(index) => Err(EngineError::NonFiniteUpdate {
             field: name.to_string(),
             what,

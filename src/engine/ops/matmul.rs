@@ -7,6 +7,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use super::as2;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::graph::{Gate, Graph, NodeId};
+use crate::engine::matmul_kernel::matmul;
 use crate::engine::scalar::Scalar;
 
 struct MatMul;
@@ -23,7 +24,7 @@ impl<T: Scalar> Graph<'_, T> {
                 self.value(w).shape(),
             ));
         }
-        let out = as2(&self.value(x)).dot(&as2(&self.value(w))).into_dyn();
+        let out = matmul(&as2(&self.value(x)), &as2(&self.value(w))).into_dyn();
         Ok(self.push_gate(Box::new(MatMul), vec![x, w], out))
     }
 }
@@ -40,13 +41,10 @@ impl<T: Scalar> Gate<T> for MatMul {
         upstream: ArrayD<T>,
         needs: &[bool],
     ) -> Vec<Option<ArrayD<T>>> {
-        let (x, w, g) = (
-            as2(&inputs[0]),
-            as2(&inputs[1]),
-            as2(&upstream.view()).to_owned(),
-        );
-        let dx = needs[0].then(|| g.dot(&w.t()).into_dyn());
-        let dw = needs[1].then(|| x.t().dot(&g).into_dyn());
+        let (x, w, g) = (as2(&inputs[0]), as2(&inputs[1]), upstream.view());
+        let g = as2(&g);
+        let dx = needs[0].then(|| matmul(&g, &w.t()).into_dyn());
+        let dw = needs[1].then(|| matmul(&x.t(), &g).into_dyn());
         vec![dx, dw]
     }
 }
