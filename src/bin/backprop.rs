@@ -61,6 +61,10 @@ struct ServeArgs {
     /// Threads doing model math; 0 = one per core.
     #[arg(long, env = "BACKPROP_COMPUTE_THREADS", default_value_t = 0)]
     compute_threads: usize,
+    /// Threads one matrix product may use. 1 suits many sessions trained side by side
+    /// (each compute thread takes one); more suits one big session on an idle machine.
+    #[arg(long, env = "BACKPROP_MATMUL_THREADS", default_value_t = 1)]
+    matmul_threads: usize,
     /// Calls that may wait for a compute thread before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "BACKPROP_QUEUE_DEPTH", default_value_t = 1024)]
     queue_depth: usize,
@@ -112,6 +116,8 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     init_logging(args.log_format);
+    backprop::malloc::keep_step_buffers();
+    backprop::engine::matmul_kernel::set_threads(args.matmul_threads);
     let defaults = Config::default();
     let config = Config {
         limits: Limits {
