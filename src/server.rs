@@ -29,6 +29,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// After shutdown is asked for, how long in-flight calls may take to finish.
     pub shutdown_grace: Duration,
+    /// Calls estimated at or below this many multiply-adds compute on the async worker
+    /// instead of the pool (0 = never); see `service::trainer::DEFAULT_INLINE_MAX_WORK`.
+    pub inline_max_work: u64,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             queue_depth: 1024,
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            inline_max_work: crate::service::trainer::DEFAULT_INLINE_MAX_WORK,
         }
     }
 }
@@ -54,7 +58,8 @@ pub async fn run(
     let store = SessionStore::new(config.limits.clone());
     let _reaper = store.spawn_reaper();
     let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
-    let trainer = TrainerService::new(store, pool, config.request_limits.clone());
+    let trainer = TrainerService::new(store, pool, config.request_limits.clone())
+        .with_inline_max_work(config.inline_max_work);
     let trainer = SizeLimitIsResourceExhausted(
         TrainerServer::new(trainer)
             .max_decoding_message_size(config.max_message_bytes)

@@ -158,10 +158,32 @@ fn engine_outcome<T: Wire>(i: usize, spec: &ModelSpec) -> (Vec<StepBits>, Model<
     (steps, m)
 }
 
+// Each scenario runs twice: with the server's default, where these tiny models compute
+// inline on the async workers, and with every call sent through the compute pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_sessions_concurrently_equal_one_at_a_time() {
+    thirty_two_sessions(test_config().inline_max_work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_sessions_concurrently_equal_one_at_a_time_on_the_pool() {
+    thirty_two_sessions(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_train_steps_on_one_session_are_serialized() {
+    fifty_steps_on_one_session(test_config().inline_max_work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_train_steps_on_one_session_are_serialized_on_the_pool() {
+    fifty_steps_on_one_session(0).await;
+}
+
+async fn thirty_two_sessions(inline_max_work: u64) {
     let mut config = test_config();
     config.compute_threads = 4;
+    config.inline_max_work = inline_max_work;
     let srv = TestServer::with_config(config).await;
 
     // One at a time.
@@ -203,12 +225,12 @@ async fn thirty_two_sessions_concurrently_equal_one_at_a_time() {
     srv.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_train_steps_on_one_session_are_serialized() {
+async fn fifty_steps_on_one_session(inline_max_work: u64) {
     const CALLS: u64 = 50;
     const READS: usize = 20;
     let mut config = test_config();
     config.compute_threads = 4;
+    config.inline_max_work = inline_max_work;
     let srv = TestServer::with_config(config).await;
     let mut c = srv.trainer();
     let (wire, spec) = specs(1); // momentum, f64: state carries from step to step

@@ -1143,6 +1143,8 @@ async fn full_compute_queue_is_resource_exhausted() {
     let mut config = test_config();
     config.compute_threads = 1;
     config.queue_depth = 1;
+    // Tiny calls compute inline by default; here every call must go through the queue.
+    config.inline_max_work = 0;
     let mut f = Fixture::<f32>::with_config(config).await;
     let (slow, _) = create(&mut f.c, slow_spec()).await;
     tokio::time::sleep(Duration::from_millis(60)).await; // let its idle time grow

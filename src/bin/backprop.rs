@@ -1,6 +1,6 @@
 //! The `backprop` binary: `backprop serve` runs the server; `train`, `models`, `show`,
-//! `delete` and `health` are clients of a running one (`backprop::cli`). Thin: parse
-//! flags, set up logging, bind, call `backprop::server::run` with a Ctrl-C/SIGTERM
+//! `delete`, `health` and `bench` are clients of a running one (`backprop::cli`). Thin:
+//! parse flags, set up logging, bind, call `backprop::server::run` with a Ctrl-C/SIGTERM
 //! shutdown future, or hand a client subcommand to `backprop::cli::run`.
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,6 +65,11 @@ struct ServeArgs {
     /// (each compute thread takes one); more suits one big session on an idle machine.
     #[arg(long, env = "BACKPROP_MATMUL_THREADS", default_value_t = 1)]
     matmul_threads: usize,
+    /// Calls estimated at or below this many multiply-adds (rows × parameters × 2 for a
+    /// forward pass, × 6 with backward) compute on the network thread that received them:
+    /// for them the hand-off to a compute thread costs more than the math. 0 = never.
+    #[arg(long, env = "BACKPROP_INLINE_MAX_WORK", default_value_t = backprop::service::trainer::DEFAULT_INLINE_MAX_WORK)]
+    inline_max_work: u64,
     /// Calls that may wait for a compute thread before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "BACKPROP_QUEUE_DEPTH", default_value_t = 1024)]
     queue_depth: usize,
@@ -137,6 +142,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         queue_depth: args.queue_depth,
         max_message_bytes: args.max_message_mib.saturating_mul(1024 * 1024),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        inline_max_work: args.inline_max_work,
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     if let Some(path) = &args.address_file {

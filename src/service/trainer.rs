@@ -17,7 +17,7 @@ use crate::engine::gradcheck::Elements;
 use crate::model::{AnyModel, Losses, Model, Target, accuracy, predictions};
 use crate::pb;
 use crate::pb::trainer_server::Trainer;
-use crate::session::{ComputePool, Session, SessionStore};
+use crate::session::{ComputePool, PoolError, Session, SessionStore};
 use crate::with_model;
 
 /// Per-request limits that are not about sessions.
@@ -44,11 +44,18 @@ const MAX_DIM: usize = 1 << 24;
 /// Hidden layers at most.
 const MAX_DEPTH: usize = 128;
 
+/// Work (multiply-adds, estimated as rows × parameters × 2 for a forward pass, × 6 for
+/// forward and backward) at or below which a call computes on the async worker that
+/// received it instead of the compute pool. Such calls take microseconds, less than the
+/// hand-off to a pool thread and back would cost them.
+pub const DEFAULT_INLINE_MAX_WORK: u64 = 200_000;
+
 #[derive(Clone)]
 pub struct TrainerService {
     store: SessionStore,
     pool: ComputePool,
     limits: RequestLimits,
+    inline_max_work: u64,
 }
 
 impl TrainerService {
@@ -57,6 +64,28 @@ impl TrainerService {
             store,
             pool,
             limits,
+            inline_max_work: DEFAULT_INLINE_MAX_WORK,
+        }
+    }
+
+    /// Sets the work below which calls compute inline (0: every call uses the pool).
+    pub fn with_inline_max_work(mut self, work: u64) -> Self {
+        self.inline_max_work = work;
+        self
+    }
+
+    /// Runs model math: on the compute pool, or right here when it is tiny (see
+    /// [`DEFAULT_INLINE_MAX_WORK`]). Either way a panic becomes an error.
+    async fn compute<R: Send + 'static>(
+        &self,
+        work: u64,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PoolError> {
+        if work <= self.inline_max_work {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|_| PoolError::Panicked("inline computation panicked".into()))
+        } else {
+            self.pool.run(f).await
         }
     }
 
@@ -324,10 +353,13 @@ impl Trainer for TrainerService {
                 Some(labels(req.labels))
             };
             let x = req.x.unwrap_or_default();
+            let work = 2 * rows as u64 * session.parameter_count;
             let guard = session.read().await;
-            self.pool
-                .run(move || with_model!(&*guard.guard, m => forward_typed(m, x, y)))
-                .await?
+            self.compute(
+                work,
+                move || with_model!(&*guard.guard, m => forward_typed(m, x, y)),
+            )
+            .await?
         })
         .await
     }
@@ -341,8 +373,12 @@ impl Trainer for TrainerService {
         let rows = self.batch(&req.x, &session)?;
         self.observe("Backward", &req.model_id, rows, async {
             let target = match (req.labels.is_empty(), req.upstream) {
-                (false, Some(_)) => return Err(invalid("upstream", "give labels or upstream, not both")),
-                (true, None) => return Err(invalid("labels", "give labels or an upstream gradient")),
+                (false, Some(_)) => {
+                    return Err(invalid("upstream", "give labels or upstream, not both"));
+                }
+                (true, None) => {
+                    return Err(invalid("labels", "give labels or an upstream gradient"));
+                }
                 (false, None) => {
                     self.labels_for(&req.labels, rows, &session)?;
                     Ok(labels(req.labels))
@@ -351,16 +387,22 @@ impl Trainer for TrainerService {
                     let shape = check_tensor(&up, "upstream", self.limits.max_batch_elements)?;
                     let want = [rows, session.spec.num_classes];
                     if shape != want {
-                        return Err(invalid("upstream", format!("expected shape {want:?} (the scores'), got {shape:?}")));
+                        return Err(invalid(
+                            "upstream",
+                            format!("expected shape {want:?} (the scores'), got {shape:?}"),
+                        ));
                     }
                     Err(up)
                 }
             };
             let (x, input_grad) = (req.x.unwrap_or_default(), req.return_input_grad);
+            let work = 6 * rows as u64 * session.parameter_count;
             let guard = session.read().await;
-            self.pool
-                .run(move || with_model!(&*guard.guard, m => backward_typed(m, x, target, input_grad)))
-                .await?
+            self.compute(
+                work,
+                move || with_model!(&*guard.guard, m => backward_typed(m, x, target, input_grad)),
+            )
+            .await?
         })
         .await
     }
@@ -375,17 +417,17 @@ impl Trainer for TrainerService {
         self.observe("TrainStep", &req.model_id, rows, async {
             self.labels_for(&req.labels, rows, &session)?;
             let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let work = 6 * rows as u64 * session.parameter_count;
             let mut guard = session.write().await;
             let s = session.clone();
-            self.pool
-                .run(move || {
-                    let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y));
-                    if let Ok(r) = &r {
-                        s.set_step(r.step);
-                    }
-                    r
-                })
-                .await?
+            self.compute(work, move || {
+                let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y));
+                if let Ok(r) = &r {
+                    s.set_step(r.step);
+                }
+                r
+            })
+            .await?
         })
         .await
     }
@@ -429,10 +471,13 @@ impl Trainer for TrainerService {
         self.observe("Evaluate", &req.model_id, rows, async {
             self.labels_for(&req.labels, rows, &session)?;
             let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let work = 2 * rows as u64 * session.parameter_count;
             let guard = session.read().await;
-            self.pool
-                .run(move || with_model!(&*guard.guard, m => evaluate_typed(m, x, y)))
-                .await?
+            self.compute(
+                work,
+                move || with_model!(&*guard.guard, m => evaluate_typed(m, x, y)),
+            )
+            .await?
         })
         .await
     }
