@@ -5,6 +5,7 @@
 //! - [`session`]: the session store (a lock per session), ids, and the compute pool.
 //! - [`service`]: the `backprop.v1.Trainer` gRPC implementation, a thin layer over those.
 //! - [`server`]: `run(listener, config, shutdown)` with health and reflection beside it.
+//! - [`render`]: a traced graph as Graphviz DOT, a self-laid-out SVG, or JSON.
 //! - [`malloc`]: allocator settings that keep step buffers in the process.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod engine;
 pub mod malloc;
 pub mod model;
+pub mod render;
 pub mod server;
 pub mod service;
 pub mod session;

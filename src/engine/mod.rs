@@ -11,6 +11,7 @@
 //! - [`gradcheck`]: central-difference numeric gradients, the oracle for every test.
 //! - [`rng`]: a seeded generator that gives the same numbers on every machine.
 //! - [`scalar`]: f32 and f64, chosen per model.
+//! - [`trace`]: the graph as data, node by node, with local and downstream gradients.
 pub mod error;
 pub mod grad;
 pub mod gradcheck;
@@ -19,6 +20,7 @@ pub mod matmul_kernel;
 pub mod ops;
 pub mod rng;
 pub mod scalar;
+pub mod trace;
 
 pub use error::{EngineError, Result};
 pub use grad::GradStore;

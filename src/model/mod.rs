@@ -6,11 +6,13 @@
 //! - [`init`]: seeded, machine-independent initialization.
 //! - [`net`]: parameters, forward and backward for a batch.
 //! - [`optim`]: SGD, momentum, RMSProp, Adam; all-or-nothing updates.
+//! - [`trace`]: a labelled batch's graph as data, for introspection (TraceStep).
 pub mod any;
 pub mod init;
 pub mod net;
 pub mod optim;
 pub mod spec;
+pub mod trace;
 
 use ndarray::{ArrayD, ArrayView2};
 

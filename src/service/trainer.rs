@@ -588,4 +588,111 @@ impl Trainer for TrainerService {
         })
         .await
     }
+
+    async fn trace_step(
+        &self,
+        req: Request<pb::TraceStepRequest>,
+    ) -> Result<Response<pb::TraceStepResponse>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        let rows = self.batch(&req.x, &session)?;
+        self.observe("TraceStep", &req.model_id, rows, async {
+            self.labels_for(&req.labels, rows, &session)?;
+            let with_values = !req.shapes_only;
+            if with_values {
+                check_trace_size(&session.spec, rows)?;
+            }
+            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            // Backward once, then each edge's gate again on its own: about twice Backward.
+            let work = 12 * rows as u64 * session.parameter_count;
+            let guard = session.read().await;
+            self.compute(
+                work,
+                move || with_model!(&*guard.guard, m => trace_typed(m, x, y, with_values)),
+            )
+            .await?
+        })
+        .await
+    }
+}
+
+/// Rows a TraceStep with values may have, at most: a picture beyond that is unreadable.
+pub const TRACE_MAX_ROWS: usize = 64;
+/// Elements one node value of a TraceStep with values may have, at most.
+pub const TRACE_MAX_NODE_ELEMENTS: usize = 4096;
+
+/// The limits of a trace with values, from the spec alone (before any lock or math).
+fn check_trace_size(spec: &crate::model::ModelSpec, rows: usize) -> Result<(), Status> {
+    if rows > TRACE_MAX_ROWS {
+        return Err(invalid(
+            "x",
+            format!(
+                "a trace with values takes at most {TRACE_MAX_ROWS} rows, got {rows}; \
+                 send fewer rows or set shapes_only"
+            ),
+        ));
+    }
+    let (what, n) = crate::model::trace::largest_value(spec, rows);
+    if n > TRACE_MAX_NODE_ELEMENTS {
+        return Err(invalid(
+            "shapes_only",
+            format!(
+                "{what} has {n} elements, more than the {TRACE_MAX_NODE_ELEMENTS} a trace \
+                 with values allows per node; set shapes_only for the structure alone"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn trace_typed<T: WireScalar>(
+    m: &Model<T>,
+    x: pb::Tensor,
+    y: Vec<usize>,
+    with_values: bool,
+) -> Result<pb::TraceStepResponse, Status> {
+    use crate::engine::trace::LocalRule;
+    let x = matrix::<T>(x, "x")?;
+    let (trace, losses) = m.net().trace(x.view(), &y, with_values)?;
+    let id = |i: usize| i as u32;
+    let nodes = trace
+        .nodes
+        .into_iter()
+        .map(|n| pb::TraceNode {
+            id: id(n.id),
+            kind: n.kind,
+            inputs: n.inputs.into_iter().map(id).collect(),
+            shape: n.shape.into_iter().map(id).collect(),
+            leaf_name: n.leaf_name.unwrap_or_default(),
+            data_path: n.data_path,
+            reg_path: n.reg_path,
+            value: n.value.map(to_tensor),
+            grad: n.grad.map(to_tensor),
+            edges: n
+                .edges
+                .into_iter()
+                .map(|e| pb::TraceEdge {
+                    input: id(e.input),
+                    rule: match e.rule {
+                        LocalRule::Elementwise => pb::LocalRule::Elementwise,
+                        LocalRule::MatmulRight => pb::LocalRule::MatmulRight,
+                        LocalRule::MatmulLeft => pb::LocalRule::MatmulLeft,
+                        LocalRule::Scale => pb::LocalRule::Scale,
+                        LocalRule::Unknown => pb::LocalRule::Unspecified,
+                    } as i32,
+                    local_grad: e.local.map(to_tensor),
+                    downstream: e.downstream.map(to_tensor),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(pb::TraceStepResponse {
+        nodes,
+        losses: Some(losses_pb(losses)),
+        scores_node: trace.scores.map_or(0, id),
+        data_loss_node: trace.data_loss.map(id),
+        reg_loss_node: trace.reg_loss.map(id),
+        loss_node: trace.loss.map_or(0, id),
+        with_values: trace.with_values,
+    })
 }
