@@ -1,7 +1,7 @@
 //! An SVG drawn without Graphviz: a layered layout written here. Each gate sits in the
 //! column of its depth (1 + the deepest of its inputs), each leaf one column before its
-//! first consumer; within a column nodes keep tape order. Edges are curves from the right
-//! side of their input to the left side of their gate, labelled at the middle with the
+//! last consumer; within a column nodes keep tape order. Edges are curves from the right
+//! side of their input to the left side of their gate, labelled a third of the way along with the
 //! forward value above the curve and the gradient sent back below it.
 use std::fmt::Write;
 
@@ -12,6 +12,8 @@ const LINE_H: f64 = 12.0;
 const PAD: f64 = 8.0;
 const MARGIN: f64 = 30.0;
 const ROW_GAP: f64 = 36.0;
+/// A white outline under edge labels, so a label stays legible where curves cross it.
+const HALO: &str = "stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\"";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -24,27 +26,28 @@ fn width(lines: &[String]) -> f64 {
     lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64 * CHAR_W
 }
 
-/// Each node's column.
+/// Each node's column: gates by depth, then each leaf one column before its last
+/// consumer (a weight beside its matmul, not beside its L2 term), then gates again.
 fn columns(g: &Graph) -> Vec<usize> {
-    let n = g.nodes.len();
-    let mut col = vec![0usize; n];
-    for node in &g.nodes {
-        if !node.inputs.is_empty() {
-            col[node.id] = 1 + node.inputs.iter().map(|&i| col[i]).max().unwrap_or(0);
+    let mut col = vec![0usize; g.nodes.len()];
+    let depth = |col: &mut Vec<usize>| {
+        for node in &g.nodes {
+            if !node.inputs.is_empty() {
+                col[node.id] = 1 + node.inputs.iter().map(|&i| col[i]).max().unwrap_or(0);
+            }
         }
+    };
+    depth(&mut col);
+    for node in g.nodes.iter().filter(|n| n.inputs.is_empty()) {
+        let last = g
+            .nodes
+            .iter()
+            .filter(|m| m.inputs.contains(&node.id))
+            .map(|m| col[m.id])
+            .max();
+        col[node.id] = last.map_or(0, |c| c.saturating_sub(1));
     }
-    // A leaf moves next to its first consumer.
-    for node in &g.nodes {
-        if node.inputs.is_empty() {
-            let first = g
-                .nodes
-                .iter()
-                .filter(|m| m.inputs.contains(&node.id))
-                .map(|m| col[m.id])
-                .min();
-            col[node.id] = first.map_or(0, |c| c.saturating_sub(1));
-        }
-    }
+    depth(&mut col);
     col
 }
 
@@ -68,7 +71,7 @@ pub fn svg(g: &Graph) -> String {
     let ncols = col.iter().max().map_or(0, |c| c + 1);
     let node_w = size.iter().map(|s| s.0).fold(0.0, f64::max);
     let col_w = node_w + edge_w + 40.0;
-    let gap = ROW_GAP.max(edge_h * 0.6);
+    let gap = ROW_GAP.max(edge_h * 1.2);
     // Stack each column's nodes, then centre the columns on the tallest.
     let mut pos = vec![(0.0, 0.0); g.nodes.len()];
     let mut heights = vec![0.0f64; ncols];
@@ -123,12 +126,20 @@ pub fn svg(g: &Graph) -> String {
                 x2 - dx
             );
             let (value, grad) = edge_label(g, n, k);
-            let (mx, my) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+            // Labels sit a third of the way along the curve, nearer the input: edges into
+            // one gate converge, so their midpoints crowd; their starts are a row apart.
+            let t = 0.35;
+            let u = 1.0 - t;
+            let mx = u * u * u * x1
+                + 3.0 * u * u * t * (x1 + dx)
+                + 3.0 * u * t * t * (x2 - dx)
+                + t * t * t * x2;
+            let my = (u * u * u + 3.0 * u * u * t) * y1 + (3.0 * u * t * t + t * t * t) * y2;
             for (j, line) in value.iter().enumerate() {
                 let y = my - 3.0 - (value.len() - 1 - j) as f64 * LINE_H;
                 let _ = writeln!(
                     s,
-                    "<text x=\"{mx:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" fill=\"#222\">{}</text>",
+                    "<text x=\"{mx:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" fill=\"#222\" {HALO}>{}</text>",
                     esc(line)
                 );
             }
@@ -137,7 +148,7 @@ pub fn svg(g: &Graph) -> String {
                 let _ = writeln!(
                     s,
                     "<text x=\"{mx:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" fill=\"#c05000\" \
-                     font-style=\"italic\">{}</text>",
+                     font-style=\"italic\" {HALO}>{}</text>",
                     esc(line)
                 );
             }
