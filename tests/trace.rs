@@ -451,13 +451,45 @@ async fn dot_and_svg_render_the_traced_graph() {
         let b = Batch::random(2, 3, 3, s as u64);
         let wire = trace(&mut c, &id, &b, case.dtype).await;
         let t = render::from_wire(&wire);
-        check_dot(case.name, &render::dot(&t), &t);
+        let dot = render::dot(&t);
+        check_dot(case.name, &dot, &t);
+        graphviz_accepts(case.name, &dot);
         check_svg(case.name, &render::svg(&t));
         let json = render::json(&t);
         let v: serde_json::Value = serde_json::from_str(&json).expect("JSON parses");
         assert_eq!(v["nodes"].as_array().unwrap().len(), wire.nodes.len());
     }
     server.stop().await;
+}
+
+/// When Graphviz is installed (e.g. `apt-get install graphviz`), `dot -Tsvg` must accept
+/// the DOT and give well-formed SVG; without it this check is skipped.
+fn graphviz_accepts(name: &str, dot: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dot.as_bytes())
+        .expect("write to dot");
+    let out = child.wait_with_output().expect("dot runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{name}: dot rejected the graph: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(svg.contains("<svg"), "{name}: dot gave no SVG");
 }
 
 /// Structural DOT check (no DOT parser crate here): one digraph, balanced braces and
