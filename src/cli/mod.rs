@@ -9,9 +9,14 @@
 //! - [`progress`]: a bar on a terminal, plain lines in a pipe.
 //! - [`plot`]: the loss/accuracy curve as a hand-written SVG.
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
+//! - [`bench`]: the load generator (`bench_load`: callers and tally; [`bench_workload`]:
+//!   the BENCH.md specs and batches).
 //! - [`error`]: what can go wrong, worded for people.
 use std::process::ExitCode;
 
+pub mod bench;
+mod bench_load;
+pub mod bench_workload;
 pub mod client;
 pub mod csv;
 pub mod describe;
@@ -36,6 +41,8 @@ pub enum Command {
     Delete(models::DeleteArgs),
     /// Ask the server's gRPC health service; exit 0 iff SERVING.
     Health(health::HealthArgs),
+    /// Load-test the server with a workload of ../shared/BENCH.md (like ghz).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs one subcommand; errors go to stderr and exit 1.
@@ -46,6 +53,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Show(args) => models::show(args).await,
         Command::Delete(args) => models::delete(args).await,
         Command::Health(args) => health::health(args).await,
+        Command::Bench(args) => bench::bench(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
