@@ -645,3 +645,85 @@ fn check_text(name: &str, text: &str) {
         rest = &rest[semi + 1..];
     }
 }
+
+/// `backprop graph ID` (the built binary) against the test server: SVG by default, DOT
+/// and JSON on request, a CSV batch, and a clear failure for a batch of the wrong width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_subcommand_writes_svg_dot_and_json() {
+    let server = TestServer::start().await;
+    let mut c = server.trainer();
+    let spec = pb::ModelSpec {
+        l2: 0.01,
+        loss: pb::LossKind::Softmax as i32,
+        ..wire_spec(2, &[layer(3, pb::Activation::Relu)], 3)
+    };
+    let (id, _) = create(&mut c, spec).await;
+    let dir = std::env::temp_dir().join(format!("backprop-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let csv = dir.join("batch.csv");
+    std::fs::write(&csv, "label,a,b\n0,1.0,-2.0\n2,0.5,1.5\n").expect("csv");
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "0,1.0,2.0,3.0\n").expect("csv");
+    let (addr, dir2) = (server.addr.to_string(), dir.clone());
+    let run = move |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backprop"))
+            .args(&args)
+            .args(["--address", &addr])
+            .output()
+            .expect("run backprop");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let p = |name: &str| dir2.join(name).display().to_string();
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let calls = vec![
+        s(&["graph", &id, "--out", &p("g.svg")]),
+        s(&[
+            "graph",
+            &id,
+            "--batch",
+            &csv.display().to_string(),
+            "--out",
+            &p("g.dot"),
+        ]),
+        s(&["graph", &id, "--format", "json", "--out", "-"]),
+        s(&[
+            "graph",
+            &id,
+            "--batch",
+            &bad.display().to_string(),
+            "--out",
+            &p("x.svg"),
+        ]),
+    ];
+    let results =
+        tokio::task::spawn_blocking(move || calls.into_iter().map(run).collect::<Vec<_>>())
+            .await
+            .expect("runs");
+    assert_eq!(results[0].0, Some(0), "svg: {results:?}");
+    check_svg(
+        "cli",
+        &std::fs::read_to_string(dir.join("g.svg")).expect("g.svg"),
+    );
+    assert_eq!(results[1].0, Some(0), "dot: {results:?}");
+    let dot = std::fs::read_to_string(dir.join("g.dot")).expect("g.dot");
+    assert!(
+        dot.starts_with("digraph") && dot.contains("color=blue"),
+        "{dot}"
+    );
+    assert!(dot.contains("layers.0.weight"), "{dot}");
+    assert_eq!(results[2].0, Some(0), "json: {results:?}");
+    let v: serde_json::Value = serde_json::from_str(&results[2].1).expect("JSON on stdout");
+    assert_eq!(v["nodes"][0]["value"]["shape"], serde_json::json!([2, 2]));
+    assert_eq!(
+        results[3].0,
+        Some(1),
+        "a 3-feature batch for a 2-input model"
+    );
+    assert!(results[3].2.contains("feature"), "{:?}", results[3].2);
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}

@@ -1,7 +1,8 @@
 //! The `backprop` binary: `backprop serve` runs the server; `train`, `models`, `show`,
-//! `delete`, `health` and `bench` are clients of a running one (`backprop::cli`). Thin:
-//! parse flags, set up logging, bind, call `backprop::server::run` with a Ctrl-C/SIGTERM
-//! shutdown future, or hand a client subcommand to `backprop::cli::run`.
+//! `delete`, `health`, `bench` and `graph` are clients of a running one
+//! (`backprop::cli`). Thin: parse flags, set up logging, bind, call
+//! `backprop::server::run` with a Ctrl-C/SIGTERM shutdown future, or hand a client
+//! subcommand to `backprop::cli::run`.
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -11,6 +11,7 @@
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
 //! - [`bench`]: the load generator (`bench_load`: callers and tally; [`bench_workload`]:
 //!   the BENCH.md specs and batches).
+//! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON.
 //! - [`error`]: what can go wrong, worded for people.
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod csv;
 pub mod describe;
 pub mod error;
+pub mod graph;
 pub mod health;
 pub mod models;
 pub mod plot;
@@ -43,6 +45,8 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Load-test the server with a workload of ../shared/BENCH.md (like ghz).
     Bench(bench::BenchArgs),
+    /// Draw a model's computational graph on a small batch (SVG, DOT or JSON).
+    Graph(graph::GraphArgs),
 }
 
 /// Runs one subcommand; errors go to stderr and exit 1.
@@ -54,6 +58,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Delete(args) => models::delete(args).await,
         Command::Health(args) => health::health(args).await,
         Command::Bench(args) => bench::bench(args).await,
+        Command::Graph(args) => graph::graph(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,134 @@
+//! `backprop graph ID`: the model's computational graph on one small batch (TraceStep),
+//! written as an SVG laid out here, Graphviz DOT, or JSON. Read-only: the model is not
+//! changed.
+use std::path::PathBuf;
+
+use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use super::csv::{self, CsvOptions};
+use super::error::CliError;
+use crate::engine::rng::Rng;
+use crate::pb;
+use crate::render;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Svg,
+    Dot,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GraphArgs {
+    /// The model id.
+    pub id: String,
+    /// A CSV batch (label column + features, as for `train`). Default: 2 random rows
+    /// (seed 0) with labels 0 and 1.
+    #[arg(long, value_name = "FILE.csv")]
+    pub batch: Option<PathBuf>,
+    /// Which column (1-based) of the batch holds the label.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub label_column: u32,
+    /// Where to write the picture; `-` for stdout.
+    #[arg(long, short, default_value = "graph.svg", value_name = "PATH")]
+    pub out: String,
+    /// Output format; default: from the --out extension (.dot, .gv, .json), else svg.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Only the structure (kinds, shapes): no values or gradients, no size limits.
+    #[arg(long)]
+    pub shapes_only: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl GraphArgs {
+    fn format(&self) -> Format {
+        self.format.unwrap_or_else(|| {
+            match self
+                .out
+                .rsplit_once('.')
+                .map(|(_, e)| e.to_ascii_lowercase())
+            {
+                Some(e) if e == "dot" || e == "gv" => Format::Dot,
+                Some(e) if e == "json" => Format::Json,
+                _ => Format::Svg,
+            }
+        })
+    }
+}
+
+/// The default batch: 2 rows uniform in [-1, 1), labels 0 and 1 (seed 0, so the same
+/// picture every time).
+fn random_batch(dim: usize) -> (Vec<f64>, Vec<u32>) {
+    let mut rng = Rng::new(0);
+    let x = (0..2 * dim).map(|_| 2.0 * rng.uniform() - 1.0).collect();
+    (x, vec![0, 1])
+}
+
+pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let mut trainer = client::trainer(channel);
+    let model = trainer
+        .get_model(pb::GetModelRequest {
+            model_id: args.id.clone(),
+            include_values: false,
+        })
+        .await
+        .map_err(CliError::rpc("GetModel"))?
+        .into_inner();
+    let spec = model.spec.unwrap_or_default();
+    let dim = spec.input_dim as usize;
+    let (x, labels) = match &args.batch {
+        None => random_batch(dim),
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            let opts = CsvOptions {
+                label_column: args.label_column as usize - 1,
+                classes: Some(spec.num_classes),
+            };
+            let data = csv::parse(&shown, &text, opts)?;
+            if data.dim != dim {
+                return Err(CliError::Usage(format!(
+                    "{shown}: {} feature columns, but model {} takes {dim}",
+                    data.dim, args.id
+                )));
+            }
+            (data.features, data.labels)
+        }
+    };
+    let rows = labels.len() as u32;
+    let trace = trainer
+        .trace_step(pb::TraceStepRequest {
+            model_id: args.id.clone(),
+            x: Some(pb::Tensor {
+                shape: vec![rows, dim as u32],
+                values: Vec::new(),
+                values_f64: x,
+            }),
+            labels,
+            shapes_only: args.shapes_only,
+        })
+        .await
+        .map_err(CliError::rpc("TraceStep"))?
+        .into_inner();
+    let g = render::from_wire(&trace);
+    let text = match args.format() {
+        Format::Svg => render::svg(&g),
+        Format::Dot => render::dot(&g),
+        Format::Json => render::json(&g),
+    };
+    if args.out == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    std::fs::write(&args.out, text).map_err(|source| CliError::Write {
+        path: args.out.clone(),
+        source,
+    })?;
+    eprintln!("wrote {} ({} nodes)", args.out, g.nodes.len());
+    Ok(())
+}
