@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.encode_file_descriptor_set(),
     )?;
 
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    // Tensor is written by hand (src/pb_tensor.rs) so a batch decodes in one pass.
+    tonic_prost_build::configure()
+        .extern_path(".backprop.v1.Tensor", "crate::pb_tensor::Tensor")
+        .compile_fds(compiler.file_descriptor_set())?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -8,11 +8,13 @@
 //! - [`render`]: a traced graph as Graphviz DOT, a self-laid-out SVG, or JSON.
 //! - [`malloc`]: allocator settings that keep step buffers in the process.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
+//! - [`pb_tensor`]: the hand-written `Tensor` message, decoded in one pass.
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
 pub mod cli;
 pub mod engine;
 pub mod malloc;
 pub mod model;
+pub mod pb_tensor;
 pub mod render;
 pub mod server;
 pub mod service;
@@ -21,6 +23,7 @@ pub mod session;
 /// The `backprop.v1` wire contract, generated from `proto/backprop/v1/backprop.proto`.
 pub mod pb {
     tonic::include_proto!("backprop.v1");
+    pub use crate::pb_tensor::Tensor;
     /// Encoded descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("backprop_descriptor");
