@@ -104,13 +104,14 @@ pub fn matrix<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<Array2<T>, St
 /// Encodes an array in row-major order; moves the buffer when it already is.
 pub fn to_tensor<T: WireScalar, D: ndarray::Dimension>(a: ndarray::Array<T, D>) -> pb::Tensor {
     let shape = a.shape().iter().map(|&d| d as u32).collect();
+    let len = a.len();
     let values = if a.is_standard_layout() {
-        let (v, offset) = a.into_raw_vec_and_offset();
-        if offset.unwrap_or(0) == 0 {
-            v
-        } else {
-            return T::tensor(shape, v.into_iter().skip(offset.unwrap_or(0)).collect());
-        }
+        // The buffer may extend past the array at either end (an owned slice of a larger
+        // array); keep exactly the array's elements, in place.
+        let (mut v, offset) = a.into_raw_vec_and_offset();
+        v.drain(..offset.unwrap_or(0));
+        v.truncate(len);
+        v
     } else {
         a.iter().copied().collect()
     };
@@ -413,5 +414,26 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
             DType::F32 => pb::Dtype::F32,
             DType::F64 => pb::Dtype::F64,
         } as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, s};
+
+    #[test]
+    fn to_tensor_sends_only_the_arrays_elements() {
+        let full = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f32);
+        // Rows 1..3 of an owned array: contiguous, but its buffer holds rows 0 and 3 too.
+        let middle = full.clone().slice_move(s![1..3, ..]);
+        let t = to_tensor(middle);
+        assert_eq!(t.shape, vec![2, 3]);
+        assert_eq!(t.values, vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(to_tensor(full.clone()).values.len(), 12);
+        assert_eq!(
+            to_tensor(full.reversed_axes()).values[..4],
+            [0.0, 3.0, 6.0, 9.0]
+        );
     }
 }
