@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: the math: a computational graph with gates, losses, gradient checks.
 //! - [`model`]: specs, nets of named parameters, optimizers, models of either dtype.
+//! - [`checkpoint`]: a model's whole state as one safetensors file (export, import, disk).
 //! - [`session`]: the session store (a lock per session), ids, and the compute pool.
 //! - [`service`]: the `backprop.v1.Trainer` gRPC implementation, a thin layer over those.
 //! - [`server`]: `run(listener, config, shutdown)` with health and reflection beside it.
@@ -10,6 +11,7 @@
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
 //! - [`pb_tensor`]: the hand-written `Tensor` message, decoded in one pass.
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
+pub mod checkpoint;
 pub mod cli;
 pub mod engine;
 pub mod malloc;

@@ -81,9 +81,9 @@ fn momentum() {
         OptimizerSpec::momentum(),
         [[0.995, -1.99, 0.48, 0.0], [1.0005, -1.9835, 0.452, 0.03]],
     );
-    let (v, second, _) = m.optimizer().state();
-    assert!(second.is_empty());
-    let v: Vec<f64> = v.iter().flat_map(|a| a.iter().copied()).collect();
+    let (slots, _) = m.optimizer().state();
+    assert_eq!(slots.len(), 1, "momentum keeps one slot, the velocity");
+    let v: Vec<f64> = slots[0].iter().flat_map(|a| a.iter().copied()).collect();
     for (got, want) in v.iter().zip([0.0055, 0.0065, -0.028, 0.03]) {
         assert!((got - want).abs() < 1e-15, "velocity {got} vs {want}");
     }
@@ -154,7 +154,8 @@ fn adam_with_bias_correction() {
             ],
         ],
     );
-    let (first, second, t) = m.optimizer().state();
+    let (slots, t) = m.optimizer().state();
+    let (first, second) = (slots[0], slots[1]);
     assert_eq!(t, 2);
     // m2 = 0.09·g1 + 0.1·g2, v2 = 0.000999·g1² + 0.001·g2² (element 3: −0.3 and 0.009).
     assert!((first[1][1] - (-0.3)).abs() < 1e-15);

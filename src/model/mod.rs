@@ -60,6 +60,26 @@ impl<T: Scalar> Model<T> {
         Ok(Self::from_net(net))
     }
 
+    /// A model restored whole from a checkpoint: parameter values (in
+    /// `spec.parameter_shapes()` order), optimizer state slots (see
+    /// [`Optimizer::from_state`]), Adam's t and the step count. Everything is validated,
+    /// so the restored model continues training exactly as the saved one would have.
+    pub fn from_state(
+        spec: ModelSpec,
+        values: Vec<ArrayD<T>>,
+        slots: Vec<Vec<ArrayD<T>>>,
+        t: u64,
+        step: u64,
+    ) -> Result<Self> {
+        let Model { net, .. } = Self::from_values(spec, values)?;
+        let optimizer = Optimizer::from_state(net.spec().optimizer, net.params(), slots, t)?;
+        Ok(Model {
+            net,
+            optimizer,
+            step,
+        })
+    }
+
     fn from_net(net: Net<T>) -> Self {
         let optimizer = Optimizer::new(net.spec().optimizer, net.params());
         Model {

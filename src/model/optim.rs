@@ -56,13 +56,89 @@ impl<T: Scalar> Optimizer<T> {
         }
     }
 
+    /// State restored from a checkpoint: `slots[k][i]` is state slot `k` (see
+    /// [`slot_names`](Self::slot_names)) of parameter `i`. Every tensor must have its
+    /// parameter's shape and be finite, so a restored optimizer behaves exactly like the
+    /// one that was saved.
+    pub fn from_state(
+        spec: OptimizerSpec,
+        params: &[Param<T>],
+        mut slots: Vec<Vec<ArrayD<T>>>,
+        t: u64,
+    ) -> Result<Self> {
+        let names = Self::slot_names(&spec);
+        if slots.len() != names.len() {
+            return Err(EngineError::Parameter {
+                field: "optimizer".into(),
+                reason: format!(
+                    "{} needs {} state slot(s) per parameter, got {}",
+                    spec.kind_name(),
+                    names.len(),
+                    slots.len()
+                ),
+            });
+        }
+        for (slot, name) in slots.iter().zip(names) {
+            if slot.len() != params.len() {
+                return Err(EngineError::Parameter {
+                    field: "optimizer".into(),
+                    reason: format!(
+                        "expected {} {name} tensors, got {}",
+                        params.len(),
+                        slot.len()
+                    ),
+                });
+            }
+            for (p, s) in params.iter().zip(slot) {
+                let field = format!("{}.{name}", p.name);
+                if s.shape() != p.value.shape() {
+                    return Err(EngineError::shape(
+                        field,
+                        format!("{:?}", p.value.shape()),
+                        s.shape(),
+                    ));
+                }
+                super::net::check_finite(&field, s)?;
+            }
+        }
+        let second = if slots.len() > 1 {
+            slots.pop().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let first = slots.pop().unwrap_or_default();
+        Ok(Optimizer {
+            spec,
+            first,
+            second,
+            t,
+        })
+    }
+
     pub fn spec(&self) -> &OptimizerSpec {
         &self.spec
     }
 
-    /// Named state tensors (e.g. `layers.0.weight.adam_m`), for checkpoints.
-    pub fn state(&self) -> (&[ArrayD<T>], &[ArrayD<T>], u64) {
-        (&self.first, &self.second, self.t)
+    /// The names of the per-parameter state slots this optimizer keeps, in order; a
+    /// checkpoint stores slot `k` of parameter `p` as the tensor `{p}.{name_k}`.
+    pub fn slot_names(spec: &OptimizerSpec) -> &'static [&'static str] {
+        match spec {
+            OptimizerSpec::Sgd { .. } => &[],
+            OptimizerSpec::Momentum { .. } => &["momentum"],
+            OptimizerSpec::RmsProp { .. } => &["rmsprop_cache"],
+            OptimizerSpec::Adam { .. } => &["adam_m", "adam_v"],
+        }
+    }
+
+    /// The state slots (as [`slot_names`](Self::slot_names) orders them, one tensor per
+    /// parameter each) and Adam's step count t.
+    pub fn state(&self) -> (Vec<&[ArrayD<T>]>, u64) {
+        let slots = match Self::slot_names(&self.spec).len() {
+            0 => vec![],
+            1 => vec![&self.first[..]],
+            _ => vec![&self.first[..], &self.second[..]],
+        };
+        (slots, self.t)
     }
 
     /// Applies one update with `grads` (one per parameter, same shapes, in order).

@@ -101,6 +101,16 @@ pub enum OptimizerSpec {
 }
 
 impl OptimizerSpec {
+    /// The rule's name as it appears in the spec's JSON (`"kind"`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            OptimizerSpec::Sgd { .. } => "sgd",
+            OptimizerSpec::Momentum { .. } => "momentum",
+            OptimizerSpec::RmsProp { .. } => "rms_prop",
+            OptimizerSpec::Adam { .. } => "adam",
+        }
+    }
+
     pub fn sgd() -> Self {
         OptimizerSpec::Sgd { lr: 1e-2 }
     }

@@ -1,0 +1,253 @@
+//! A model's whole state as one safetensors file: what ExportModel sends, ImportModel
+//! takes, and `--state-dir` keeps on disk.
+//!
+//! Tensors carry the API's names: the parameters (`layers.0.weight`, `layers.1.bias`,
+//! `layers.0.pieces.1.weight`, …) and, per parameter, the optimizer's state slots
+//! (`layers.0.weight.momentum`, `.rmsprop_cache`, `.adam_m`, `.adam_v`), all in the
+//! model's dtype (F32 or F64). `__metadata__` holds the spec as JSON (the same fields as
+//! [`ModelSpec`]'s serde form), the step, Adam's t and the format name; callers may add
+//! keys of their own (the session store adds the id and the owner).
+//!
+//! Decoding is strict: every tensor the spec implies must be present with its shape,
+//! dtype and finite values, and nothing else may be, so a file either restores a model
+//! that continues bit-identically or is refused with the first thing wrong.
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use ndarray::ArrayD;
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+use crate::engine::error::EngineError;
+use crate::engine::scalar::Scalar;
+use crate::model::optim::Optimizer;
+use crate::model::{AnyModel, DType, Model, ModelSpec};
+use crate::with_model;
+
+/// The value of the `format` metadata key; bumped if the layout ever changes.
+pub const FORMAT: &str = "backprop.checkpoint.v1";
+
+/// Metadata keys this module owns; others are the caller's.
+const KEY_FORMAT: &str = "format";
+const KEY_SPEC: &str = "spec";
+const KEY_STEP: &str = "step";
+const KEY_T: &str = "optimizer_t";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Not a readable safetensors file at all.
+    #[error("not a safetensors file: {0}")]
+    Format(String),
+    /// A `__metadata__` entry is missing or wrong.
+    #[error("__metadata__.{key}: {reason}")]
+    Metadata { key: String, reason: String },
+    /// A tensor is missing, unexpected, or of the wrong dtype.
+    #[error("tensor {name:?}: {reason}")]
+    Tensor { name: String, reason: String },
+    /// The tensors are there but do not make a valid model (shape, non-finite value).
+    #[error(transparent)]
+    Model(#[from] EngineError),
+}
+
+impl CheckpointError {
+    fn meta(key: &str, reason: impl Into<String>) -> Self {
+        CheckpointError::Metadata {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A decoded checkpoint: the model and the metadata keys this module does not own.
+#[derive(Debug)]
+pub struct Decoded {
+    pub model: AnyModel,
+    pub extra: HashMap<String, String>,
+}
+
+/// Encodes the model's whole state, with `extra` metadata beside the module's own keys.
+pub fn encode(model: &AnyModel, extra: &[(&str, &str)]) -> Result<Vec<u8>, CheckpointError> {
+    with_model!(model, m => encode_typed(m, extra))
+}
+
+/// Decodes and validates a checkpoint (see the module doc for what is checked).
+pub fn decode(bytes: &[u8]) -> Result<Decoded, CheckpointError> {
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    let mut take = |key: &str| {
+        meta.remove(key)
+            .ok_or_else(|| CheckpointError::meta(key, "missing"))
+    };
+    let format = take(KEY_FORMAT)?;
+    if format != FORMAT {
+        return Err(CheckpointError::meta(
+            KEY_FORMAT,
+            format!("{format:?} is not {FORMAT:?}"),
+        ));
+    }
+    let spec: ModelSpec = serde_json::from_str(&take(KEY_SPEC)?)
+        .map_err(|e| CheckpointError::meta(KEY_SPEC, format!("not a model spec: {e}")))?;
+    let number = |key: &str, text: String| {
+        text.parse::<u64>()
+            .map_err(|_| CheckpointError::meta(key, format!("{text:?} is not a whole number")))
+    };
+    let step = number(KEY_STEP, take(KEY_STEP)?)?;
+    let t = number(KEY_T, take(KEY_T)?)?;
+    spec.validate()?;
+    let model = match spec.dtype {
+        DType::F32 => AnyModel::F32(decode_typed(&file, spec, t, step)?),
+        DType::F64 => AnyModel::F64(decode_typed(&file, spec, t, step)?),
+    };
+    Ok(Decoded { model, extra: meta })
+}
+
+/// The scalars a checkpoint stores, with their safetensors dtype and byte order.
+trait Stored: Scalar {
+    const DTYPE: Dtype;
+    const BYTES: usize;
+    fn put(self, out: &mut Vec<u8>);
+    fn get(bytes: &[u8]) -> Self;
+}
+
+impl Stored for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+    const BYTES: usize = 4;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Self {
+        f32::from_le_bytes(bytes.try_into().unwrap_or_default())
+    }
+}
+
+impl Stored for f64 {
+    const DTYPE: Dtype = Dtype::F64;
+    const BYTES: usize = 8;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Self {
+        f64::from_le_bytes(bytes.try_into().unwrap_or_default())
+    }
+}
+
+/// One tensor's little-endian bytes, as safetensors wants to write them.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Bytes {
+    fn of<T: Stored>(a: &ArrayD<T>) -> Self {
+        let mut data = Vec::with_capacity(a.len() * T::BYTES);
+        // `iter` walks in logical (row-major) order whatever the memory layout.
+        a.iter().for_each(|&v| v.put(&mut data));
+        Bytes {
+            dtype: T::DTYPE,
+            shape: a.shape().to_vec(),
+            data,
+        }
+    }
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn encode_typed<T: Stored>(
+    m: &Model<T>,
+    extra: &[(&str, &str)],
+) -> Result<Vec<u8>, CheckpointError> {
+    let params = m.net().params();
+    let (slots, t) = m.optimizer().state();
+    let names = Optimizer::<T>::slot_names(&m.net().spec().optimizer);
+    let mut tensors: Vec<(String, Bytes)> = Vec::with_capacity(params.len() * (1 + slots.len()));
+    for (i, p) in params.iter().enumerate() {
+        tensors.push((p.name.clone(), Bytes::of(&p.value)));
+        for (slot, name) in slots.iter().zip(names) {
+            tensors.push((format!("{}.{name}", p.name), Bytes::of(&slot[i])));
+        }
+    }
+    let spec = serde_json::to_string(m.net().spec())
+        .map_err(|e| CheckpointError::meta(KEY_SPEC, e.to_string()))?;
+    let mut meta: HashMap<String, String> = extra
+        .iter()
+        .map(|&(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    meta.insert(KEY_FORMAT.into(), FORMAT.into());
+    meta.insert(KEY_SPEC.into(), spec);
+    meta.insert(KEY_STEP.into(), m.step().to_string());
+    meta.insert(KEY_T.into(), t.to_string());
+    safetensors::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), Some(meta))
+        .map_err(|e| CheckpointError::Format(e.to_string()))
+}
+
+fn decode_typed<T: Stored>(
+    file: &SafeTensors<'_>,
+    spec: ModelSpec,
+    t: u64,
+    step: u64,
+) -> Result<Model<T>, CheckpointError> {
+    let shapes = spec.parameter_shapes();
+    let slot_names = Optimizer::<T>::slot_names(&spec.optimizer);
+    let expected = shapes.len() * (1 + slot_names.len());
+    if file.len() != expected {
+        let known: std::collections::HashSet<String> = shapes
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.name.clone())
+                    .chain(slot_names.iter().map(move |n| format!("{}.{n}", s.name)))
+            })
+            .collect();
+        if let Some(name) = file.names().into_iter().find(|n| !known.contains(*n)) {
+            return Err(CheckpointError::Tensor {
+                name: name.to_string(),
+                reason: "not a parameter or optimizer state of this spec".into(),
+            });
+        }
+    }
+    let read = |name: &str| -> Result<ArrayD<T>, CheckpointError> {
+        let bad = |reason: String| CheckpointError::Tensor {
+            name: name.to_string(),
+            reason,
+        };
+        let view = file.tensor(name).map_err(|_| bad("missing".to_string()))?;
+        if view.dtype() != T::DTYPE {
+            return Err(bad(format!(
+                "dtype {:?}, but the spec's dtype is {:?}",
+                view.dtype(),
+                T::DTYPE
+            )));
+        }
+        let values: Vec<T> = view.data().chunks_exact(T::BYTES).map(T::get).collect();
+        ArrayD::from_shape_vec(view.shape().to_vec(), values).map_err(|e| bad(e.to_string()))
+    };
+    let values = shapes
+        .iter()
+        .map(|s| read(&s.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let slots = slot_names
+        .iter()
+        .map(|n| {
+            shapes
+                .iter()
+                .map(|s| read(&format!("{}.{n}", s.name)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Model::from_state(spec, values, slots, t, step)?)
+}
