@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Tensor is written by hand (src/pb_tensor.rs) so a batch decodes in one pass.
     tonic_prost_build::configure()
         .extern_path(".backprop.v1.Tensor", "crate::pb_tensor::Tensor")
+        // Checkpoint chunks are slices of one encoded file: Bytes shares it, no copy.
+        .bytes(".backprop.v1.CheckpointChunk.data")
         .compile_fds(compiler.file_descriptor_set())?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -59,7 +59,8 @@ pub async fn run(
     let _reaper = store.spawn_reaper();
     let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
     let trainer = TrainerService::new(store, pool, config.request_limits.clone())
-        .with_inline_max_work(config.inline_max_work);
+        .with_inline_max_work(config.inline_max_work)
+        .with_max_message_bytes(config.max_message_bytes);
     let trainer = SizeLimitIsResourceExhausted(
         TrainerServer::new(trainer)
             .max_decoding_message_size(config.max_message_bytes)

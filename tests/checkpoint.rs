@@ -175,7 +175,14 @@ fn tensors_carry_the_api_names_and_the_spec_is_json() {
     ))
     .unwrap();
     train(typed::<f32>(&mut m), &batches::<f32>(2, 1));
-    let bytes = checkpoint::encode(&m, &[]).unwrap();
+    let bytes = checkpoint::encode(&m, &[("a", "1"), ("b", "2"), ("c", "3")]).unwrap();
+    for _ in 0..5 {
+        let again = checkpoint::encode(&m, &[("a", "1"), ("b", "2"), ("c", "3")]).unwrap();
+        assert!(
+            again == bytes,
+            "one state, one file: the header's keys are sorted"
+        );
+    }
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<&str> = file.names();
     names.sort();

@@ -11,6 +11,8 @@
 //! Decoding is strict: every tensor the spec implies must be present with its shape,
 //! dtype and finite values, and nothing else may be, so a file either restores a model
 //! that continues bit-identically or is refused with the first thing wrong.
+pub mod file;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -192,8 +194,29 @@ fn encode_typed<T: Stored>(
     meta.insert(KEY_SPEC.into(), spec);
     meta.insert(KEY_STEP.into(), m.step().to_string());
     meta.insert(KEY_T.into(), t.to_string());
-    safetensors::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), Some(meta))
-        .map_err(|e| CheckpointError::Format(e.to_string()))
+    let mut file = safetensors::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), Some(meta))
+        .map_err(|e| CheckpointError::Format(e.to_string()))?;
+    sort_header(&mut file)?;
+    Ok(file)
+}
+
+/// Rewrites the JSON header with its keys sorted (the crate writes `__metadata__` from a
+/// hash map, in random order), so one state always gives the same bytes and the same
+/// SHA-256. Same keys and values, so the same length: the tensor data does not move.
+fn sort_header(file: &mut [u8]) -> Result<(), CheckpointError> {
+    let bad = |e: String| CheckpointError::Format(format!("sorting the header: {e}"));
+    let n = u64::from_le_bytes(file[..8].try_into().map_err(|_| bad("short".into()))?) as usize;
+    let header = file.get_mut(8..8 + n).ok_or_else(|| bad("short".into()))?;
+    // serde_json's map is a BTreeMap (no preserve_order), so this sorts every object.
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    let sorted = serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?;
+    if sorted.len() > n {
+        return Err(bad(format!("{} bytes where {n} were", sorted.len())));
+    }
+    header[..sorted.len()].copy_from_slice(&sorted);
+    header[sorted.len()..].fill(b' ');
+    Ok(())
 }
 
 fn decode_typed<T: Stored>(

@@ -11,6 +11,7 @@
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
 //! - [`bench`]: the load generator (`bench_load`: callers and tally; [`bench_workload`]:
 //!   the BENCH.md specs and batches).
+//! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file.
 //! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON.
 //! - [`error`]: what can go wrong, worded for people.
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 pub mod bench;
 mod bench_load;
 pub mod bench_workload;
+pub mod checkpoint;
 pub mod client;
 pub mod csv;
 pub mod describe;
@@ -47,6 +49,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Draw a model's computational graph on a small batch (SVG, DOT or JSON).
     Graph(graph::GraphArgs),
+    /// Save a model's whole state (parameters, optimizer state, step) as a safetensors file.
+    Export(checkpoint::ExportArgs),
+    /// Create a model from a safetensors checkpoint; it continues training where it was.
+    Import(checkpoint::ImportArgs),
 }
 
 /// Runs one subcommand; errors go to stderr and exit 1.
@@ -59,6 +65,8 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Health(args) => health::health(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Graph(args) => graph::graph(args).await,
+        Command::Export(args) => checkpoint::export(args).await,
+        Command::Import(args) => checkpoint::import(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

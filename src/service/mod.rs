@@ -1,5 +1,6 @@
 //! The gRPC face: the `backprop.v1.Trainer` implementation (a thin layer over the model
 //! and session modules), wire conversion, and the one place errors become statuses.
+pub mod checkpoint;
 pub mod convert;
 pub mod status;
 pub mod trainer;

@@ -5,6 +5,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::checkpoint::CheckpointError;
 use crate::engine::EngineError;
 use crate::session::{PoolError, StoreError};
 
@@ -52,6 +53,20 @@ impl From<PoolError> for Status {
             PoolError::Busy(_) => Status::resource_exhausted(e.to_string()),
             PoolError::Panicked(_) => Status::internal(e.to_string()),
             PoolError::Closed => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<CheckpointError> for Status {
+    fn from(e: CheckpointError) -> Self {
+        match e {
+            CheckpointError::Model(e) => e.into(),
+            CheckpointError::Tensor { ref name, .. } => {
+                invalid(format!("checkpoint.{name}"), e.to_string())
+            }
+            CheckpointError::Metadata { .. } | CheckpointError::Format(_) => {
+                invalid("checkpoint", e.to_string())
+            }
         }
     }
 }

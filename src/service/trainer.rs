@@ -8,6 +8,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::checkpoint;
 use super::convert::{
     WireScalar, check_tensor, labels, matrix, spec_from_proto, spec_to_proto, tensor_values,
     to_tensor,
@@ -56,6 +57,8 @@ pub struct TrainerService {
     pool: ComputePool,
     limits: RequestLimits,
     inline_max_work: u64,
+    /// The server's message limit: export chunks must fit in it.
+    max_message_bytes: usize,
 }
 
 impl TrainerService {
@@ -65,7 +68,14 @@ impl TrainerService {
             pool,
             limits,
             inline_max_work: DEFAULT_INLINE_MAX_WORK,
+            max_message_bytes: 4 * 1024 * 1024,
         }
+    }
+
+    /// Sets the message limit the server enforces (export chunks are sized to fit it).
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 
     /// Sets the work below which calls compute inline (0: every call uses the pool).
@@ -304,26 +314,7 @@ impl Trainer for TrainerService {
         let req = req.into_inner();
         self.observe("CreateModel", "", 0, async {
             let spec = spec_from_proto(req.spec)?;
-            for (field, d) in [
-                ("spec.input_dim", spec.input_dim),
-                ("spec.num_classes", spec.num_classes),
-            ]
-            .into_iter()
-            .chain(spec.hidden.iter().map(|h| ("spec.hidden[].units", h.units)))
-            {
-                if d > MAX_DIM {
-                    return Err(invalid(
-                        field,
-                        format!("{d} is beyond the largest dimension, {MAX_DIM}"),
-                    ));
-                }
-            }
-            if spec.hidden.len() > MAX_DEPTH {
-                return Err(invalid(
-                    "spec.hidden",
-                    format!("at most {MAX_DEPTH} hidden layers"),
-                ));
-            }
+            check_spec_size(&spec)?;
             self.store.admit(&spec)?;
             let init = spec.clone();
             let model = self.pool.run(move || AnyModel::new(init)).await??;
@@ -589,6 +580,53 @@ impl Trainer for TrainerService {
         .await
     }
 
+    type ExportModelStream = checkpoint::ChunkStream;
+
+    async fn export_model(
+        &self,
+        req: Request<pb::ExportModelRequest>,
+    ) -> Result<Response<Self::ExportModelStream>, Status> {
+        let req = req.into_inner();
+        let session = self.store.get(&req.model_id)?;
+        self.observe("ExportModel", &req.model_id, 0, async {
+            let chunk = checkpoint::chunk_size(req.chunk_bytes, self.max_message_bytes)?;
+            let guard = session.read().await;
+            // Encoded under the read lock: one consistent snapshot of values, state, step.
+            let file = self
+                .pool
+                .run(move || crate::checkpoint::encode(&guard.guard, &[]))
+                .await??;
+            Ok(checkpoint::chunks(file, chunk))
+        })
+        .await
+    }
+
+    async fn import_model(
+        &self,
+        req: Request<tonic::Streaming<pb::CheckpointChunk>>,
+    ) -> Result<Response<pb::ImportModelResponse>, Status> {
+        let stream = req.into_inner();
+        self.observe("ImportModel", "", 0, async {
+            let file = checkpoint::receive(stream, self.store.max_checkpoint_bytes()).await?;
+            let decoded = self
+                .pool
+                .run(move || crate::checkpoint::decode(&file))
+                .await??;
+            let model = decoded.model;
+            check_spec_size(model.spec())?;
+            self.store.admit(model.spec())?;
+            let session = self.store.insert(model)?;
+            tracing::info!(model_id = %session.id, parameters = session.parameter_count, step = session.step(), "imported");
+            Ok(pb::ImportModelResponse {
+                model_id: session.id.to_string(),
+                parameter_count: session.parameter_count,
+                spec: Some(spec_to_proto(&session.spec)),
+                step: session.step(),
+            })
+        })
+        .await
+    }
+
     async fn trace_step(
         &self,
         req: Request<pb::TraceStepRequest>,
@@ -614,6 +652,31 @@ impl Trainer for TrainerService {
         })
         .await
     }
+}
+
+/// Refuses absurd dimensions before validation multiplies them.
+fn check_spec_size(spec: &crate::model::ModelSpec) -> Result<(), Status> {
+    for (field, d) in [
+        ("spec.input_dim", spec.input_dim),
+        ("spec.num_classes", spec.num_classes),
+    ]
+    .into_iter()
+    .chain(spec.hidden.iter().map(|h| ("spec.hidden[].units", h.units)))
+    {
+        if d > MAX_DIM {
+            return Err(invalid(
+                field,
+                format!("{d} is beyond the largest dimension, {MAX_DIM}"),
+            ));
+        }
+    }
+    if spec.hidden.len() > MAX_DEPTH {
+        return Err(invalid(
+            "spec.hidden",
+            format!("at most {MAX_DEPTH} hidden layers"),
+        ));
+    }
+    Ok(())
 }
 
 /// Rows a TraceStep with values may have, at most: a picture beyond that is unreadable.

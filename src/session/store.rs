@@ -163,6 +163,16 @@ impl SessionStore {
         Ok(())
     }
 
+    /// The largest checkpoint file ImportModel accepts: a model at the parameter limit,
+    /// in f64, with Adam's two state slots, plus room for the header.
+    pub fn max_checkpoint_bytes(&self) -> u64 {
+        self.shared
+            .limits
+            .max_parameters
+            .saturating_mul(8 * 3)
+            .saturating_add(16 << 20)
+    }
+
     /// Adds a model under a fresh id.
     pub fn insert(&self, model: AnyModel) -> Result<Arc<Session>, StoreError> {
         let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;

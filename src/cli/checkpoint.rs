@@ -1,0 +1,125 @@
+//! `backprop export ID FILE` and `backprop import FILE`: a model's checkpoint (one
+//! safetensors file; see `crate::checkpoint`) to and from disk. An export lands whole or
+//! not at all (written beside the target, checked against the server's SHA-256, then
+//! renamed), so a half-downloaded file never carries the final name.
+use std::path::PathBuf;
+
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use super::error::CliError;
+use crate::checkpoint::file::write_atomic;
+use crate::pb;
+use crate::service::checkpoint::{DEFAULT_CHUNK_BYTES, sha256_hex};
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The model id.
+    pub id: String,
+    /// Where to write the safetensors file.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// A safetensors checkpoint written by `backprop export` (or ExportModel).
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub async fn export(args: ExportArgs) -> Result<(), CliError> {
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let mut stream = client::trainer(channel)
+        .export_model(pb::ExportModelRequest {
+            model_id: args.id.clone(),
+            chunk_bytes: 0,
+        })
+        .await
+        .map_err(CliError::rpc("ExportModel"))?
+        .into_inner();
+    let mut file = Vec::new();
+    let (mut total, mut declared) = (0, String::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(CliError::rpc("ExportModel"))?;
+        if chunk.offset == 0 {
+            (total, declared) = (chunk.total_bytes, chunk.sha256);
+        }
+        file.extend_from_slice(&chunk.data);
+    }
+    let got = sha256_hex(&file);
+    if file.len() as u64 != total || got != declared {
+        return Err(CliError::Usage(format!(
+            "the export arrived damaged: {} of {total} bytes, SHA-256 {got} (server: {declared}); nothing was written",
+            file.len()
+        )));
+    }
+    write_atomic(&args.file, &file).map_err(|source| CliError::Write {
+        path: args.file.display().to_string(),
+        source,
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            json!({ "model_id": args.id, "file": args.file, "bytes": file.len(), "sha256": got })
+        );
+    } else {
+        println!(
+            "exported {} to {} ({} bytes, sha256 {got})",
+            args.id,
+            args.file.display(),
+            file.len()
+        );
+    }
+    Ok(())
+}
+
+pub async fn import(args: ImportArgs) -> Result<(), CliError> {
+    let path = args.file.display().to_string();
+    let file = std::fs::read(&args.file).map_err(|source| CliError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let (total, sha256) = (file.len() as u64, sha256_hex(&file));
+    let chunks: Vec<pb::CheckpointChunk> = file
+        .chunks(DEFAULT_CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, data)| pb::CheckpointChunk {
+            data: prost::bytes::Bytes::copy_from_slice(data),
+            offset: (i * DEFAULT_CHUNK_BYTES) as u64,
+            total_bytes: total,
+            sha256: if i == 0 {
+                sha256.clone()
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    let r = client::trainer(channel)
+        .import_model(tokio_stream::iter(chunks))
+        .await
+        .map_err(CliError::rpc("ImportModel"))?
+        .into_inner();
+    if args.json {
+        println!(
+            "{}",
+            json!({ "model_id": r.model_id, "parameter_count": r.parameter_count, "step": r.step })
+        );
+    } else {
+        println!(
+            "imported {path} as {} ({} parameters, step {})",
+            r.model_id, r.parameter_count, r.step
+        );
+    }
+    Ok(())
+}

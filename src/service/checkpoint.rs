@@ -1,0 +1,147 @@
+//! ExportModel and ImportModel: a session's checkpoint (see [`crate::checkpoint`])
+//! streamed in chunks, each chunk a slice of one encoded file, with the file's size and
+//! SHA-256 declared up front so the receiver can tell a complete upload from a truncated
+//! or corrupted one.
+use std::pin::Pin;
+
+use prost::bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio_stream::Stream;
+use tonic::{Status, Streaming};
+
+use super::status::invalid;
+use crate::pb;
+
+/// Chunk size when the caller does not choose one.
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// Room left in a message for the chunk's other fields and framing.
+const CHUNK_OVERHEAD: usize = 1024;
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
+
+/// The chunk size to use: the caller's (if it fits in a message) or the default.
+pub fn chunk_size(requested: u32, max_message_bytes: usize) -> Result<usize, Status> {
+    let most = max_message_bytes.saturating_sub(CHUNK_OVERHEAD).max(1);
+    match requested as usize {
+        0 => Ok(DEFAULT_CHUNK_BYTES.min(most)),
+        n if n <= most => Ok(n),
+        n => Err(invalid(
+            "chunk_bytes",
+            format!("{n} does not fit in a message; at most {most}"),
+        )),
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The file as a stream of chunks; the first carries the size and checksum.
+pub fn chunks(file: Vec<u8>, chunk: usize) -> ChunkStream {
+    let sha256 = sha256_hex(&file);
+    let total = file.len();
+    let file = Bytes::from(file);
+    let starts = (0..total.max(1)).step_by(chunk.max(1));
+    let items = starts.map(move |offset| {
+        let end = (offset + chunk).min(total);
+        Ok(pb::CheckpointChunk {
+            data: file.slice(offset..end),
+            offset: offset as u64,
+            total_bytes: total as u64,
+            sha256: if offset == 0 {
+                sha256.clone()
+            } else {
+                String::new()
+            },
+        })
+    });
+    Box::pin(tokio_stream::iter(items.collect::<Vec<_>>()))
+}
+
+/// Receives a whole upload: checks that chunks are contiguous, that the file is exactly
+/// the declared size (at most `max_bytes`, else RESOURCE_EXHAUSTED before anything is
+/// buffered) and that its SHA-256 matches. Any failure (including the client cancelling)
+/// returns before anything is created.
+pub async fn receive(
+    mut stream: Streaming<pb::CheckpointChunk>,
+    max_bytes: u64,
+) -> Result<Vec<u8>, Status> {
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| invalid("chunks", "the upload is empty: no chunk arrived"))?;
+    let total = first.total_bytes;
+    if total == 0 {
+        return Err(invalid(
+            "total_bytes",
+            "required in the first chunk (the size of the whole file)",
+        ));
+    }
+    if total > max_bytes {
+        return Err(Status::resource_exhausted(format!(
+            "total_bytes: a {total}-byte checkpoint is larger than this server accepts \
+             ({max_bytes} bytes, from its parameter and memory limits)"
+        )));
+    }
+    let declared = first.sha256.to_ascii_lowercase();
+    if declared.len() != 64 || !declared.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "sha256",
+            "required in the first chunk: the file's SHA-256 as 64 hex digits",
+        ));
+    }
+    let mut file = Vec::with_capacity(total as usize);
+    let mut next = Some(first);
+    while let Some(chunk) = next {
+        if chunk.offset != file.len() as u64 {
+            return Err(invalid(
+                "offset",
+                format!(
+                    "chunk at offset {} but {} bytes have arrived; chunks must come in order without gaps",
+                    chunk.offset,
+                    file.len()
+                ),
+            ));
+        }
+        if chunk.total_bytes != 0 && chunk.total_bytes != total {
+            return Err(invalid(
+                "total_bytes",
+                format!(
+                    "{} differs from the first chunk's {total}",
+                    chunk.total_bytes
+                ),
+            ));
+        }
+        if file.len() as u64 + chunk.data.len() as u64 > total {
+            return Err(invalid(
+                "data",
+                format!("more bytes than the {total} declared in total_bytes"),
+            ));
+        }
+        file.extend_from_slice(&chunk.data);
+        next = stream.message().await?;
+    }
+    if (file.len() as u64) < total {
+        return Err(invalid(
+            "chunks",
+            format!(
+                "the upload is truncated: {} of {total} bytes arrived",
+                file.len()
+            ),
+        ));
+    }
+    let got = sha256_hex(&file);
+    if got != declared {
+        return Err(invalid(
+            "sha256",
+            format!(
+                "the file is corrupted: its SHA-256 is {got}, the first chunk declared {declared}"
+            ),
+        ));
+    }
+    Ok(file)
+}
