@@ -15,7 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
 use crate::service::{RequestLimits, TrainerService};
-use crate::session::{ComputePool, Limits, SessionStore};
+use crate::session::{ComputePool, Limits, PersistConfig, Persister, SessionStore};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -32,6 +32,8 @@ pub struct Config {
     /// Calls estimated at or below this many multiply-adds compute on the async worker
     /// instead of the pool (0 = never); see `service::trainer::DEFAULT_INLINE_MAX_WORK`.
     pub inline_max_work: u64,
+    /// Keep sessions in this directory across restarts (`None`: in memory only).
+    pub persist: Option<PersistConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             inline_max_work: crate::service::trainer::DEFAULT_INLINE_MAX_WORK,
+            persist: None,
         }
     }
 }
@@ -55,10 +58,23 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let store = SessionStore::new(config.limits.clone());
-    let _reaper = store.spawn_reaper();
     let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
-    let trainer = TrainerService::new(store, pool, config.request_limits.clone())
+    let store = match config.persist.clone() {
+        None => SessionStore::new(config.limits.clone()),
+        Some(persist) => {
+            let dir = persist.dir.display().to_string();
+            let persister = Persister::open(persist, pool.clone())?;
+            let reader = persister.clone();
+            let restored = tokio::task::spawn_blocking(move || reader.restore()).await??;
+            let store = SessionStore::persistent(config.limits.clone(), persister);
+            let n = store.restore(restored);
+            tracing::info!(sessions = n, %dir, "restored sessions from the state directory");
+            store
+        }
+    };
+    let _reaper = store.spawn_reaper();
+    let _saver = store.spawn_saver();
+    let trainer = TrainerService::new(store.clone(), pool, config.request_limits.clone())
         .with_inline_max_work(config.inline_max_work)
         .with_max_message_bytes(config.max_message_bytes);
     let trainer = SizeLimitIsResourceExhausted(
@@ -112,6 +128,15 @@ pub async fn run(
     tokio::select! {
         r = serve => r?,
         _ = deadline => tracing::warn!(?grace, "in-flight calls did not finish within the grace period; stopping anyway"),
+    }
+    if config.persist.is_some() {
+        // Every acknowledged step is on disk before the process exits.
+        let failed = store.save_all().await;
+        if failed > 0 {
+            tracing::error!(failed, "some sessions could not be saved at shutdown");
+        } else {
+            tracing::info!(sessions = store.len(), "saved every session");
+        }
     }
     tracing::info!("stopped");
     Ok(())

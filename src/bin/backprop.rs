@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use backprop::server::{self, Config};
 use backprop::service::RequestLimits;
-use backprop::session::Limits;
+use backprop::session::{Limits, PersistConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -77,10 +77,56 @@ struct ServeArgs {
     /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
     #[arg(long, env = "BACKPROP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Keep every session in this directory (one safetensors checkpoint per session,
+    /// written atomically) and restore them all on start. Unset: sessions live in memory
+    /// only and are gone after a restart.
+    #[arg(long, env = "BACKPROP_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// With --state-dir: save a session in the background once it is this many steps past
+    /// its file (0 = only on the interval).
+    #[arg(long, env = "BACKPROP_SAVE_EVERY_STEPS", default_value_t = 1000)]
+    save_every_steps: u64,
+    /// With --state-dir: save every session whose step moved at least this often; after a
+    /// crash (kill -9) a session comes back no older than about this.
+    #[arg(long, env = "BACKPROP_SAVE_INTERVAL_SECS", default_value_t = 5.0)]
+    save_interval_secs: f64,
+    /// Memory all sessions together may hold (parameters and optimizer state), e.g.
+    /// `512MiB`, `8GiB` or a number of bytes; CreateModel/ImportModel beyond it get
+    /// RESOURCE_EXHAUSTED. 0 = no budget.
+    #[arg(long, env = "BACKPROP_MAX_MEMORY", default_value = "0", value_parser = parse_bytes)]
+    max_memory: u64,
     /// Once listening, write the bound address (e.g. `127.0.0.1:40123`) to this file, so a
     /// script that started the server on port 0 learns its port.
     #[arg(long, env = "BACKPROP_ADDRESS_FILE")]
     address_file: Option<std::path::PathBuf>,
+}
+
+/// `123`, `512KiB`, `64MiB`, `8GiB` (also KB/MB/GB as powers of 1000) → bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of bytes like 512MiB or 8GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use KiB, MiB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is more bytes than fit in 64 bits"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -130,6 +176,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             max_sessions: args.max_sessions,
             max_parameters: args.max_parameters,
             idle_ttl: (args.idle_ttl_secs > 0).then(|| Duration::from_secs(args.idle_ttl_secs)),
+            max_memory: (args.max_memory > 0).then_some(args.max_memory),
         },
         request_limits: RequestLimits {
             max_batch_elements: args.max_batch_elements,
@@ -144,6 +191,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         max_message_bytes: args.max_message_mib.saturating_mul(1024 * 1024),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         inline_max_work: args.inline_max_work,
+        persist: args.state_dir.map(|dir| PersistConfig {
+            dir,
+            every_steps: args.save_every_steps,
+            interval: Duration::from_secs_f64(args.save_interval_secs.max(0.01)),
+        }),
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     if let Some(path) = &args.address_file {

@@ -306,6 +306,22 @@ impl ModelSpec {
     }
 
     /// The number of scalars in all parameters, or `None` if it overflows.
+    /// Bytes a model of this spec holds between calls: parameters plus the optimizer's
+    /// state slots (momentum 1, RMSProp 1, Adam 2), in the spec's dtype. `None` on
+    /// overflow.
+    pub fn state_bytes(&self) -> Option<u64> {
+        let scalar = match self.dtype {
+            DType::F32 => 4,
+            DType::F64 => 8,
+        };
+        let copies = 1 + match self.optimizer {
+            OptimizerSpec::Sgd { .. } => 0,
+            OptimizerSpec::Momentum { .. } | OptimizerSpec::RmsProp { .. } => 1,
+            OptimizerSpec::Adam { .. } => 2,
+        };
+        self.parameter_count()?.checked_mul(scalar * copies)
+    }
+
     pub fn parameter_count(&self) -> Option<u64> {
         let mut fan_in = self.input_dim as u64;
         let mut total = 0u64;

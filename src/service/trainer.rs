@@ -318,7 +318,7 @@ impl Trainer for TrainerService {
             self.store.admit(&spec)?;
             let init = spec.clone();
             let model = self.pool.run(move || AnyModel::new(init)).await??;
-            let session = self.store.insert(model)?;
+            let session = self.store.insert(model).await?;
             tracing::info!(model_id = %session.id, parameters = session.parameter_count, "created");
             Ok(pb::CreateModelResponse {
                 model_id: session.id.to_string(),
@@ -419,6 +419,7 @@ impl Trainer for TrainerService {
                 r
             })
             .await?
+            .inspect(|r| self.store.updated(&session, r.step))
         })
         .await
     }
@@ -448,6 +449,7 @@ impl Trainer for TrainerService {
                     Ok(pb::ApplyGradientsResponse { step })
                 })
                 .await?
+                .inspect(|r| self.store.updated(&session, r.step))
         })
         .await
     }
@@ -526,7 +528,7 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::DeleteModelResponse>, Status> {
         let req = req.into_inner();
         self.observe("DeleteModel", &req.model_id, 0, async {
-            self.store.remove(&req.model_id)?;
+            self.store.remove(&req.model_id).await?;
             tracing::info!(model_id = %req.model_id, "deleted");
             Ok(pb::DeleteModelResponse {})
         })
@@ -615,7 +617,7 @@ impl Trainer for TrainerService {
             let model = decoded.model;
             check_spec_size(model.spec())?;
             self.store.admit(model.spec())?;
-            let session = self.store.insert(model)?;
+            let session = self.store.insert(model).await?;
             tracing::info!(model_id = %session.id, parameters = session.parameter_count, step = session.step(), "imported");
             Ok(pb::ImportModelResponse {
                 model_id: session.id.to_string(),

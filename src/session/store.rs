@@ -6,7 +6,7 @@
 //! waiters fairly: steps on one session apply in arrival order, reads (Forward, Backward,
 //! Evaluate) of one session may run side by side.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRw
 use tokio::time::Instant;
 
 use super::id::SessionId;
+use super::persist::{Persister, Restored};
 use crate::model::{AnyModel, ModelSpec};
 
 /// Limits on what clients may hold.
@@ -25,6 +26,10 @@ pub struct Limits {
     pub max_parameters: u64,
     /// A session unused for this long is dropped; `None` = never.
     pub idle_ttl: Option<Duration>,
+    /// Bytes all sessions together may hold (parameters and optimizer state, see
+    /// `ModelSpec::state_bytes`); CreateModel and ImportModel beyond it are refused.
+    /// `None` = no budget.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for Limits {
@@ -33,6 +38,7 @@ impl Default for Limits {
             max_sessions: 100_000,
             max_parameters: 50_000_000,
             idle_ttl: None,
+            max_memory: None,
         }
     }
 }
@@ -45,8 +51,16 @@ pub enum StoreError {
     TooManySessions(usize),
     #[error("spec: the model has {got} parameters, more than this server's limit of {limit}")]
     TooManyParameters { got: u64, limit: u64 },
+    #[error(
+        "the server's memory budget ({budget} bytes for all sessions) has {free} bytes free; \
+         this model needs {need}; delete a session or ask for a smaller model"
+    )]
+    OverMemoryBudget { need: u64, free: u64, budget: u64 },
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
+    /// The state directory could not be written; the change was not made.
+    #[error("the session could not be saved to the state directory: {0}")]
+    Persist(String),
 }
 
 /// One live model.
@@ -61,6 +75,13 @@ pub struct Session {
     last_used: Mutex<Instant>,
     /// Calls holding or waiting for this session; the reaper skips busy sessions.
     in_use: AtomicUsize,
+    /// Serializes writes of this session's file (see `persist`).
+    pub(crate) persist_lock: tokio::sync::Mutex<()>,
+    /// Set when the session is deleted or reaped: no file may be written after that.
+    pub(crate) deleted: AtomicBool,
+    /// The step the session's file holds, and whether it has been written at all.
+    pub(crate) persisted_step: AtomicU64,
+    pub(crate) saved_once: AtomicBool,
 }
 
 impl Session {
@@ -85,6 +106,12 @@ impl Session {
         }
     }
 
+    /// Shared access for a snapshot: unlike [`read`](Self::read) it does not count as a
+    /// use, so saving a session never keeps it from being reaped as idle.
+    pub(crate) async fn snapshot_lock(&self) -> OwnedRwLockReadGuard<AnyModel> {
+        self.model.clone().read_owned().await
+    }
+
     /// Waits (in arrival order) for shared access to the model.
     pub async fn read(self: &Arc<Self>) -> SessionGuard<OwnedRwLockReadGuard<AnyModel>> {
         let _use = InUse::new(self);
@@ -99,6 +126,24 @@ impl Session {
         let guard = self.model.clone().write_owned().await;
         self.touch();
         SessionGuard { guard, _use }
+    }
+}
+
+impl Session {
+    fn new(id: SessionId, model: AnyModel) -> Self {
+        Session {
+            id,
+            spec: model.spec().clone(),
+            parameter_count: model.parameter_count() as u64,
+            step: AtomicU64::new(model.step()),
+            model: Arc::new(AsyncRwLock::new(model)),
+            last_used: Mutex::new(Instant::now()),
+            in_use: AtomicUsize::new(0),
+            persist_lock: tokio::sync::Mutex::new(()),
+            deleted: AtomicBool::new(false),
+            persisted_step: AtomicU64::new(0),
+            saved_once: AtomicBool::new(false),
+        }
     }
 }
 
@@ -134,14 +179,30 @@ pub struct SessionStore {
 struct Shared {
     sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
     limits: Limits,
+    /// Keeps sessions in a state directory, when the server was given one.
+    persister: Option<Persister>,
+    /// Sum of `state_bytes` over live sessions, for the memory budget. Changed only under
+    /// the map's write lock, so admission cannot race past the budget.
+    bytes_held: AtomicU64,
 }
 
 impl SessionStore {
     pub fn new(limits: Limits) -> Self {
+        Self::build(limits, None)
+    }
+
+    /// A store that keeps every session in `persister`'s directory.
+    pub fn persistent(limits: Limits, persister: Persister) -> Self {
+        Self::build(limits, Some(persister))
+    }
+
+    fn build(limits: Limits, persister: Option<Persister>) -> Self {
         SessionStore {
             shared: Arc::new(Shared {
                 sessions: RwLock::new(HashMap::new()),
                 limits,
+                persister,
+                bytes_held: AtomicU64::new(0),
             }),
         }
     }
@@ -160,37 +221,129 @@ impl SessionStore {
         if self.len() >= self.shared.limits.max_sessions {
             return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
         }
+        self.fits_budget(spec)
+    }
+
+    /// Bytes live sessions hold (parameters and optimizer state).
+    pub fn bytes_held(&self) -> u64 {
+        self.shared.bytes_held.load(Ordering::Acquire)
+    }
+
+    fn fits_budget(&self, spec: &ModelSpec) -> Result<(), StoreError> {
+        let Some(budget) = self.shared.limits.max_memory else {
+            return Ok(());
+        };
+        let need = spec.state_bytes().unwrap_or(u64::MAX);
+        let free = budget.saturating_sub(self.bytes_held());
+        if need > free {
+            return Err(StoreError::OverMemoryBudget { need, free, budget });
+        }
         Ok(())
     }
 
     /// The largest checkpoint file ImportModel accepts: a model at the parameter limit,
     /// in f64, with Adam's two state slots, plus room for the header.
     pub fn max_checkpoint_bytes(&self) -> u64 {
-        self.shared
-            .limits
-            .max_parameters
-            .saturating_mul(8 * 3)
+        let limits = &self.shared.limits;
+        let most = limits.max_parameters.saturating_mul(8 * 3);
+        limits
+            .max_memory
+            .map_or(most, |budget| most.min(budget))
             .saturating_add(16 << 20)
     }
 
-    /// Adds a model under a fresh id.
-    pub fn insert(&self, model: AnyModel) -> Result<Arc<Session>, StoreError> {
+    /// Adds a model under a fresh id and, with a state directory, saves it before
+    /// returning (a session is acknowledged only once it is on disk).
+    pub async fn insert(&self, model: AnyModel) -> Result<Arc<Session>, StoreError> {
         let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
-        let session = Arc::new(Session {
-            id,
-            spec: model.spec().clone(),
-            parameter_count: model.parameter_count() as u64,
-            step: AtomicU64::new(model.step()),
-            model: Arc::new(AsyncRwLock::new(model)),
-            last_used: Mutex::new(Instant::now()),
-            in_use: AtomicUsize::new(0),
-        });
-        let mut map = self.write_map();
-        if map.len() >= self.shared.limits.max_sessions {
-            return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
+        let session = Arc::new(Session::new(id, model));
+        {
+            let mut map = self.write_map();
+            if map.len() >= self.shared.limits.max_sessions {
+                return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
+            }
+            self.fits_budget(&session.spec)?;
+            self.hold(&session, true);
+            map.insert(id, session.clone());
         }
-        map.insert(id, session.clone());
+        if let Some(p) = &self.shared.persister {
+            if let Err(e) = p.save(&session).await {
+                if self.write_map().remove(&id).is_some() {
+                    self.hold(&session, false);
+                }
+                session.deleted.store(true, Ordering::Release);
+                tracing::error!(error = %e, "could not save a new session; not created");
+                return Err(StoreError::Persist(e.to_string()));
+            }
+        }
         Ok(session)
+    }
+
+    /// Puts back sessions read from the state directory, under their own ids. They are
+    /// already on disk at their step. Limits are not applied: nothing saved is dropped.
+    pub fn restore(&self, restored: Vec<Restored>) -> usize {
+        let mut map = self.write_map();
+        let n = restored.len();
+        for r in restored {
+            let session = Session::new(r.id, r.model);
+            session
+                .persisted_step
+                .store(session.step(), Ordering::Release);
+            session.saved_once.store(true, Ordering::Release);
+            let session = Arc::new(session);
+            self.hold(&session, true);
+            map.insert(r.id, session);
+        }
+        n
+    }
+
+    /// Called after a session's step moved: with a state directory, saves it in the
+    /// background once it is `every_steps` past its file.
+    pub fn updated(&self, session: &Arc<Session>, step: u64) {
+        let Some(p) = &self.shared.persister else {
+            return;
+        };
+        if p.due(session, step) && session.persist_lock.try_lock().is_ok() {
+            let (p, session) = (p.clone(), session.clone());
+            tokio::spawn(async move {
+                if let Err(e) = p.save(&session).await {
+                    tracing::error!(model_id = %session.id, error = %e, "saving the session failed");
+                }
+            });
+        }
+    }
+
+    /// Saves every session whose step moved since its file was written; returns how many
+    /// failed. Used on the interval and at shutdown.
+    pub async fn save_all(&self) -> usize {
+        let Some(p) = &self.shared.persister else {
+            return 0;
+        };
+        let mut failed = 0;
+        for session in self.list() {
+            if let Err(e) = p.save(&session).await {
+                failed += 1;
+                tracing::error!(model_id = %session.id, error = %e, "saving the session failed");
+            }
+        }
+        failed
+    }
+
+    /// Saves changed sessions every `interval` until the returned guard drops.
+    pub fn spawn_saver(&self) -> ReaperGuard {
+        let Some(p) = &self.shared.persister else {
+            return ReaperGuard(None);
+        };
+        let store = self.clone();
+        let period = p.config().interval.max(Duration::from_millis(10));
+        ReaperGuard(Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                store.save_all().await;
+            }
+        })))
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Session>, StoreError> {
@@ -199,10 +352,18 @@ impl SessionStore {
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
     }
 
-    pub fn remove(&self, id: &str) -> Result<Arc<Session>, StoreError> {
-        SessionId::parse(id)
+    /// Removes a session (and, with a state directory, its file, before returning).
+    pub async fn remove(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+        let session = SessionId::parse(id)
             .and_then(|sid| self.write_map().remove(&sid))
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        self.hold(&session, false);
+        if let Some(p) = &self.shared.persister {
+            p.remove(&session)
+                .await
+                .map_err(|e| StoreError::Persist(e.to_string()))?;
+        }
+        Ok(session)
     }
 
     pub fn len(&self) -> usize {
@@ -223,10 +384,27 @@ impl SessionStore {
         let Some(ttl) = self.shared.limits.idle_ttl else {
             return 0;
         };
-        let mut map = self.write_map();
-        let before = map.len();
-        map.retain(|_, s| s.in_use.load(Ordering::Acquire) > 0 || s.idle_for() <= ttl);
-        before - map.len()
+        let mut reaped = Vec::new();
+        self.write_map().retain(|_, s| {
+            let keep = s.in_use.load(Ordering::Acquire) > 0 || s.idle_for() <= ttl;
+            if !keep {
+                self.hold(s, false);
+                reaped.push(s.clone());
+            }
+            keep
+        });
+        if let Some(p) = &self.shared.persister {
+            // A dropped session must not come back at the next start.
+            for s in reaped.iter().cloned() {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = p.remove(&s).await {
+                        tracing::error!(model_id = %s.id, error = %e, "removing an idle session's file failed");
+                    }
+                });
+            }
+        }
+        reaped.len()
     }
 
     /// Runs [`reap_idle`](Self::reap_idle) periodically until the returned guard drops.
@@ -246,6 +424,16 @@ impl SessionStore {
                 }
             }
         })))
+    }
+
+    /// Counts a session's bytes in (`true`) or out of the budget.
+    fn hold(&self, session: &Session, add: bool) {
+        let bytes = session.spec.state_bytes().unwrap_or(0);
+        if add {
+            self.shared.bytes_held.fetch_add(bytes, Ordering::AcqRel);
+        } else {
+            self.shared.bytes_held.fetch_sub(bytes, Ordering::AcqRel);
+        }
     }
 
     // A poisoned map lock only means a thread panicked while holding it; the map itself
