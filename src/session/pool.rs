@@ -66,12 +66,21 @@ impl ComputePool {
 
     /// Runs `f` on a worker and waits for its result without blocking the async runtime.
     /// A panic inside `f` is caught and returned as an error; the worker lives on.
+    ///
+    /// If the caller stops waiting before a worker picks the job up (its deadline passed
+    /// and the server dropped the call, or the client cancelled), the job is skipped: no
+    /// work is done for a call nobody will read, and a TrainStep that timed out in the
+    /// queue is not applied.
     pub async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PoolError> {
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
+            if done.is_closed() {
+                tracing::debug!("skipping a job whose caller has gone (deadline or cancel)");
+                return;
+            }
             let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
                 let msg = p
                     .downcast_ref::<&str>()
