@@ -294,6 +294,40 @@ fn train_then_list_show_delete() {
         );
     }
 
+    // export → import: a second session with the same values and step.
+    let file = dir.join("model.safetensors");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let run = backprop(&["export", &id, file_arg, "--address", &addr]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .starts_with(&format!("exported {id} to {file_arg} (")),
+        "{}",
+        run.stdout
+    );
+    let run = backprop(&["import", file_arg, "--json", "--address", &addr]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let imported: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(imported["step"], 120);
+    let copy = imported["model_id"].as_str().expect("id").to_string();
+    assert_ne!(copy, id);
+    let run = backprop(&["show", &copy, "--values", "--json", "--address", &addr]);
+    let copied: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(copied["parameters"], shown["parameters"], "same values");
+    // A damaged file is refused by the server, with the reason.
+    let mut bytes = std::fs::read(&file).expect("exported file");
+    bytes.truncate(bytes.len() - 10);
+    std::fs::write(&file, &bytes).expect("write");
+    let run = backprop(&["import", file_arg, "--address", &addr]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with(
+            "backprop: ImportModel failed: INVALID_ARGUMENT: checkpoint: not a safetensors file"
+        ),
+        "{}",
+        run.stderr
+    );
+
     let run = backprop(&["delete", &id, "--address", &addr]);
     assert_eq!(
         (run.code, run.stdout.trim()),
