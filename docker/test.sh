@@ -55,7 +55,7 @@ cleanup() {
             echo "--- container logs (last 40 lines) ---" >&2
             podman logs --tail 40 "$CTR" >&2 2>&1 || true
         fi
-        "${PODMAN[@]}" rm -f -t 5 "$CTR" >/dev/null 2>&1 || true
+        "${PODMAN[@]}" rm -f -v -t 5 "$CTR" >/dev/null 2>&1 || true
     fi
     rm -rf "$WORK"
     exit "$rc"
@@ -358,14 +358,16 @@ print(f"TrainStep x {steps}: loss {first.losses.total_loss:.4f} -> {last.losses.
 
 fwd = stub.Forward(pb.ForwardRequest(model_id=created.model_id, x=x, labels=ys), timeout=10)
 print(f"Forward: scores {list(fwd.scores.shape)}, loss {fwd.losses.total_loss:.4f}, accuracy {fwd.accuracy:.3f}")
-stub.DeleteModel(pb.DeleteModelRequest(model_id=created.model_id), timeout=10)
+# Kept for the restart check (the image keeps sessions in its state volume).
+with open(sys.argv[3], "w") as f:
+    f.write(f"{created.model_id} {last.step}")
 
 assert last.step == steps, last.step
 assert last.losses.total_loss < 0.5 * first.losses.total_loss, "loss did not halve"
 assert fwd.accuracy >= 0.9, f"accuracy {fwd.accuracy}"
 print("smoke: OK")
 EOF
-SMOKE_OUT=$(PYTHONPATH="$WORK/stubs" "$VENV/bin/python" "$WORK/smoke.py" "127.0.0.1:$PORT" "$SMOKE_STEPS" 2>&1) \
+SMOKE_OUT=$(PYTHONPATH="$WORK/stubs" "$VENV/bin/python" "$WORK/smoke.py" "127.0.0.1:$PORT" "$SMOKE_STEPS" "$WORK/kept" 2>&1) \
     || { echo "$SMOKE_OUT" >&2; die "smoke training failed"; }
 echo "$SMOKE_OUT"
 
@@ -379,6 +381,30 @@ EXIT_CODE=$(podman inspect --format '{{.State.ExitCode}}' "$CTR")
 echo "stopped in $(($(date +%s) - t)) s, exit code $EXIT_CODE"
 [ "$EXIT_CODE" = 0 ] || die "server exited with $EXIT_CODE on SIGTERM"
 
+# ------------------------------------------------------------------------ 7. restart
+step "restart: the session trained above comes back from the state volume"
+"${PODMAN[@]}" start "$CTR" >/dev/null 2>"$WORK/start.err" \
+    || { cat "$WORK/start.err" >&2; die "podman start failed"; }
+for _ in $(seq 1 60); do
+    if podman healthcheck run "$CTR" >/dev/null 2>&1; then break; fi
+    sleep 1
+done
+cat >"$WORK/restart.py" <<'EOF'
+import sys
+import grpc
+from backprop.v1 import backprop_pb2 as pb, backprop_pb2_grpc as pb_grpc
+model_id, step = open(sys.argv[2]).read().split()
+stub = pb_grpc.TrainerStub(grpc.insecure_channel(sys.argv[1]))
+got = stub.GetModel(pb.GetModelRequest(model_id=model_id), timeout=10)
+print(f"after restart: model {model_id[:8]}... at step {got.step} (was {step})")
+assert got.step == int(step), (got.step, step)
+stub.DeleteModel(pb.DeleteModelRequest(model_id=model_id), timeout=10)
+EOF
+RESTART_OUT=$(PYTHONPATH="$WORK/stubs" "$VENV/bin/python" "$WORK/restart.py" "127.0.0.1:$PORT" "$WORK/kept" 2>&1) \
+    || { echo "$RESTART_OUT" >&2; die "the session did not survive the restart"; }
+echo "$RESTART_OUT"
+"${PODMAN[@]}" stop -t 15 "$CTR" >/dev/null 2>&1 || true
+
 TOTAL=$(($(date +%s) - T_START))
 cat <<EOF
 
@@ -390,6 +416,7 @@ health:       $HEALTH_STATUS (HEALTHCHECK: backprop health)
 user:         uid $SERVER_UID (not root)
 smoke:
 $(printf '%s\n' "$SMOKE_OUT" | sed 's/^/  /')
+restart:      $RESTART_OUT
 total time:   ${TOTAL} s
 docker/test.sh: OK
 EOF
