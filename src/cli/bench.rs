@@ -197,6 +197,9 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
             if matches!(w, Workload::W2Forward | Workload::W2Train) {
                 report.health = Some(measure_health(&callers, &plan).await);
             }
+            if w == Workload::W1 {
+                report.floor = Some(measure_w1_floor(&callers, &plan).await);
+            }
             if !args.keep {
                 report.deleted = Some(delete_sessions(&channels, &ids, plan.concurrency).await);
             }
@@ -231,6 +234,18 @@ async fn measure_health(callers: &Callers<'_>, plan: &Plan) -> Tally {
     };
     let call = Call::new("/grpc.health.v1.Health/Check", [request]);
     measure::<HealthCheckResponse>(callers, &call, plan).await
+}
+
+/// The id no session has: 128 bits of zeros is never drawn (ids come from the OS RNG).
+const UNKNOWN_ID: &str = "00000000000000000000000000000000";
+
+/// W1's transport floor: the same 2.5 MB TrainStep sent to an id no session has. The
+/// server receives and decodes the whole request (tonic decodes before the handler runs)
+/// and answers NOT_FOUND without any math, so this is what the call costs apart from the
+/// step: client send, loopback, HTTP/2, decoding, and the answer.
+async fn measure_w1_floor(callers: &Callers<'_>, plan: &Plan) -> Tally {
+    let call = train_step_call(&[UNKNOWN_ID.to_string()], workload::w1_batch());
+    measure::<pb::TrainStepResponse>(callers, &call, plan).await
 }
 
 fn forward_call(ids: &[String], batch: workload::Batch) -> Call {
@@ -401,6 +416,8 @@ struct Report {
     warmup: Duration,
     main: Option<Tally>,
     health: Option<Tally>,
+    /// W1: the same call to an unknown id (every answer NOT_FOUND, as intended).
+    floor: Option<Tally>,
     memory: Option<Memory>,
     deleted: Option<Deleted>,
 }
@@ -421,6 +438,7 @@ impl Report {
             },
             main: None,
             health: None,
+            floor: None,
             memory: None,
             deleted: None,
         }
@@ -516,6 +534,17 @@ impl Report {
                 self.call_name()
             ));
         }
+        if let (Some(main), Some(floor)) = (&self.main, &self.floor) {
+            let (step, bare) = (main.percentile(0.5), floor.percentile(0.5));
+            out.push_str(&format!(
+                "\nW1 transport floor (the same request to an unknown id: received, decoded, NOT_FOUND; {} calls, {} not NOT_FOUND): p50 {} ms, p90 {} ms\nTrainStep p50 minus the floor: {} ms (the step itself, server side)\n",
+                floor.requests,
+                floor.requests - floor.errors.get("NOT_FOUND").copied().unwrap_or(0),
+                ms(bare),
+                ms(floor.percentile(0.9)),
+                ms(step.saturating_sub(bare)),
+            ));
+        }
         if let Some((per_step, total)) = self.w1_gflops() {
             out.push_str(&format!(
                 "\nW1: {:.2} MFLOP per step; {per_step:.1} GFLOP/s at the p50 step, {total:.1} GFLOP/s for all callers together\n",
@@ -589,6 +618,9 @@ impl Report {
         if let Some(t) = &self.health {
             out["health"] = tally(t);
             out["ratio_to_health"] = json!(self.ratio());
+        }
+        if let Some(t) = &self.floor {
+            out["w1_transport_floor"] = tally(t);
         }
         if let Some((per_step, total)) = self.w1_gflops() {
             out["w1"] = json!({
