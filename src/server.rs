@@ -1,6 +1,9 @@
 //! Runs the service on a bound listener until a shutdown future resolves: the Trainer,
 //! `grpc.health.v1.Health` and server reflection (v1 and v1alpha, for grpcurl and ghz).
 //! Taking a bound listener lets tests start the very same server on `127.0.0.1:0`.
+//!
+//! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
+mod metrics;
 use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -12,6 +15,7 @@ use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::metrics::{Gauges, Metrics, Shed};
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
 use crate::service::{RequestLimits, TrainerService};
@@ -48,23 +52,63 @@ impl Default for Config {
     }
 }
 
+/// The sockets a server answers on: gRPC, and Prometheus metrics if wanted. A bare
+/// `TcpListener` converts into one without metrics.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// Plaintext HTTP/1.1 `GET /metrics`; `None` = no metrics recorded at all.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Self {
+        Listeners {
+            grpc,
+            metrics: None,
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight calls finish for at most
 /// `config.shutdown_grace`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
+    let metrics = match metrics_listener {
+        Some(_) => Metrics::new(),
+        None => Metrics::disabled(),
+    };
     let store = SessionStore::new(config.limits.clone());
     let _reaper = store.spawn_reaper();
-    let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
+    let pool =
+        ComputePool::new(config.compute_threads, config.queue_depth)?.with_metrics(metrics.clone());
+    let metrics_at = match &metrics_listener {
+        Some(l) => format!("http://{}/metrics", l.local_addr()?),
+        None => "off".to_string(),
+    };
+    let _metrics_server = metrics_listener.map(|l| {
+        let (store, pool) = (store.clone(), pool.clone());
+        metrics::serve(l, metrics.clone(), move || Gauges {
+            sessions: store.len(),
+            parameters: store.parameters_held(),
+            queue_depth: pool.queued(),
+        })
+    });
     let trainer = TrainerService::new(store, pool, config.request_limits.clone())
         .with_inline_max_work(config.inline_max_work);
     let trainer = SizeLimitIsResourceExhausted(
         TrainerServer::new(trainer)
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes),
+        metrics.clone(),
     );
+    let trainer = metrics::Observed::new(trainer, metrics.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TrainerServer<TrainerService>>().await;
@@ -93,7 +137,7 @@ pub async fn run(
             .await;
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, threads = config.compute_threads, "serving backprop.v1.Trainer");
+    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, "serving backprop.v1.Trainer");
     let serve = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -122,7 +166,7 @@ pub async fn run(
 /// returns OUT_OF_RANGE itself, so this rewrites that code in the trailers-only answer a
 /// refused request gets.
 #[derive(Clone)]
-struct SizeLimitIsResourceExhausted<S>(S);
+struct SizeLimitIsResourceExhausted<S>(S, Metrics);
 
 impl<S: NamedService> NamedService for SizeLimitIsResourceExhausted<S> {
     const NAME: &'static str = S::NAME;
@@ -143,10 +187,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let answer = self.0.call(req);
+        let metrics = self.1.clone();
         Box::pin(async move {
             let mut res = answer.await?;
             let status = res.headers().get("grpc-status");
             if status.is_some_and(|s| s.as_bytes() == b"11") {
+                metrics.shed(Shed::MessageTooLarge);
                 res.headers_mut().insert(
                     "grpc-status",
                     http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backprop::server::{self, Config};
+use backprop::server::{self, Config, Listeners};
 use backprop::service::RequestLimits;
 use backprop::session::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -81,6 +81,10 @@ struct ServeArgs {
     /// script that started the server on port 0 learns its port.
     #[arg(long, env = "BACKPROP_ADDRESS_FILE")]
     address_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (plaintext HTTP: keep it on a
+    /// private address, e.g. 127.0.0.1:9090). Off by default.
+    #[arg(long, env = "BACKPROP_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -152,7 +156,19 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         std::fs::write(&tmp, listener.local_addr()?.to_string())?;
         std::fs::rename(&tmp, path)?;
     }
-    server::run(listener, config, shutdown_signal()).await
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--metrics-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let listeners = Listeners {
+        grpc: listener,
+        metrics,
+    };
+    server::run(listeners, config, shutdown_signal()).await
 }
 
 fn main() -> std::process::ExitCode {

@@ -203,6 +203,11 @@ impl SessionStore {
         self.len() == 0
     }
 
+    /// Parameters (scalars) held by all sessions together.
+    pub fn parameters_held(&self) -> u64 {
+        self.read_map().values().map(|s| s.parameter_count).sum()
+    }
+
     /// Every session, in no particular order.
     pub fn list(&self) -> Vec<Arc<Session>> {
         self.read_map().values().cloned().collect()
