@@ -12,12 +12,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::metrics::{Gauges, Metrics, Shed};
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
+use crate::service::auth::{Authenticate, Tokens};
 use crate::service::{RequestLimits, TrainerService};
 use crate::session::{ComputePool, Limits, SessionStore};
 
@@ -36,6 +38,9 @@ pub struct Config {
     /// Calls estimated at or below this many multiply-adds compute on the async worker
     /// instead of the pool (0 = never); see `service::trainer::DEFAULT_INLINE_MAX_WORK`.
     pub inline_max_work: u64,
+    /// Bearer tokens and their tenants (`--auth-tokens`); `None` = no authentication, every
+    /// caller is the anonymous tenant.
+    pub auth: Option<Tokens>,
 }
 
 impl Default for Config {
@@ -48,6 +53,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             inline_max_work: crate::service::trainer::DEFAULT_INLINE_MAX_WORK,
+            auth: None,
         }
     }
 }
@@ -102,10 +108,14 @@ pub async fn run(
     });
     let trainer = TrainerService::new(store, pool, config.request_limits.clone())
         .with_inline_max_work(config.inline_max_work);
+    let auth = Authenticate::new(config.auth.clone());
     let trainer = SizeLimitIsResourceExhausted(
-        TrainerServer::new(trainer)
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes),
+        InterceptedService::new(
+            TrainerServer::new(trainer)
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+            auth.clone(),
+        ),
         metrics.clone(),
     );
     let trainer = metrics::Observed::new(trainer, metrics.clone());
@@ -116,10 +126,12 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection_v1 = InterceptedService::new(reflection_v1, auth.clone());
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, auth);
 
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -137,7 +149,7 @@ pub async fn run(
             .await;
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, "serving backprop.v1.Trainer");
+    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), "serving backprop.v1.Trainer");
     let serve = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -172,9 +184,9 @@ impl<S: NamedService> NamedService for SizeLimitIsResourceExhausted<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> Service<http::Request<B>> for SizeLimitIsResourceExhausted<S>
+impl<S, B, RB> Service<http::Request<B>> for SizeLimitIsResourceExhausted<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S: Service<http::Request<B>, Response = http::Response<RB>, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use backprop::server::{self, Config, Listeners};
 use backprop::service::RequestLimits;
+use backprop::service::auth::Tokens;
 use backprop::session::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -85,6 +86,11 @@ struct ServeArgs {
     /// private address, e.g. 127.0.0.1:9090). Off by default.
     #[arg(long, env = "BACKPROP_METRICS_LISTEN", value_name = "ADDRESS")]
     metrics_listen: Option<SocketAddr>,
+    /// Require `authorization: Bearer <token>` on every call but health's. FILE has one
+    /// `TOKEN TENANT [max_sessions=N]` a line (`#` comments); a tenant sees only its own
+    /// sessions.
+    #[arg(long, env = "BACKPROP_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<std::path::PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -148,6 +154,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         max_message_bytes: args.max_message_mib.saturating_mul(1024 * 1024),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         inline_max_work: args.inline_max_work,
+        auth: match &args.auth_tokens {
+            Some(path) => Some(Tokens::load(path)?),
+            None => None,
+        },
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     if let Some(path) = &args.address_file {

@@ -39,12 +39,14 @@ impl<S: NamedService> NamedService for Observed<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> Service<http::Request<B>> for Observed<S>
+impl<S, B, RB> Service<http::Request<B>> for Observed<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
+    S: Service<http::Request<B>, Response = http::Response<RB>, Error = Infallible>,
     S::Future: Send + 'static,
+    RB: HttpBody<Data = Bytes> + Send + 'static,
+    RB::Error: Into<tonic::codegen::StdError>,
 {
-    type Response = S::Response;
+    type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Infallible>;
 
@@ -57,27 +59,29 @@ where
         let answer = self.inner.call(req);
         match call {
             Some(call) => Box::pin(answer_with(answer, call)),
-            None => Box::pin(answer),
+            None => Box::pin(async move { Ok(answer.await?.map(Body::new)) }),
         }
     }
 }
 
-async fn answer_with<F>(answer: F, call: Call) -> Result<http::Response<Body>, Infallible>
+async fn answer_with<F, RB>(answer: F, call: Call) -> Result<http::Response<Body>, Infallible>
 where
-    F: std::future::Future<Output = Result<http::Response<Body>, Infallible>>,
+    F: std::future::Future<Output = Result<http::Response<RB>, Infallible>>,
+    RB: HttpBody<Data = Bytes> + Send + 'static,
+    RB::Error: Into<tonic::codegen::StdError>,
 {
     let res = answer.await?;
     if let Some(code) = res.headers().get("grpc-status") {
         call.finish(code.as_bytes());
-        return Ok(res);
+        return Ok(res.map(Body::new));
     }
     if HttpBody::is_end_stream(res.body()) {
         call.finish(b"2"); // UNKNOWN: an answer without any status
-        return Ok(res);
+        return Ok(res.map(Body::new));
     }
     let (parts, body) = res.into_parts();
     let body = ObservedBody {
-        inner: body,
+        inner: Body::new(body),
         call: Some(call),
     };
     Ok(http::Response::from_parts(parts, Body::new(body)))

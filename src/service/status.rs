@@ -38,9 +38,9 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => Status::not_found(e.to_string()),
-            StoreError::TooManySessions(_) | StoreError::TooManyParameters { .. } => {
-                Status::resource_exhausted(e.to_string())
-            }
+            StoreError::TooManySessions(_)
+            | StoreError::TenantSessions { .. }
+            | StoreError::TooManyParameters { .. } => Status::resource_exhausted(e.to_string()),
             StoreError::Random(_) => Status::internal(e.to_string()),
         }
     }

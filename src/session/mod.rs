@@ -1,10 +1,12 @@
 //! Where models live between calls, apart from any transport: the session store (one lock
-//! per session, limits, idle reaping), session ids, and the compute pool that runs the
-//! math off the async runtime.
+//! per session, limits, idle reaping), session ids, the tenants that own sessions, and
+//! the compute pool that runs the math off the async runtime.
 pub mod id;
 pub mod pool;
 pub mod store;
+pub mod tenant;
 
 pub use id::SessionId;
 pub use pool::{ComputePool, PoolError};
 pub use store::{Limits, Session, SessionGuard, SessionStore, StoreError};
+pub use tenant::Tenant;
