@@ -3,7 +3,9 @@
 //! Taking a bound listener lets tests start the very same server on `127.0.0.1:0`.
 //!
 //! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
+//! - [`tls`]: the certificate, key and client CA files, checked at startup.
 mod metrics;
+pub mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -13,7 +15,6 @@ use tokio::net::TcpListener;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::metrics::{Gauges, Metrics, Shed};
@@ -41,6 +42,8 @@ pub struct Config {
     /// Bearer tokens and their tenants (`--auth-tokens`); `None` = no authentication, every
     /// caller is the anonymous tenant.
     pub auth: Option<Tokens>,
+    /// Serve TLS (and mutual TLS with a client CA), from [`tls::load`]; `None` = plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             inline_max_work: crate::service::trainer::DEFAULT_INLINE_MAX_WORK,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -149,8 +153,8 @@ pub async fn run(
             .await;
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), "serving backprop.v1.Trainer");
-    let serve = Server::builder()
+    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), tls = config.tls.is_some(), "serving backprop.v1.Trainer");
+    let serve = tls::builder(config.tls.as_ref())?
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

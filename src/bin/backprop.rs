@@ -91,6 +91,30 @@ struct ServeArgs {
     /// sessions.
     #[arg(long, env = "BACKPROP_AUTH_TOKENS", value_name = "FILE")]
     auth_tokens: Option<std::path::PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "BACKPROP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "BACKPROP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: refuse clients without a certificate signed by this CA (PEM).
+    #[arg(
+        long,
+        env = "BACKPROP_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<std::path::PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -157,6 +181,12 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         auth: match &args.auth_tokens {
             Some(path) => Some(Tokens::load(path)?),
             None => None,
+        },
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(server::tls::load(cert, key, args.tls_client_ca.as_deref())?)
+            }
+            _ => None,
         },
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
