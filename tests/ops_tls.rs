@@ -3,114 +3,41 @@
 //! the server's CA, and under mutual TLS a client without a certificate or with one from
 //! another CA, are all refused.
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use backprop::pb;
 use backprop::pb::trainer_client::TrainerClient;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use pki::Pki;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-/// A CA and what it signed, as PEM files in a scratch directory.
-struct Pki {
-    dir: PathBuf,
-}
-
-/// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
-}
-
-fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> Leaf {
-    let key = KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let cert = CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, issuer)
-        .expect("signed");
-    Leaf {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
+fn server_config(pki: &Pki, mutual: bool) -> backprop::server::Config {
+    let client_ca = mutual.then(|| pki.path("ca.pem"));
+    let tls = backprop::server::tls::load(
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        client_ca.as_deref(),
+    )
+    .expect("the test's own PEM files load");
+    backprop::server::Config {
+        tls: Some(tls),
+        ..test_config()
     }
 }
 
-impl Pki {
-    /// The trusted CA, a server certificate for 127.0.0.1 and localhost, a client
-    /// certificate; and a second, untrusted CA with a client certificate of its own.
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("backprop-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let (trusted, rogue) = (ca("backprop test CA"), ca("someone else's CA"));
-        let server = leaf(&trusted, &["127.0.0.1", "localhost"]);
-        let client = leaf(&trusted, &["client.test"]);
-        let stranger = leaf(&rogue, &["stranger.test"]);
-        for (name, pem) in [
-            ("ca.pem", trusted.pem()),
-            ("rogue-ca.pem", rogue.pem()),
-            ("server.pem", server.cert),
-            ("server.key", server.key),
-            ("client.pem", client.cert),
-            ("client.key", client.key),
-            ("stranger.pem", stranger.cert),
-            ("stranger.key", stranger.key),
-        ] {
-            std::fs::write(dir.join(name), pem).expect("write PEM");
-        }
-        Pki { dir }
+/// A client trusting `ca`, presenting `identity` (`"client"`, `"stranger"`) if given.
+fn client_tls(pki: &Pki, ca: &str, identity: Option<&str>) -> ClientTlsConfig {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read(ca)));
+    if let Some(who) = identity {
+        tls = tls.identity(Identity::from_pem(
+            pki.read(&format!("{who}.pem")),
+            pki.read(&format!("{who}.key")),
+        ));
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read PEM")
-    }
-
-    fn server_config(&self, mutual: bool) -> backprop::server::Config {
-        let client_ca = mutual.then(|| self.path("ca.pem"));
-        let tls = backprop::server::tls::load(
-            &self.path("server.pem"),
-            &self.path("server.key"),
-            client_ca.as_deref(),
-        )
-        .expect("the test's own PEM files load");
-        backprop::server::Config {
-            tls: Some(tls),
-            ..test_config()
-        }
-    }
-
-    /// A client trusting `ca`, presenting `identity` (`"client"`, `"stranger"`) if given.
-    fn client_tls(&self, ca: &str, identity: Option<&str>) -> ClientTlsConfig {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read(ca)));
-        if let Some(who) = identity {
-            tls = tls.identity(Identity::from_pem(
-                self.read(&format!("{who}.pem")),
-                self.read(&format!("{who}.key")),
-            ));
-        }
-        tls
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    tls
 }
 
 fn https(addr: std::net::SocketAddr, tls: ClientTlsConfig) -> Endpoint {
@@ -139,8 +66,8 @@ async fn try_list(endpoint: Endpoint) -> Result<usize, String> {
 #[tokio::test]
 async fn a_tls_client_trains_and_others_are_refused() {
     let pki = Pki::new("tls");
-    let client = pki.client_tls("ca.pem", None);
-    let srv = TestServer::with_endpoint(pki.server_config(false), false, |addr| {
+    let client = client_tls(&pki, "ca.pem", None);
+    let srv = TestServer::with_endpoint(server_config(&pki, false), false, |addr| {
         https(addr, client.clone())
     })
     .await;
@@ -159,7 +86,7 @@ async fn a_tls_client_trains_and_others_are_refused() {
         .expect_err("plaintext must be refused");
     assert!(!err.is_empty());
     // A client that trusts another CA refuses the server's certificate.
-    let err = try_list(https(srv.addr, pki.client_tls("rogue-ca.pem", None)))
+    let err = try_list(https(srv.addr, client_tls(&pki, "rogue-ca.pem", None)))
         .await
         .expect_err("an untrusted server certificate must be refused");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
@@ -171,8 +98,8 @@ async fn a_tls_client_trains_and_others_are_refused() {
 #[tokio::test]
 async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
     let pki = Pki::new("mtls");
-    let client = pki.client_tls("ca.pem", Some("client"));
-    let srv = TestServer::with_endpoint(pki.server_config(true), false, |addr| {
+    let client = client_tls(&pki, "ca.pem", Some("client"));
+    let srv = TestServer::with_endpoint(server_config(&pki, true), false, |addr| {
         https(addr, client.clone())
     })
     .await;
@@ -181,13 +108,16 @@ async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
     assert_eq!(try_list(https(srv.addr, client.clone())).await, Ok(1));
 
     // No client certificate.
-    try_list(https(srv.addr, pki.client_tls("ca.pem", None)))
+    try_list(https(srv.addr, client_tls(&pki, "ca.pem", None)))
         .await
         .expect_err("a client without a certificate must be refused");
     // A certificate from a CA the server does not trust.
-    try_list(https(srv.addr, pki.client_tls("ca.pem", Some("stranger"))))
-        .await
-        .expect_err("a client certificate from another CA must be refused");
+    try_list(https(
+        srv.addr,
+        client_tls(&pki, "ca.pem", Some("stranger")),
+    ))
+    .await
+    .expect_err("a client certificate from another CA must be refused");
     // Plaintext.
     let plain = Endpoint::from_shared(format!("http://{}", srv.addr)).expect("uri");
     try_list(plain)
