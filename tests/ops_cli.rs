@@ -239,49 +239,31 @@ fn client_subcommands_pass_token_and_tls_options() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("max_sessions"), "{}", r.stderr);
 
-    // Mutual TLS: without a client certificate, or with a stranger's, no connection.
-    let r = backprop_env(
-        &[
-            "health",
-            "--address",
-            &addr,
-            "--tls-ca",
-            &ca,
-            "--timeout-secs",
-            "5",
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 1, "{}", r.stdout);
-    let r = backprop_env(
-        &[
-            "health",
+    // Mutual TLS: without a client certificate, or with a stranger's, no connection; nor
+    // in plaintext.
+    let (stranger, stranger_key) = (pki.arg("stranger.pem"), pki.arg("stranger.key"));
+    let plaintext = format!("http://{addr}");
+    for refused in [
+        vec!["--address", &addr, "--tls-ca", &ca],
+        vec![
             "--address",
             &addr,
             "--tls-ca",
             &ca,
             "--tls-cert",
-            &pki.arg("stranger.pem"),
+            &stranger,
             "--tls-key",
-            &pki.arg("stranger.key"),
-            "--timeout-secs",
-            "5",
+            &stranger_key,
         ],
-        &[],
-    );
-    assert_eq!(r.code, 1, "{}", r.stdout);
-    // Plaintext to the TLS port.
-    let r = backprop_env(
-        &[
-            "health",
-            "--address",
-            &format!("http://{addr}"),
-            "--timeout-secs",
-            "5",
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 1, "{}", r.stdout);
+        vec!["--address", &plaintext],
+    ] {
+        let args: Vec<&str> = ["health", "--timeout-secs", "5"]
+            .into_iter()
+            .chain(refused)
+            .collect();
+        let r = backprop_env(&args, &[]);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+    }
     // --tls-cert without --tls-key is a usage error, before any connection.
     let r = backprop_env(
         &[
