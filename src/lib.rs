@@ -8,6 +8,7 @@
 //! - [`server`]: `run(listener, config, shutdown)` with health and reflection beside it.
 //! - [`render`]: a traced graph as Graphviz DOT, a self-laid-out SVG, or JSON.
 //! - [`malloc`]: allocator settings that keep step buffers in the process.
+//! - [`metrics`]: a server's own Prometheus recorder: calls, steps, queue, shed, memory.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
 //! - [`pb_tensor`]: the hand-written `Tensor` message, decoded in one pass.
 //! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod engine;
 pub mod malloc;
+pub mod metrics;
 pub mod model;
 pub mod pb_tensor;
 pub mod render;

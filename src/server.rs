@@ -1,6 +1,11 @@
 //! Runs the service on a bound listener until a shutdown future resolves: the Trainer,
 //! `grpc.health.v1.Health` and server reflection (v1 and v1alpha, for grpcurl and ghz).
 //! Taking a bound listener lets tests start the very same server on `127.0.0.1:0`.
+//!
+//! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
+//! - [`tls`]: the certificate, key and client CA files, checked at startup.
+mod metrics;
+pub mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -9,11 +14,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
+use crate::metrics::{Gauges, Metrics, Shed};
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
+use crate::service::auth::{Authenticate, Tokens};
 use crate::service::{RequestLimits, TrainerService};
 use crate::session::{ComputePool, Limits, PersistConfig, Persister, SessionStore};
 
@@ -34,6 +41,11 @@ pub struct Config {
     pub inline_max_work: u64,
     /// Keep sessions in this directory across restarts (`None`: in memory only).
     pub persist: Option<PersistConfig>,
+    /// Bearer tokens and their tenants (`--auth-tokens`); `None` = no authentication, every
+    /// caller is the anonymous tenant.
+    pub auth: Option<Tokens>,
+    /// Serve TLS (and mutual TLS with a client CA), from [`tls::load`]; `None` = plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Default for Config {
@@ -47,6 +59,25 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             inline_max_work: crate::service::trainer::DEFAULT_INLINE_MAX_WORK,
             persist: None,
+            auth: None,
+            tls: None,
+        }
+    }
+}
+
+/// The sockets a server answers on: gRPC, and Prometheus metrics if wanted. A bare
+/// `TcpListener` converts into one without metrics.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// Plaintext HTTP/1.1 `GET /metrics`; `None` = no metrics recorded at all.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Self {
+        Listeners {
+            grpc,
+            metrics: None,
         }
     }
 }
@@ -63,11 +94,20 @@ const H2_WINDOW: u32 = 16 << 20;
 /// Serves until `shutdown` resolves, then lets in-flight calls finish for at most
 /// `config.shutdown_grace`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let pool = ComputePool::new(config.compute_threads, config.queue_depth)?;
+    let Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
+    let metrics = match metrics_listener {
+        Some(_) => Metrics::new(),
+        None => Metrics::disabled(),
+    };
+    let pool =
+        ComputePool::new(config.compute_threads, config.queue_depth)?.with_metrics(metrics.clone());
     let store = match config.persist.clone() {
         None => SessionStore::new(config.limits.clone()),
         Some(persist) => {
@@ -83,14 +123,32 @@ pub async fn run(
     };
     let _reaper = store.spawn_reaper();
     let _saver = store.spawn_saver();
+    let metrics_at = match &metrics_listener {
+        Some(l) => format!("http://{}/metrics", l.local_addr()?),
+        None => "off".to_string(),
+    };
+    let _metrics_server = metrics_listener.map(|l| {
+        let (store, pool) = (store.clone(), pool.clone());
+        metrics::serve(l, metrics.clone(), move || Gauges {
+            sessions: store.len(),
+            parameters: store.parameters_held(),
+            queue_depth: pool.queued(),
+        })
+    });
     let trainer = TrainerService::new(store.clone(), pool, config.request_limits.clone())
         .with_inline_max_work(config.inline_max_work)
         .with_max_message_bytes(config.max_message_bytes);
+    let auth = Authenticate::new(config.auth.clone());
     let trainer = SizeLimitIsResourceExhausted(
-        TrainerServer::new(trainer)
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes),
+        InterceptedService::new(
+            TrainerServer::new(trainer)
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+            auth.clone(),
+        ),
+        metrics.clone(),
     );
+    let trainer = metrics::Observed::new(trainer, metrics.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TrainerServer<TrainerService>>().await;
@@ -98,10 +156,12 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection_v1 = InterceptedService::new(reflection_v1, auth.clone());
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, auth);
 
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -119,8 +179,8 @@ pub async fn run(
             .await;
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, threads = config.compute_threads, "serving backprop.v1.Trainer");
-    let serve = Server::builder()
+    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), tls = config.tls.is_some(), "serving backprop.v1.Trainer");
+    let serve = tls::builder(config.tls.as_ref())?
         .max_frame_size(H2_MAX_FRAME)
         .initial_stream_window_size(H2_WINDOW)
         .initial_connection_window_size(H2_WINDOW)
@@ -160,15 +220,15 @@ pub async fn run(
 /// returns OUT_OF_RANGE itself, so this rewrites that code in the trailers-only answer a
 /// refused request gets.
 #[derive(Clone)]
-struct SizeLimitIsResourceExhausted<S>(S);
+struct SizeLimitIsResourceExhausted<S>(S, Metrics);
 
 impl<S: NamedService> NamedService for SizeLimitIsResourceExhausted<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> Service<http::Request<B>> for SizeLimitIsResourceExhausted<S>
+impl<S, B, RB> Service<http::Request<B>> for SizeLimitIsResourceExhausted<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S: Service<http::Request<B>, Response = http::Response<RB>, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -181,10 +241,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let answer = self.0.call(req);
+        let metrics = self.1.clone();
         Box::pin(async move {
             let mut res = answer.await?;
             let status = res.headers().get("grpc-status");
             if status.is_some_and(|s| s.as_bytes() == b"11") {
+                metrics.shed(Shed::MessageTooLarge);
                 res.headers_mut().insert(
                     "grpc-status",
                     http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED

@@ -429,5 +429,8 @@ fn server_rejections_show_code_and_message() {
     );
     let run = backprop(&["models", "--address", "https://127.0.0.1:1"]);
     assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("needs --tls-ca"), "{}", run.stderr);
+    let run = backprop(&["models", "--address", "ftp://127.0.0.1:1"]);
+    assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not supported"), "{}", run.stderr);
 }

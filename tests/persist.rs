@@ -226,3 +226,67 @@ async fn imported_sessions_are_kept_too() {
     keeper.stop().await;
     server.stop().await;
 }
+
+/// Sends a bearer token with every call.
+#[derive(Clone)]
+struct Bearer(&'static str);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let v = format!("Bearer {}", self.0).parse().expect("ascii");
+        req.metadata_mut().insert("authorization", v);
+        Ok(req)
+    }
+}
+
+#[tokio::test]
+async fn a_restored_session_still_belongs_to_its_tenant() {
+    use backprop::pb::trainer_client::TrainerClient;
+    const ALICE: &str = "alice-0123456789abcdef";
+    const BOB: &str = "bob-fedcba9876543210";
+    let dir = scratch("tenants");
+    let config = || Config {
+        auth: Some(
+            backprop::service::auth::Tokens::parse(&format!("{ALICE} alice\n{BOB} bob\n"))
+                .expect("tokens"),
+        ),
+        ..config(&dir)
+    };
+    let server = TestServer::with_config(config()).await;
+    let mut alice = TrainerClient::with_interceptor(server.channel.clone(), Bearer(ALICE));
+    let id = alice
+        .create_model(pb::CreateModelRequest {
+            spec: Some(spec(pb::OptimizerKind::Sgd)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model_id;
+    server.stop().await;
+
+    let server = TestServer::with_config(config()).await;
+    let mut alice = TrainerClient::with_interceptor(server.channel.clone(), Bearer(ALICE));
+    let mut bob = TrainerClient::with_interceptor(server.channel.clone(), Bearer(BOB));
+    let get = |model_id: String| pb::GetModelRequest {
+        model_id,
+        include_values: false,
+    };
+    alice
+        .get_model(get(id.clone()))
+        .await
+        .expect("alice's own session");
+    let e = bob.get_model(get(id.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let listed = bob
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.models.is_empty(), "bob sees no session");
+    // The file names the tenant, never a token.
+    let bytes = std::fs::read(dir.join(format!("{id}.safetensors"))).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("\"tenant\":\"alice\""));
+    assert!(!text.contains(ALICE) && !text.contains(BOB));
+    server.stop().await;
+}

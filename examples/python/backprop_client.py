@@ -30,17 +30,51 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def connect(address: str, timeout: float = 10.0) -> tuple[grpc.Channel, pb_grpc.TrainerStub]:
-    """An insecure channel to `address` (host:port), ready to use, and a Trainer stub."""
-    channel = grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+def connect(
+    address: str,
+    timeout: float = 10.0,
+    *,
+    token: str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> tuple[grpc.Channel, pb_grpc.TrainerStub]:
+    """A channel to `address` (host:port), ready to use, and a Trainer stub.
+
+    `tls_ca` (a PEM file: the CA that signed the server's certificate) turns TLS on;
+    `tls_cert`/`tls_key` add a client certificate for a server run with
+    --tls-client-ca. `token` is sent as `authorization: Bearer <token>` on every call,
+    for a server run with --auth-tokens.
+    """
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if tls_ca:
+        read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(tls_ca),
+            private_key=read(tls_key),
+            certificate_chain=read(tls_cert),
+        )
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
     grpc.channel_ready_future(channel).result(timeout=timeout)
+    if token:
+        channel = grpc.intercept_channel(channel, _Bearer(token))
     return channel, pb_grpc.TrainerStub(channel)
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every unary call (over TLS or not)."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = list(details.metadata or []) + [self._header]
+        return continuation(details._replace(metadata=metadata), request)
 
 
 def tensor(a: np.ndarray) -> pb.Tensor:

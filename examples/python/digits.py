@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -52,7 +53,10 @@ def model_spec(args, input_dim: int, num_classes: int) -> pb.ModelSpec:
 
 def train(args) -> dict:
     x_train, x_test, y_train, y_test = load(args.test_fraction, args.split_seed)
-    channel, stub = connect(args.address)
+    channel, stub = connect(
+        args.address, token=args.token, tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
+    )
     with channel:
         created = stub.CreateModel(
             pb.CreateModelRequest(spec=model_spec(args, x_train.shape[1], 10))
@@ -113,6 +117,11 @@ def train(args) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port")
+    p.add_argument("--token", default=os.environ.get("BACKPROP_TOKEN"),
+                   help="bearer token (default: $BACKPROP_TOKEN)")
+    p.add_argument("--tls-ca", help="connect with TLS, trusting this CA (PEM)")
+    p.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
+    p.add_argument("--tls-key", help="the client certificate's key (PEM)")
     p.add_argument("--loss", choices=sorted(LOSSES), default="softmax")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)

@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backprop::server::{self, Config};
+use backprop::server::{self, Config, Listeners};
 use backprop::service::RequestLimits;
+use backprop::service::auth::Tokens;
 use backprop::session::{Limits, PersistConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -99,6 +100,39 @@ struct ServeArgs {
     /// script that started the server on port 0 learns its port.
     #[arg(long, env = "BACKPROP_ADDRESS_FILE")]
     address_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (plaintext HTTP: keep it on a
+    /// private address, e.g. 127.0.0.1:9090). Off by default.
+    #[arg(long, env = "BACKPROP_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics_listen: Option<SocketAddr>,
+    /// Require `authorization: Bearer <token>` on every call but health's. FILE has one
+    /// `TOKEN TENANT [max_sessions=N]` a line (`#` comments); a tenant sees only its own
+    /// sessions.
+    #[arg(long, env = "BACKPROP_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<std::path::PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "BACKPROP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "BACKPROP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: refuse clients without a certificate signed by this CA (PEM).
+    #[arg(
+        long,
+        env = "BACKPROP_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// `123`, `512KiB`, `64MiB`, `8GiB` (also KB/MB/GB as powers of 1000) → bytes.
@@ -196,6 +230,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             every_steps: args.save_every_steps,
             interval: Duration::from_secs_f64(args.save_interval_secs.max(0.01)),
         }),
+        auth: match &args.auth_tokens {
+            Some(path) => Some(Tokens::load(path)?),
+            None => None,
+        },
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(server::tls::load(cert, key, args.tls_client_ca.as_deref())?)
+            }
+            _ => None,
+        },
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     if let Some(path) = &args.address_file {
@@ -204,7 +248,19 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         std::fs::write(&tmp, listener.local_addr()?.to_string())?;
         std::fs::rename(&tmp, path)?;
     }
-    server::run(listener, config, shutdown_signal()).await
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--metrics-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let listeners = Listeners {
+        grpc: listener,
+        metrics,
+    };
+    server::run(listeners, config, shutdown_signal()).await
 }
 
 fn main() -> std::process::ExitCode {

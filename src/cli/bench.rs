@@ -24,12 +24,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::bench_load::{self, Call, Callers, Stop, Tally};
 use super::bench_workload::{self as workload, w1, w2};
-use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use super::client::{self, CONNECT_TIMEOUT, Connection, ServerArgs};
 use super::describe::table;
 use super::error::CliError;
 use crate::pb;
@@ -171,7 +171,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
     let plan = Plan::new(&args)?;
     let mut channels = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        channels.push(client::connect(&args.server.address, CONNECT_TIMEOUT).await?);
+        channels.push(client::connect(&args.server, CONNECT_TIMEOUT).await?);
     }
     let callers = Callers {
         channels: &channels,
@@ -268,7 +268,7 @@ fn train_step_call(ids: &[String], batch: workload::Batch) -> Call {
 
 /// Creates `n` sessions of `spec` one after another; on a failure deletes the ones made.
 async fn create_sessions(
-    channel: &Channel,
+    channel: &Connection,
     spec: &pb::ModelSpec,
     n: usize,
 ) -> Result<Vec<String>, CliError> {
@@ -296,7 +296,7 @@ struct Deleted {
 }
 
 /// Deletes `ids` from `tasks` callers at once, spread over the connections.
-async fn delete_sessions(channels: &[Channel], ids: &[String], tasks: usize) -> Deleted {
+async fn delete_sessions(channels: &[Connection], ids: &[String], tasks: usize) -> Deleted {
     let tasks = tasks.clamp(1, ids.len().max(1));
     let chunk = ids.len().div_ceil(tasks).max(1);
     let mut handles = Vec::new();

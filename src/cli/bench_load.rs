@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::client::Connection;
 use prost::Message;
 use prost::bytes::BufMut;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::Bytes;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::error::{causes, code_name};
@@ -53,7 +53,7 @@ pub enum Stop {
 /// Where the callers go: `concurrency` tasks spread round-robin over `channels` (each its
 /// own HTTP/2 connection).
 pub struct Callers<'a> {
-    pub channels: &'a [Channel],
+    pub channels: &'a [Connection],
     pub concurrency: usize,
 }
 
@@ -207,7 +207,7 @@ where
 }
 
 async fn caller<U>(
-    mut grpc: tonic::client::Grpc<Channel>,
+    mut grpc: tonic::client::Grpc<Connection>,
     path: PathAndQuery,
     body: Bytes,
     gate: Arc<Gate>,
@@ -248,7 +248,7 @@ where
 }
 
 async fn unary<U>(
-    grpc: &mut tonic::client::Grpc<Channel>,
+    grpc: &mut tonic::client::Grpc<Connection>,
     path: PathAndQuery,
     body: Bytes,
 ) -> Result<U, Status>

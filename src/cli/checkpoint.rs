@@ -38,7 +38,7 @@ pub struct ImportArgs {
 }
 
 pub async fn export(args: ExportArgs) -> Result<(), CliError> {
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut stream = client::trainer(channel)
         .export_model(pb::ExportModelRequest {
             model_id: args.id.clone(),
@@ -89,7 +89,7 @@ pub async fn import(args: ImportArgs) -> Result<(), CliError> {
         path: path.clone(),
         source,
     })?;
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let (total, sha256) = (file.len() as u64, sha256_hex(&file));
     let chunks: Vec<pb::CheckpointChunk> = file
         .chunks(DEFAULT_CHUNK_BYTES)

@@ -66,7 +66,7 @@ fn random_batch(dim: usize) -> (Vec<f64>, Vec<u32>) {
 }
 
 pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
     let model = trainer
         .get_model(pb::GetModelRequest {

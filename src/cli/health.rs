@@ -29,7 +29,7 @@ pub struct HealthArgs {
 pub async fn health(args: HealthArgs) -> Result<(), CliError> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let check = async {
-        let channel = client::connect(&args.server.address, timeout).await?;
+        let channel = client::connect(&args.server, timeout).await?;
         let mut request = tonic::Request::new(HealthCheckRequest {
             service: args.service.clone(),
         });

@@ -42,7 +42,7 @@ pub struct DeleteArgs {
 }
 
 pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let list = client::trainer(channel)
         .list_models(pb::ListModelsRequest {})
         .await
@@ -105,7 +105,7 @@ pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
 }
 
 pub async fn show(args: ShowArgs) -> Result<(), CliError> {
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let m = client::trainer(channel)
         .get_model(pb::GetModelRequest {
             model_id: args.id.clone(),
@@ -190,7 +190,7 @@ pub async fn show(args: ShowArgs) -> Result<(), CliError> {
 }
 
 pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     client::trainer(channel)
         .delete_model(pb::DeleteModelRequest {
             model_id: args.id.clone(),

@@ -193,7 +193,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         }
     );
 
-    let channel = client::connect(&args.server.address, CONNECT_TIMEOUT).await?;
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
     let created = trainer
         .create_model(pb::CreateModelRequest { spec: Some(spec) })
@@ -407,7 +407,7 @@ fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
 
 /// Held-out (loss, accuracy), in Evaluate calls of bounded size, weighted by their rows.
 async fn evaluate(
-    trainer: &mut pb::trainer_client::TrainerClient<tonic::transport::Channel>,
+    trainer: &mut pb::trainer_client::TrainerClient<super::client::Connection>,
     id: &str,
     data: &Dataset,
     rows: &[usize],

@@ -1,5 +1,7 @@
 //! The gRPC face: the `backprop.v1.Trainer` implementation (a thin layer over the model
-//! and session modules), wire conversion, and the one place errors become statuses.
+//! and session modules), wire conversion, the one place errors become statuses,
+//! bearer-token authentication (which tenant a call is), and checkpoint streaming.
+pub mod auth;
 pub mod checkpoint;
 pub mod convert;
 pub mod status;

@@ -40,6 +40,7 @@ impl From<StoreError> for Status {
         match e {
             StoreError::NotFound(_) => Status::not_found(e.to_string()),
             StoreError::TooManySessions(_)
+            | StoreError::TenantSessions { .. }
             | StoreError::TooManyParameters { .. }
             | StoreError::OverMemoryBudget { .. } => Status::resource_exhausted(e.to_string()),
             StoreError::Random(_) | StoreError::Persist(_) => Status::internal(e.to_string()),

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::auth::tenant;
 use super::checkpoint;
 use super::convert::{
     WireScalar, check_tensor, labels, matrix, spec_from_proto, spec_to_proto, tensor_values,
@@ -311,15 +312,16 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::CreateModelRequest>,
     ) -> Result<Response<pb::CreateModelResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
         self.observe("CreateModel", "", 0, async {
             let spec = spec_from_proto(req.spec)?;
             check_spec_size(&spec)?;
-            self.store.admit(&spec)?;
+            self.store.admit(&spec, &tenant)?;
             let init = spec.clone();
             let model = self.pool.run(move || AnyModel::new(init)).await??;
-            let session = self.store.insert(model).await?;
-            tracing::info!(model_id = %session.id, parameters = session.parameter_count, "created");
+            let session = self.store.insert(model, &tenant).await?;
+            tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, "created");
             Ok(pb::CreateModelResponse {
                 model_id: session.id.to_string(),
                 parameter_count: session.parameter_count,
@@ -333,8 +335,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Forward", &req.model_id, rows, async {
             let y = if req.labels.is_empty() {
@@ -359,8 +362,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::BackwardRequest>,
     ) -> Result<Response<pb::BackwardResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Backward", &req.model_id, rows, async {
             let target = match (req.labels.is_empty(), req.upstream) {
@@ -402,8 +406,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::TrainStepRequest>,
     ) -> Result<Response<pb::TrainStepResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("TrainStep", &req.model_id, rows, async {
             self.labels_for(&req.labels, rows, &session)?;
@@ -428,8 +433,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ApplyGradientsRequest>,
     ) -> Result<Response<pb::ApplyGradientsResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         self.observe("ApplyGradients", &req.model_id, 0, async {
             for g in &req.gradients {
                 let field = format!("gradients[{}]", g.name);
@@ -458,8 +464,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Evaluate", &req.model_id, rows, async {
             self.labels_for(&req.labels, rows, &session)?;
@@ -479,8 +486,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::GetModelResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         self.observe("GetModel", &req.model_id, 0, async {
             let values = req.include_values;
             let guard = session.read().await;
@@ -501,12 +509,13 @@ impl Trainer for TrainerService {
 
     async fn list_models(
         &self,
-        _req: Request<pb::ListModelsRequest>,
+        req: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let tenant = tenant(&req);
         self.observe("ListModels", "", 0, async {
             let mut models: Vec<pb::ModelSummary> = self
                 .store
-                .list()
+                .list(&tenant)
                 .iter()
                 .map(|s: &Arc<Session>| pb::ModelSummary {
                     model_id: s.id.to_string(),
@@ -526,9 +535,10 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::DeleteModelRequest>,
     ) -> Result<Response<pb::DeleteModelResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
         self.observe("DeleteModel", &req.model_id, 0, async {
-            self.store.remove(&req.model_id).await?;
+            self.store.remove(&req.model_id, &tenant).await?;
             tracing::info!(model_id = %req.model_id, "deleted");
             Ok(pb::DeleteModelResponse {})
         })
@@ -539,8 +549,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::GradientCheckRequest>,
     ) -> Result<Response<pb::GradientCheckResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("GradientCheck", &req.model_id, rows, async {
             self.labels_for(&req.labels, rows, &session)?;
@@ -588,8 +599,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ExportModelRequest>,
     ) -> Result<Response<Self::ExportModelStream>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         self.observe("ExportModel", &req.model_id, 0, async {
             let chunk = checkpoint::chunk_size(req.chunk_bytes, self.max_message_bytes)?;
             let guard = session.read().await;
@@ -607,6 +619,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::ImportModelResponse>, Status> {
+        let tenant = tenant(&req);
         let stream = req.into_inner();
         self.observe("ImportModel", "", 0, async {
             let file = checkpoint::receive(stream, self.store.max_checkpoint_bytes()).await?;
@@ -616,9 +629,9 @@ impl Trainer for TrainerService {
                 .await??;
             let model = decoded.model;
             check_spec_size(model.spec())?;
-            self.store.admit(model.spec())?;
-            let session = self.store.insert(model).await?;
-            tracing::info!(model_id = %session.id, parameters = session.parameter_count, step = session.step(), "imported");
+            self.store.admit(model.spec(), &tenant)?;
+            let session = self.store.insert(model, &tenant).await?;
+            tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, step = session.step(), "imported");
             Ok(pb::ImportModelResponse {
                 model_id: session.id.to_string(),
                 parameter_count: session.parameter_count,
@@ -633,8 +646,9 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::TraceStepRequest>,
     ) -> Result<Response<pb::TraceStepResponse>, Status> {
+        let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id)?;
+        let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("TraceStep", &req.model_id, rows, async {
             self.labels_for(&req.labels, rows, &session)?;

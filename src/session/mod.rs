@@ -1,12 +1,15 @@
 //! Where models live between calls, apart from any transport: the session store (one lock
-//! per session, limits, idle reaping), session ids, the compute pool that runs the math
-//! off the async runtime, and the state directory that keeps sessions across restarts.
+//! per session, limits, idle reaping), session ids, the tenants that own sessions, the
+//! compute pool that runs the math off the async runtime, and the state directory that
+//! keeps sessions across restarts.
 pub mod id;
 pub mod persist;
 pub mod pool;
 pub mod store;
+pub mod tenant;
 
 pub use id::SessionId;
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError};
 pub use store::{Limits, Session, SessionGuard, SessionStore, StoreError};
+pub use tenant::Tenant;

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::id::SessionId;
 use super::pool::ComputePool;
 use super::store::Session;
+use super::tenant::Tenant;
 use crate::checkpoint::{self, file};
 use crate::model::AnyModel;
 
@@ -28,6 +29,8 @@ const EXTENSION: &str = "safetensors";
 const CORRUPT_DIR: &str = "corrupt";
 /// Metadata key holding the session id (checked against the file name on restore).
 const KEY_ID: &str = "model_id";
+/// Metadata key holding the owner's tenant name ("" without authentication).
+const KEY_TENANT: &str = "tenant";
 
 /// Where and how often sessions are saved.
 #[derive(Debug, Clone)]
@@ -51,9 +54,11 @@ pub enum PersistError {
     Encode(String),
 }
 
-/// A restored session: its id and model.
+/// A restored session: its id, owner and model.
 pub struct Restored {
     pub id: SessionId,
+    /// The owner, by name (limits come from the caller's token at each call).
+    pub tenant: Tenant,
     pub model: AnyModel,
 }
 
@@ -154,10 +159,11 @@ impl Persister {
         }
         let guard = session.snapshot_lock().await;
         let id = session.id.to_string();
+        let tenant = session.tenant.name().to_string();
         let (step, bytes) = self
             .pool
             .run(move || {
-                let bytes = checkpoint::encode(&guard, &[(KEY_ID, &id)]);
+                let bytes = checkpoint::encode(&guard, &[(KEY_ID, &id), (KEY_TENANT, &tenant)]);
                 (guard.step(), bytes)
             })
             .await
@@ -210,6 +216,10 @@ fn read_session(path: &Path) -> Result<Restored, String> {
     match decoded.extra.get(KEY_ID) {
         Some(inside) if *inside == stem => Ok(Restored {
             id,
+            tenant: Tenant::new(
+                decoded.extra.get(KEY_TENANT).map_or("", String::as_str),
+                None,
+            ),
             model: decoded.model,
         }),
         other => Err(format!(

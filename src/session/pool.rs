@@ -6,9 +6,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError, bounded};
 use tokio::sync::oneshot;
+
+use crate::metrics::{Metrics, Shed};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -28,6 +31,7 @@ pub struct ComputePool {
     tx: Sender<Job>,
     capacity: usize,
     queued: Arc<AtomicUsize>,
+    metrics: Metrics,
 }
 
 impl ComputePool {
@@ -52,7 +56,14 @@ impl ComputePool {
             tx,
             capacity,
             queued,
+            metrics: Metrics::disabled(),
         })
+    }
+
+    /// Records queue waits and full-queue refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Jobs waiting for a worker now.
@@ -76,7 +87,9 @@ impl ComputePool {
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PoolError> {
         let (done, result) = oneshot::channel();
+        let (metrics, enqueued) = (self.metrics.clone(), Instant::now());
         let job: Job = Box::new(move || {
+            metrics.queue_wait(enqueued.elapsed());
             if done.is_closed() {
                 tracing::debug!("skipping a job whose caller has gone (deadline or cancel)");
                 return;
@@ -96,6 +109,7 @@ impl ComputePool {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.shed(Shed::QueueFull);
                 return Err(PoolError::Busy(self.capacity));
             }
             Err(TrySendError::Disconnected(_)) => {

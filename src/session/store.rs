@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::id::SessionId;
 use super::persist::{Persister, Restored};
+use super::tenant::Tenant;
 use crate::model::{AnyModel, ModelSpec};
 
 /// Limits on what clients may hold.
@@ -49,6 +50,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("the server holds its maximum of {0} sessions; delete one first")]
     TooManySessions(usize),
+    #[error(
+        "tenant {tenant} holds its maximum of {limit} sessions (max_sessions); delete one first"
+    )]
+    TenantSessions { tenant: String, limit: usize },
     #[error("spec: the model has {got} parameters, more than this server's limit of {limit}")]
     TooManyParameters { got: u64, limit: u64 },
     #[error(
@@ -66,6 +71,8 @@ pub enum StoreError {
 /// One live model.
 pub struct Session {
     pub id: SessionId,
+    /// Who created it; only they see it (every call is the anonymous tenant without auth).
+    pub tenant: Tenant,
     /// Immutable for the life of the session, so readable without the lock.
     pub spec: ModelSpec,
     pub parameter_count: u64,
@@ -130,9 +137,10 @@ impl Session {
 }
 
 impl Session {
-    fn new(id: SessionId, model: AnyModel) -> Self {
+    fn new(id: SessionId, tenant: Tenant, model: AnyModel) -> Self {
         Session {
             id,
+            tenant,
             spec: model.spec().clone(),
             parameter_count: model.parameter_count() as u64,
             step: AtomicU64::new(model.step()),
@@ -212,7 +220,7 @@ impl SessionStore {
     }
 
     /// Checks a spec against the limits before any memory is spent on it.
-    pub fn admit(&self, spec: &ModelSpec) -> Result<(), StoreError> {
+    pub fn admit(&self, spec: &ModelSpec, tenant: &Tenant) -> Result<(), StoreError> {
         let got = spec.parameter_count().unwrap_or(u64::MAX);
         let limit = self.shared.limits.max_parameters;
         if got > limit {
@@ -221,6 +229,7 @@ impl SessionStore {
         if self.len() >= self.shared.limits.max_sessions {
             return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
         }
+        check_tenant_limit(&self.read_map(), tenant)?;
         self.fits_budget(spec)
     }
 
@@ -252,16 +261,21 @@ impl SessionStore {
             .saturating_add(16 << 20)
     }
 
-    /// Adds a model under a fresh id and, with a state directory, saves it before
-    /// returning (a session is acknowledged only once it is on disk).
-    pub async fn insert(&self, model: AnyModel) -> Result<Arc<Session>, StoreError> {
+    /// Adds a model under a fresh id, owned by `tenant`, and, with a state directory,
+    /// saves it before returning (a session is acknowledged only once it is on disk).
+    pub async fn insert(
+        &self,
+        model: AnyModel,
+        tenant: &Tenant,
+    ) -> Result<Arc<Session>, StoreError> {
         let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
-        let session = Arc::new(Session::new(id, model));
+        let session = Arc::new(Session::new(id, tenant.clone(), model));
         {
             let mut map = self.write_map();
             if map.len() >= self.shared.limits.max_sessions {
                 return Err(StoreError::TooManySessions(self.shared.limits.max_sessions));
             }
+            check_tenant_limit(&map, tenant)?;
             self.fits_budget(&session.spec)?;
             self.hold(&session, true);
             map.insert(id, session.clone());
@@ -285,7 +299,7 @@ impl SessionStore {
         let mut map = self.write_map();
         let n = restored.len();
         for r in restored {
-            let session = Session::new(r.id, r.model);
+            let session = Session::new(r.id, r.tenant, r.model);
             session
                 .persisted_step
                 .store(session.step(), Ordering::Release);
@@ -320,7 +334,8 @@ impl SessionStore {
             return 0;
         };
         let mut failed = 0;
-        for session in self.list() {
+        let all: Vec<Arc<Session>> = self.read_map().values().cloned().collect();
+        for session in all {
             if let Err(e) = p.save(&session).await {
                 failed += 1;
                 tracing::error!(model_id = %session.id, error = %e, "saving the session failed");
@@ -346,16 +361,24 @@ impl SessionStore {
         })))
     }
 
-    pub fn get(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+    /// The session `id` if `tenant` owns it; another tenant's session is NotFound, just
+    /// like an unknown id, so its existence does not leak.
+    pub fn get(&self, id: &str, tenant: &Tenant) -> Result<Arc<Session>, StoreError> {
         SessionId::parse(id)
             .and_then(|sid| self.read_map().get(&sid).cloned())
+            .filter(|s| s.tenant == *tenant)
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
     }
 
-    /// Removes a session (and, with a state directory, its file, before returning).
-    pub async fn remove(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+    /// Removes the session `id` if `tenant` owns it (else NotFound, as for
+    /// [`get`](Self::get)) and, with a state directory, its file, before returning.
+    pub async fn remove(&self, id: &str, tenant: &Tenant) -> Result<Arc<Session>, StoreError> {
         let session = SessionId::parse(id)
-            .and_then(|sid| self.write_map().remove(&sid))
+            .and_then(|sid| {
+                let mut map = self.write_map();
+                let owned = map.get(&sid).is_some_and(|s| s.tenant == *tenant);
+                if owned { map.remove(&sid) } else { None }
+            })
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         self.hold(&session, false);
         if let Some(p) = &self.shared.persister {
@@ -374,9 +397,18 @@ impl SessionStore {
         self.len() == 0
     }
 
-    /// Every session, in no particular order.
-    pub fn list(&self) -> Vec<Arc<Session>> {
-        self.read_map().values().cloned().collect()
+    /// Parameters (scalars) held by all sessions together.
+    pub fn parameters_held(&self) -> u64 {
+        self.read_map().values().map(|s| s.parameter_count).sum()
+    }
+
+    /// Every session `tenant` owns, in no particular order.
+    pub fn list(&self, tenant: &Tenant) -> Vec<Arc<Session>> {
+        self.read_map()
+            .values()
+            .filter(|s| s.tenant == *tenant)
+            .cloned()
+            .collect()
     }
 
     /// Drops every session idle for longer than the TTL and not in use; returns how many.
@@ -451,6 +483,24 @@ impl SessionStore {
             .write()
             .unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A tenant with a session limit may add one more while it holds fewer. Counted on the
+/// map (O(sessions), under the lock the caller holds), and only for tenants with a limit.
+fn check_tenant_limit(
+    map: &HashMap<SessionId, Arc<Session>>,
+    tenant: &Tenant,
+) -> Result<(), StoreError> {
+    let Some(limit) = tenant.max_sessions() else {
+        return Ok(());
+    };
+    if map.values().filter(|s| s.tenant == *tenant).count() >= limit {
+        return Err(StoreError::TenantSessions {
+            tenant: tenant.to_string(),
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Stops the idle reaper when dropped.

@@ -11,12 +11,12 @@ use backprop::engine::Scalar;
 use backprop::model::{Model, ModelSpec};
 use backprop::pb;
 use backprop::pb::trainer_client::TrainerClient;
-use backprop::server::{self, Config};
+use backprop::server::{self, Config, Listeners};
 use ndarray::{Array2, ArrayD};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
@@ -27,6 +27,8 @@ type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// A server running on this test's runtime.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` answers, for a server started with metrics.
+    pub metrics_addr: Option<SocketAddr>,
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<(RunResult, Instant)>>,
@@ -47,24 +49,52 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
+        Self::with_endpoint(config, false, |addr| {
+            Channel::from_shared(format!("http://{addr}")).expect("uri")
+        })
+        .await
+    }
+
+    /// A server with a metrics listener too when `metrics`; `channel` connects through
+    /// the endpoint `endpoint` makes of the gRPC address (e.g. one with TLS).
+    pub async fn with_endpoint(
+        config: Config,
+        metrics: bool,
+        endpoint: impl FnOnce(SocketAddr) -> Endpoint,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let metrics = match metrics {
+            true => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind metrics"),
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|l| l.local_addr().expect("metrics addr"));
+        let listeners = Listeners {
+            grpc: listener,
+            metrics,
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let result = server::run(listener, config, async move {
+            let result = server::run(listeners, config, async move {
                 // A dropped sender (test over) also stops the server.
                 let _ = rx.await;
             })
             .await;
             (result, Instant::now())
         });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
+        let channel = endpoint(addr)
             .connect()
             .await
             .expect("connect to the test server");
         TestServer {
             addr,
+            metrics_addr,
             channel,
             shutdown: Some(tx),
             task: Some(task),

@@ -1,0 +1,252 @@
+//! `--metrics-listen`: `/metrics` after known traffic moved each counter by exactly the
+//! calls made, with the status code of each, and the gauges show the server's state.
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use backprop::pb;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+/// One scrape: `name{labels}` → value, exactly as the exposition text spells them.
+type Scrape = HashMap<String, f64>;
+
+/// `GET path` over plain HTTP/1.1; the status line and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+async fn scrape(srv: &TestServer) -> Scrape {
+    let (status, body) = http_get(srv.metrics_addr.expect("metrics on"), "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("name value");
+            (k.to_string(), v.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}
+
+/// How much `key` moved between two scrapes (absent = 0: a counter appears on first use).
+fn delta(before: &Scrape, after: &Scrape, key: &str) -> f64 {
+    after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+}
+
+fn requests(method: &str, code: &str) -> String {
+    format!(r#"backprop_requests_total{{method="{method}",code="{code}"}}"#)
+}
+
+fn durations(method: &str) -> String {
+    format!(r#"backprop_request_duration_seconds_count{{method="{method}"}}"#)
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_the_calls_made() {
+    let mut config = test_config();
+    config.inline_max_work = 0; // every TrainStep goes through the compute queue
+    let srv = TestServer::with_endpoint(config, true, |addr| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri")
+    })
+    .await;
+    let mut c = srv.trainer();
+    let before = scrape(&srv).await;
+
+    let (a, created) = create(&mut c, wire_spec(3, &[layer(5, pb::Activation::Relu)], 2)).await;
+    let (b, _) = create(&mut c, wire_spec(2, &[], 2)).await;
+    let batch = Batch::random(4, 3, 2, 1);
+    for _ in 0..3 {
+        train(&mut c, &a, &batch, batch.tensor::<f32>()).await;
+    }
+    let missing = c
+        .forward(pb::ForwardRequest {
+            model_id: "0".repeat(32),
+            x: Some(batch.tensor::<f32>()),
+            labels: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let bad = c
+        .train_step(pb::TrainStepRequest {
+            model_id: a.clone(),
+            x: Some(batch.tensor::<f32>()),
+            labels: vec![0], // 4 rows need 4 labels
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    c.delete_model(pb::DeleteModelRequest { model_id: b })
+        .await
+        .unwrap();
+    assert_eq!(list_ids(&mut c).await, vec![a.clone()]);
+    // Health is not a Trainer call: it is not counted.
+    srv.health()
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let after = scrape(&srv).await;
+    let d = |key: &str| delta(&before, &after, key);
+    assert_eq!(d(&requests("CreateModel", "OK")), 2.0);
+    assert_eq!(d(&requests("TrainStep", "OK")), 3.0);
+    assert_eq!(d(&requests("TrainStep", "INVALID_ARGUMENT")), 1.0);
+    assert_eq!(d(&requests("Forward", "NOT_FOUND")), 1.0);
+    assert_eq!(d(&requests("Forward", "OK")), 0.0);
+    assert_eq!(d(&requests("DeleteModel", "OK")), 1.0);
+    assert_eq!(d(&requests("ListModels", "OK")), 1.0);
+    assert_eq!(d(&durations("CreateModel")), 2.0);
+    assert_eq!(d(&durations("TrainStep")), 4.0);
+    assert_eq!(d(&durations("Forward")), 1.0);
+    let all: f64 = after
+        .iter()
+        .filter(|(k, _)| k.starts_with("backprop_requests_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(all, 9.0, "only the 9 Trainer calls are counted: {after:#?}");
+    assert_eq!(d("backprop_train_steps_total"), 3.0);
+    // The compute queue saw the two CreateModel inits and the three steps; the refused
+    // calls never reached it.
+    assert_eq!(d("backprop_compute_queue_wait_seconds_count"), 5.0);
+    assert_eq!(after["backprop_sessions"], 1.0);
+    assert_eq!(
+        after["backprop_parameters"], created.parameter_count as f64,
+        "3·5 + 5 + 5·2 + 2 = 32"
+    );
+    assert_eq!(after["backprop_compute_queue_depth"], 0.0);
+    assert!(after["backprop_process_resident_memory_bytes"] > 1e6);
+    let le_inf = r#"backprop_request_duration_seconds_bucket{method="TrainStep",le="+Inf"}"#;
+    assert_eq!(d(le_inf), 4.0);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn shed_requests_are_counted_by_reason() {
+    let mut config = test_config();
+    config.max_message_bytes = 4096;
+    let srv = TestServer::with_endpoint(config, true, |addr| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri")
+    })
+    .await;
+    let mut c = srv.trainer();
+    let (id, _) = create(&mut c, wire_spec(3, &[], 2)).await;
+    let before = scrape(&srv).await;
+    let big = Batch::random(600, 3, 2, 11); // ≈ 7.2 KB on the wire
+    for _ in 0..2 {
+        let err = c
+            .train_step(pb::TrainStepRequest {
+                model_id: id.clone(),
+                x: Some(big.tensor::<f32>()),
+                labels: big.labels.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+    }
+    let after = scrape(&srv).await;
+    let d = |key: &str| delta(&before, &after, key);
+    assert_eq!(
+        d(r#"backprop_shed_requests_total{reason="message_too_large"}"#),
+        2.0
+    );
+    assert_eq!(
+        d(r#"backprop_shed_requests_total{reason="queue_full"}"#),
+        0.0
+    );
+    assert_eq!(d(&requests("TrainStep", "RESOURCE_EXHAUSTED")), 2.0);
+    assert_eq!(d("backprop_train_steps_total"), 0.0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_counted_as_shed() {
+    let mut config = test_config();
+    config.compute_threads = 1;
+    config.queue_depth = 1;
+    config.inline_max_work = 0;
+    let srv = TestServer::with_endpoint(config, true, |addr| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri")
+    })
+    .await;
+    let mut c = srv.trainer();
+    let (slow, _) = create(&mut c, slow_spec()).await;
+    let (small, _) = create(&mut c, wire_spec(3, &[], 2)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let before = scrape(&srv).await;
+    let busy = {
+        let (mut c, slow) = (srv.trainer(), slow.clone());
+        tokio::spawn(async move { c.gradient_check(slow_request(&slow)).await })
+    };
+    wait_until_in_use(&mut c, &slow, 0.05).await;
+    let b = Batch::random(4, 3, 2, 5);
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (mut c, id, b) = (srv.trainer(), small.clone(), b.clone());
+            tokio::spawn(async move {
+                c.forward(pb::ForwardRequest {
+                    model_id: id,
+                    x: Some(b.tensor::<f32>()),
+                    labels: vec![],
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut refused = 0.0;
+    for t in calls {
+        if let Err(e) = t.await.unwrap() {
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            refused += 1.0;
+        }
+    }
+    busy.await.unwrap().expect("the slow call completes");
+    assert!(refused >= 1.0, "the queue never filled");
+    let after = scrape(&srv).await;
+    let d = |key: &str| delta(&before, &after, key);
+    assert_eq!(
+        d(r#"backprop_shed_requests_total{reason="queue_full"}"#),
+        refused
+    );
+    assert_eq!(d(&requests("Forward", "RESOURCE_EXHAUSTED")), refused);
+    assert_eq!(d(&requests("Forward", "OK")), 5.0 - refused);
+    assert_eq!(d(&requests("GradientCheck", "OK")), 1.0);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_endpoint_answers_only_metrics() {
+    let srv = TestServer::with_endpoint(test_config(), true, |addr| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri")
+    })
+    .await;
+    let addr = srv.metrics_addr.unwrap();
+    let (status, _) = http_get(addr, "/").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for help in [
+        "# TYPE backprop_sessions gauge",
+        "# TYPE backprop_parameters gauge",
+        "# TYPE backprop_compute_queue_depth gauge",
+        "# TYPE backprop_process_resident_memory_bytes gauge",
+        "# TYPE backprop_train_steps_total counter",
+        "# TYPE backprop_shed_requests_total counter",
+    ] {
+        assert!(body.contains(help), "no {help:?} in\n{body}");
+    }
+    srv.stop().await;
+}
