@@ -16,12 +16,22 @@
 //!   rules; every created model answers GetModel and Forward, then is deleted.
 //! - `raw_bodies_*`: random bytes and mutated valid encodings (truncated, bit flips,
 //!   inserted bytes, hostile tensors: huge length prefixes, packed fields claiming 2³¹
-//!   elements, wrong wire types, deep groups) as the whole message of every method. The
-//!   server must agree with prost about whether the bytes decode (an undecodable body is
-//!   INTERNAL, as gRPC specifies and tonic does; a decodable one never is).
+//!   elements, wrong wire types, deep groups) as the whole message of every method
+//!   (the streaming ones too), plus a message over the size limit and zero or several
+//!   messages on a unary method. The server must agree with prost about whether the
+//!   bytes decode (an undecodable body is INTERNAL, as gRPC specifies and tonic does; a
+//!   decodable one never is).
 //! - `tensor_codec_*`: the hand-written `backprop::pb::Tensor` decoder against prost's
 //!   derived one on the same bytes, contiguous and split across chunks; the decoder never
 //!   allocates much more than the message's own size.
+//! - `import_model_*`: exported checkpoints, damaged (bit flips, truncation, hostile header
+//!   lengths, metadata, spec JSON and tensor entries, random bytes) and uploaded in
+//!   damaged ways (offsets, sizes, checksums, extra, swapped or no chunks). A sound
+//!   upload of an unchanged file must restore the fixture exactly; anything imported must
+//!   answer GetModel with finite values and train or refuse cleanly. ExportModel is part
+//!   of the session calls (chunk sizes, contiguity, checksum, the step in the file).
+//!
+//! Ignored tests pin bugs found here, each with its input and where it comes from.
 //!
 //! Bounded and deterministic: a fixed number of cases per property and a fixed seed; no
 //! failure-persistence files. The whole file runs in well under a minute in a dev build:
@@ -110,6 +120,9 @@ const CLIENT_CODES: [Code; 4] = [
 struct Watching;
 
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
+/// Set while a test provokes a huge allocation on purpose (an ignored bug test); the
+/// process-wide check is off meanwhile.
+static HUGE_ON_PURPOSE: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     static THREAD_LARGEST: Cell<usize> = const { Cell::new(0) };
 }
@@ -192,7 +205,7 @@ fn process_is_sane(threads: &str, what: &str) -> Result<(), TestCaseError> {
     prop_assert!(panics.is_empty(), "{what}: the server panicked: {panics:?}");
     let largest = LARGEST.load(Ordering::Relaxed);
     prop_assert!(
-        largest <= MAX_ALLOCATION,
+        largest <= MAX_ALLOCATION || HUGE_ON_PURPOSE.load(Ordering::Relaxed) > 0,
         "{what}: an allocation of {largest} bytes (limit {MAX_ALLOCATION})"
     );
     Ok(())
@@ -368,6 +381,10 @@ fn fixture_specs() -> Vec<pb::ModelSpec> {
 
 impl Harness {
     fn start() -> Self {
+        Self::start_with(fuzz_config())
+    }
+
+    fn start_with(config: Config) -> Self {
         static HARNESSES: AtomicUsize = AtomicUsize::new(0);
         watch_server_panics();
         let threads = format!(
@@ -381,7 +398,7 @@ impl Harness {
             .build()
             .expect("runtime");
         let (srv, lives, ids, snapshots, deleted) = rt.block_on(async {
-            let srv = TestServer::with_config(fuzz_config()).await;
+            let srv = TestServer::with_config(config).await;
             let mut c = srv.trainer();
             let mut lives = Vec::new();
             let mut ids = Vec::new();
@@ -786,6 +803,7 @@ enum Call {
     GradientCheck(pb::GradientCheckRequest),
     TraceStep(pb::TraceStepRequest),
     GetModel(pb::GetModelRequest),
+    ExportModel(pb::ExportModelRequest),
     /// Only ever with a non-fixture id (deleting a fixture would end the run).
     DeleteModel(pb::DeleteModelRequest),
     ListModels,
@@ -802,6 +820,7 @@ impl Call {
             Call::GradientCheck(_) => "GradientCheck",
             Call::TraceStep(_) => "TraceStep",
             Call::GetModel(_) => "GetModel",
+            Call::ExportModel(_) => "ExportModel",
             Call::DeleteModel(_) => "DeleteModel",
             Call::ListModels => "ListModels",
         }
@@ -821,6 +840,7 @@ impl Call {
             Call::GradientCheck(r) => r.model_id = id,
             Call::TraceStep(r) => r.model_id = id,
             Call::GetModel(r) => r.model_id = id,
+            Call::ExportModel(r) => r.model_id = id,
             Call::DeleteModel(r) => r.model_id = id,
             Call::ListModels => {}
         }
@@ -901,6 +921,22 @@ fn gradients(params: Vec<(String, Vec<u32>)>) -> BoxedStrategy<Vec<pb::NamedTens
         .boxed()
 }
 
+/// ExportModel's chunk size: usually the default or small (many chunks), sometimes at
+/// or just over what fits in a message, or anything.
+fn chunk_bytes() -> BoxedStrategy<u32> {
+    let most = (MAX_MESSAGE_BYTES - 1024) as u32;
+    prop_oneof![
+        4 => Just(0u32),
+        2 => 64u32..=2048,
+        1 => 1u32..=63,
+        1 => Just(most),
+        1 => Just(most + 1),
+        1 => Just(u32::MAX),
+        1 => any::<u32>(),
+    ]
+    .boxed()
+}
+
 /// A call on a fixture (by index: its id is filled in when the call is made, see
 /// [`Case::fill`]), on a deleted model, or on a random id.
 fn case_strategy(lives: Arc<Vec<Live>>) -> BoxedStrategy<Case> {
@@ -956,6 +992,9 @@ fn case_strategy(lives: Arc<Vec<Live>>) -> BoxedStrategy<Case> {
                 2 => (batch(d, c), any::<bool>()).prop_map(|((x, labels), shapes_only)| {
                     Call::TraceStep(pb::TraceStepRequest { model_id: String::new(), x, labels, shapes_only })
                 }),
+                1 => chunk_bytes().prop_map(|chunk_bytes| Call::ExportModel(pb::ExportModelRequest {
+                    model_id: String::new(), chunk_bytes,
+                })),
                 1 => any::<bool>().prop_map(|include_values| Call::GetModel(pb::GetModelRequest {
                     model_id: String::new(), include_values,
                 })),
@@ -1129,6 +1168,10 @@ fn expect(call: &Call, l: &Live) -> Expect {
             }
         }
         Call::GetModel(_) | Call::ListModels => Expect::Accept,
+        Call::ExportModel(r) if r.chunk_bytes as usize <= MAX_MESSAGE_BYTES - 1024 => {
+            Expect::Accept
+        }
+        Call::ExportModel(_) => Expect::Refuse,
         Call::DeleteModel(_) => Expect::Refuse,
     }
 }
@@ -1165,6 +1208,7 @@ enum Reply {
     GradientCheck(pb::GradientCheckResponse),
     TraceStep(pb::TraceStepResponse),
     GetModel(pb::GetModelResponse),
+    ExportModel(Vec<pb::CheckpointChunk>),
     DeleteModel,
     ListModels(pb::ListModelsResponse),
 }
@@ -1187,6 +1231,7 @@ async fn send(c: &mut Client, call: &Call) -> Result<Result<Reply, Status>, Test
         Call::DeleteModel(r) => within(what, c.delete_model(r))
             .await?
             .map(|_| Reply::DeleteModel),
+        Call::ExportModel(r) => export(c, r).await?.map(Reply::ExportModel),
         Call::ListModels => within(what, c.list_models(pb::ListModelsRequest {}))
             .await?
             .map(Reply::ListModels),
@@ -1345,6 +1390,37 @@ fn check_success(
             prop_assert!(
                 (r.loss_node as usize) < r.nodes.len() && (r.scores_node as usize) < r.nodes.len()
             );
+        }
+        (Call::ExportModel(q), Reply::ExportModel(chunks)) => {
+            let most = match q.chunk_bytes {
+                0 => 1 << 20,
+                n => n as usize,
+            };
+            let first = chunks
+                .first()
+                .ok_or_else(|| fail("ExportModel sent no chunk"))?;
+            let mut file = Vec::new();
+            for c in chunks {
+                prop_assert_eq!(c.offset, file.len() as u64, "ExportModel chunk offsets");
+                prop_assert!(
+                    c.data.len() <= most && !c.data.is_empty(),
+                    "a chunk of {} bytes",
+                    c.data.len()
+                );
+                prop_assert!(c.total_bytes == 0 || c.total_bytes == first.total_bytes);
+                file.extend_from_slice(&c.data);
+            }
+            prop_assert_eq!(
+                file.len() as u64,
+                first.total_bytes,
+                "ExportModel total_bytes"
+            );
+            prop_assert_eq!(&first.sha256, &sha256_hex(&file), "ExportModel sha256");
+            let (header, _) = split_file(&file);
+            let meta = &header["__metadata__"];
+            let step = step_before.to_string();
+            prop_assert_eq!(meta["step"].as_str(), Some(step.as_str()));
+            prop_assert_eq!(meta["format"].as_str(), Some("backprop.checkpoint.v1"));
         }
         (Call::GetModel(q), Reply::GetModel(r)) => {
             prop_assert_eq!(&r.model_id, id);
@@ -2073,11 +2149,13 @@ fn path(method: &str) -> PathAndQuery {
 }
 
 /// One unary call with `body` as the whole message.
+/// One call with `body` as the whole (single) request message; the answer's messages
+/// (one, or ExportModel's chunks).
 async fn raw_call(
     h: &Harness,
     method: &str,
     body: Vec<u8>,
-) -> Result<Result<Vec<u8>, Status>, TestCaseError> {
+) -> Result<Result<Vec<Vec<u8>>, Status>, TestCaseError> {
     let mut g = tonic::client::Grpc::new(h.channel())
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -2085,8 +2163,28 @@ async fn raw_call(
         g.ready()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        g.unary(tonic::Request::new(body), path(method), RawCodec)
-            .await
+        let one = tonic::Request::new(body);
+        match method {
+            "ExportModel" => {
+                let mut stream = g
+                    .server_streaming(one, path(method), RawCodec)
+                    .await?
+                    .into_inner();
+                let mut messages = Vec::new();
+                while let Some(m) = stream.message().await? {
+                    messages.push(m);
+                }
+                Ok(tonic::Response::new(messages))
+            }
+            "ImportModel" => {
+                let stream = tonic::codegen::tokio_stream::iter(vec![one.into_inner()]);
+                let r = g
+                    .client_streaming(tonic::Request::new(stream), path(method), RawCodec)
+                    .await?;
+                Ok(r.map(|m| vec![m]))
+            }
+            _ => Ok(g.unary(one, path(method), RawCodec).await?.map(|m| vec![m])),
+        }
     };
     within(method, call).await
 }
@@ -2224,6 +2322,11 @@ fn decode_both(method: &str, b: &[u8]) -> (Decoded, Decoded) {
         "TraceStep" => both!(pb::TraceStepRequest, reference::TraceStep),
         // No tensors: the generated type is prost's own on both sides.
         "GetModel" => both!(pb::GetModelRequest, pb::GetModelRequest),
+        "ExportModel" => both!(pb::ExportModelRequest, pb::ExportModelRequest),
+        "ImportModel" => {
+            let d = one::<pb::CheckpointChunk>(b, |_| String::new());
+            (d.clone(), d)
+        }
         "DeleteModel" => both!(pb::DeleteModelRequest, pb::DeleteModelRequest),
         "CreateModel" => {
             let d = one::<pb::CreateModelRequest>(b, |_| String::new());
@@ -2255,6 +2358,8 @@ fn decode_response(method: &str, b: &[u8]) -> Result<Option<String>, prost::Deco
         "DeleteModel" => ok::<pb::DeleteModelResponse>(b),
         "GradientCheck" => ok::<pb::GradientCheckResponse>(b),
         "TraceStep" => ok::<pb::TraceStepResponse>(b),
+        "ExportModel" => ok::<pb::CheckpointChunk>(b),
+        "ImportModel" => pb::ImportModelResponse::decode(b).map(|r| Some(r.model_id)),
         other => unreachable!("no method {other}"),
     }
 }
@@ -2271,6 +2376,7 @@ fn encoded(call: &Call) -> Vec<u8> {
         Call::TraceStep(r) => r.encode_to_vec(),
         Call::GetModel(r) => r.encode_to_vec(),
         Call::DeleteModel(r) => r.encode_to_vec(),
+        Call::ExportModel(r) => r.encode_to_vec(),
         Call::ListModels => vec![],
     }
 }
@@ -2377,7 +2483,7 @@ fn mutate(method: &str, mut b: Vec<u8>, m: &Mutation) -> Vec<u8> {
     b
 }
 
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 13] = [
     "CreateModel",
     "Forward",
     "Backward",
@@ -2389,6 +2495,8 @@ const METHODS: [&str; 11] = [
     "DeleteModel",
     "GradientCheck",
     "TraceStep",
+    "ExportModel",
+    "ImportModel",
 ];
 
 #[derive(Debug, Clone)]
@@ -2404,8 +2512,13 @@ fn raw_strategy(
     lives: Arc<Vec<Live>>,
     ids: Vec<String>,
     deleted: String,
+    files: Vec<Vec<u8>>,
 ) -> BoxedStrategy<RawCase> {
+    // A whole checkpoint in one chunk, as ImportModel's single message.
+    let chunk = proptest::sample::select(files)
+        .prop_map(|f| ("ImportModel", upload(&f, f.len())[0].encode_to_vec()));
     let valid = prop_oneof![
+        1 => chunk,
         6 => case_strategy(lives).prop_map(move |c| {
             let call = c.fill(&ids, &deleted);
             (call.name(), encoded(&call))
@@ -2465,13 +2578,16 @@ fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> {
             (Err(e), Ok(r)) => {
                 return Err(fail(format!(
                     "{what}: undecodable ({e}) but answered OK: {:?}",
-                    Hex(r.clone())
+                    r.iter().map(|m| Hex(m.clone())).collect::<Vec<_>>()
                 )));
             }
             (Ok(_), Err(s)) => check_refusal(what, s)?,
             (Ok(_), Ok(r)) => {
-                let created = decode_response(what, r)
-                    .map_err(|e| fail(format!("{what}: the answer does not decode: {e}")))?;
+                let mut created = None;
+                for m in r {
+                    created = decode_response(what, m)
+                        .map_err(|e| fail(format!("{what}: the answer does not decode: {e}")))?;
+                }
                 if let Some(id) = created {
                     let mut c = h.client();
                     within(
@@ -2494,13 +2610,16 @@ fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> {
 #[test]
 fn raw_bodies_for_every_method_are_decoded_or_refused() {
     let h = Harness::start();
-    let strategy = raw_strategy(h.lives.clone(), h.ids(), h.deleted.clone());
+    let files = (0..h.lives.len())
+        .map(|i| h.rt.block_on(export_file(&h, i)).expect("export"))
+        .collect();
+    let strategy = raw_strategy(h.lives.clone(), h.ids(), h.deleted.clone(), files);
     check("raw bodies", 8000, strategy, |case| raw_case(&h, case));
 
     // Beyond the message limit: RESOURCE_EXHAUSTED before anything is decoded.
     h.rt.block_on(async {
         let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
-        let s = raw_call(&h, "Forward", big)
+        let s = raw_call(&h, "Forward", big.clone())
             .await
             .expect("answered")
             .expect_err("refused");
@@ -2716,6 +2835,551 @@ fn create_model_refuses_a_weight_scale_whose_weights_overflow() {
                 }
             }
         }
+    });
+    h.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints: ExportModel and ImportModel
+
+/// ExportModel's chunks, collected; a status mid-stream ends it.
+async fn export(
+    c: &mut Client,
+    req: pb::ExportModelRequest,
+) -> Result<Result<Vec<pb::CheckpointChunk>, Status>, TestCaseError> {
+    let call = async {
+        let mut stream = c.export_model(req).await?.into_inner();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            chunks.push(chunk);
+        }
+        Ok(tonic::Response::new(chunks))
+    };
+    within("ExportModel", call).await
+}
+
+async fn import(
+    c: &mut Client,
+    chunks: Vec<pb::CheckpointChunk>,
+) -> Result<Result<pb::ImportModelResponse, Status>, TestCaseError> {
+    let stream = tonic::codegen::tokio_stream::iter(chunks);
+    within("ImportModel", c.import_model(stream)).await
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// A file as an upload: `size`-byte chunks, the first declaring the size and checksum.
+fn upload(file: &[u8], size: usize) -> Vec<pb::CheckpointChunk> {
+    let sha = sha256_hex(file);
+    file.chunks(size.max(1))
+        .enumerate()
+        .map(|(i, data)| pb::CheckpointChunk {
+            data: Bytes::copy_from_slice(data),
+            offset: (i * size.max(1)) as u64,
+            total_bytes: file.len() as u64,
+            sha256: if i == 0 { sha.clone() } else { String::new() },
+        })
+        .collect()
+}
+
+/// A safetensors file's JSON header and the data after it.
+fn split_file(file: &[u8]) -> (serde_json::Value, Vec<u8>) {
+    let n = u64::from_le_bytes(file[..8].try_into().expect("8 bytes")) as usize;
+    let header = serde_json::from_slice(&file[8..8 + n]).expect("a JSON header");
+    (header, file[8 + n..].to_vec())
+}
+
+fn join_file(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("JSON");
+    [
+        (json.len() as u64).to_le_bytes().to_vec(),
+        json,
+        data.to_vec(),
+    ]
+    .concat()
+}
+
+// The checkpoints the harness's fixtures export.
+
+/// A fixture's checkpoint file, as ExportModel sends it.
+async fn export_file(h: &Harness, i: usize) -> Result<Vec<u8>, TestCaseError> {
+    let mut c = h.client();
+    let req = pb::ExportModelRequest {
+        model_id: h.id(i),
+        chunk_bytes: 0,
+    };
+    let chunks = export(&mut c, req)
+        .await?
+        .map_err(|s| fail(format!("ExportModel of a fixture: {s:?}")))?;
+    Ok(chunks.iter().flat_map(|c| c.data.to_vec()).collect())
+}
+
+/// A change to a valid checkpoint file.
+#[derive(Debug, Clone)]
+enum FileEdit {
+    None,
+    FlipBit(usize, u8),
+    Truncate(usize),
+    Insert(usize, Hex),
+    /// The 8-byte header length replaced.
+    HeaderLength(u64),
+    /// A metadata key set (or, with `None`, removed).
+    Meta(&'static str, Option<String>),
+    /// A field of the spec's JSON (in the metadata) set to a JSON value.
+    Spec(&'static str, String),
+    /// The `k`-th tensor entry of the header: a field set to a JSON value, or removed.
+    Tensor(usize, &'static str, Option<String>),
+    /// Random bytes instead of the file.
+    Random(Hex),
+}
+
+/// How the file is cut into chunks, and what the chunks declare.
+#[derive(Debug, Clone)]
+enum Chunking {
+    /// `size`-byte chunks, correct offsets, size and checksum.
+    Size(usize),
+    /// Chunk `k`'s offset moved by `delta`.
+    Offset(usize, i64),
+    /// The first chunk declares this total size.
+    Total(u64),
+    /// A later chunk declares a different total size.
+    LaterTotal(u64),
+    /// The checksum in upper case (the server takes any case).
+    UpperSha,
+    /// A wrong, short, missing or non-hex checksum.
+    Sha(String),
+    /// Bytes beyond the declared size.
+    Extra(Hex),
+    /// The first two chunks swapped.
+    Swapped,
+    /// No chunk at all.
+    Nothing,
+}
+
+impl Chunking {
+    /// Whether the upload itself is well-formed (the file may still be bad).
+    fn sound(&self, len: usize) -> bool {
+        // An empty file cannot be declared (total_bytes 0 means "missing").
+        len > 0
+            && match self {
+                Chunking::Size(_) | Chunking::UpperSha => true,
+                Chunking::Offset(_, d) => *d == 0,
+                Chunking::Total(t) | Chunking::LaterTotal(t) => *t == len as u64,
+                Chunking::Swapped => false,
+                Chunking::Sha(_) | Chunking::Extra(_) | Chunking::Nothing => false,
+            }
+    }
+
+    fn chunks(&self, file: &[u8]) -> Vec<pb::CheckpointChunk> {
+        let size = match self {
+            Chunking::Size(n) => *n,
+            _ => 97,
+        };
+        let mut chunks = upload(file, size);
+        if chunks.is_empty() {
+            // An empty file: one empty chunk (which declares total_bytes 0).
+            chunks.push(pb::CheckpointChunk {
+                sha256: sha256_hex(file),
+                ..Default::default()
+            });
+        }
+        let n = chunks.len();
+        match self {
+            Chunking::Size(_) => {}
+            Chunking::Offset(k, d) => {
+                let c = &mut chunks[k % n];
+                c.offset = c.offset.wrapping_add_signed(*d);
+            }
+            Chunking::Total(t) => chunks[0].total_bytes = *t,
+            Chunking::LaterTotal(t) => chunks[n - 1].total_bytes = *t,
+            Chunking::UpperSha => chunks[0].sha256 = chunks[0].sha256.to_uppercase(),
+            Chunking::Sha(s) => chunks[0].sha256 = s.clone(),
+            Chunking::Extra(b) => chunks.push(pb::CheckpointChunk {
+                data: Bytes::from(b.0.clone()),
+                offset: file.len() as u64,
+                ..Default::default()
+            }),
+            Chunking::Swapped if n > 1 => chunks.swap(0, 1),
+            Chunking::Nothing => chunks.clear(),
+            Chunking::Swapped => chunks[0].offset = 1,
+        }
+        chunks
+    }
+}
+
+fn json_value() -> BoxedStrategy<String> {
+    prop_oneof![
+        Just("null".to_string()),
+        Just("-1".to_string()),
+        Just("0".to_string()),
+        Just("1e300".to_string()),
+        Just("18446744073709551616".to_string()),
+        Just("4294967296".to_string()),
+        Just("16777217".to_string()),
+        Just("\"x\"".to_string()),
+        Just("[]".to_string()),
+        Just("{}".to_string()),
+        Just("[4294967296, 4294967296]".to_string()),
+        Just("[0, 18446744073709551615]".to_string()),
+        Just("\"F16\"".to_string()),
+        Just("\"I64\"".to_string()),
+        (0u32..8).prop_map(|n| n.to_string()),
+        (vec(0u32..6, 0..4)).prop_map(|v| format!("{v:?}")),
+    ]
+    .boxed()
+}
+
+fn file_edit() -> BoxedStrategy<FileEdit> {
+    // Not u64::MAX: see import_model_at_the_largest_step_* (ignored, a bug).
+    let number = prop_oneof![
+        Just("0".to_string()),
+        Just("1".to_string()),
+        Just("-1".to_string()),
+        Just("18446744073709551614".to_string()),
+        Just("18446744073709551616".to_string()),
+        Just(" 7".to_string()),
+        Just(String::new()),
+        "[0-9a-z.]{0,8}",
+    ];
+    let meta = prop_oneof![
+        (
+            prop_oneof![Just("step"), Just("optimizer_t")],
+            prop_oneof![4 => number.prop_map(Some), 1 => Just(None)]
+        ),
+        (
+            prop_oneof![Just("format"), Just("spec"), Just("owner")],
+            prop_oneof![
+                Just(None),
+                Just(Some(String::new())),
+                Just(Some("{}".to_string())),
+                Just(Some("backprop.checkpoint.v2".to_string())),
+                "\\PC{0,16}".prop_map(Some),
+            ]
+        ),
+    ];
+    let spec_field = prop_oneof![
+        Just("input_dim"),
+        Just("num_classes"),
+        Just("hidden"),
+        Just("bias"),
+        Just("l2"),
+        Just("seed"),
+        Just("dtype"),
+        Just("loss"),
+        Just("optimizer"),
+        Just("init"),
+    ];
+    let tensor_field = prop_oneof![Just("shape"), Just("dtype"), Just("data_offsets")];
+    prop_oneof![
+        3 => Just(FileEdit::None),
+        2 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| FileEdit::FlipBit(at, bit)),
+        1 => any::<usize>().prop_map(FileEdit::Truncate),
+        1 => (any::<usize>(), vec(any::<u8>(), 1..8)).prop_map(|(at, b)| FileEdit::Insert(at, Hex(b))),
+        1 => prop_oneof![Just(u64::MAX), Just(1u64 << 32), Just(0), 0u64..4096].prop_map(FileEdit::HeaderLength),
+        3 => meta.prop_map(|(k, v)| FileEdit::Meta(k, v)),
+        3 => (spec_field, json_value()).prop_map(|(f, v)| FileEdit::Spec(f, v)),
+        3 => (any::<usize>(), tensor_field, prop_oneof![4 => json_value().prop_map(Some), 1 => Just(None)])
+            .prop_map(|(k, f, v)| FileEdit::Tensor(k, f, v)),
+        1 => vec(any::<u8>(), 0..64).prop_map(|b| FileEdit::Random(Hex(b))),
+    ]
+    .boxed()
+}
+
+fn chunking() -> BoxedStrategy<Chunking> {
+    prop_oneof![
+        8 => prop_oneof![Just(1usize << 20), 1usize..=64, 100usize..=5000].prop_map(Chunking::Size),
+        1 => (any::<usize>(), prop_oneof![Just(0i64), Just(1), Just(-1), any::<i64>()])
+            .prop_map(|(k, d)| Chunking::Offset(k, d)),
+        1 => prop_oneof![Just(0u64), Just(1), Just(u64::MAX), Just(1u64 << 40), 1u64..100_000].prop_map(Chunking::Total),
+        1 => prop_oneof![Just(1u64), Just(u64::MAX), 1u64..100_000].prop_map(Chunking::LaterTotal),
+        1 => Just(Chunking::UpperSha),
+        1 => prop_oneof![Just(String::new()), "[0-9a-f]{64}", "[0-9a-f]{63}", "\\PC{64}"].prop_map(Chunking::Sha),
+        1 => vec(any::<u8>(), 1..16).prop_map(|b| Chunking::Extra(Hex(b))),
+        1 => Just(Chunking::Swapped),
+        1 => Just(Chunking::Nothing),
+    ]
+    .boxed()
+}
+
+/// Applies an edit; `None` if it does not apply to this file (e.g. no such tensor).
+fn edit_file(file: &[u8], e: &FileEdit) -> Vec<u8> {
+    let at = |i: usize| i % (file.len() + 1);
+    let set = |v: &mut serde_json::Value, key: &str, json: &Option<String>| match json {
+        Some(j) => v[key] = serde_json::from_str(j).unwrap_or(serde_json::Value::Null),
+        None => {
+            if let Some(m) = v.as_object_mut() {
+                m.remove(key);
+            }
+        }
+    };
+    match e {
+        FileEdit::None => file.to_vec(),
+        FileEdit::FlipBit(i, bit) => {
+            let mut f = file.to_vec();
+            let i = i % f.len();
+            f[i] ^= 1 << bit;
+            f
+        }
+        FileEdit::Truncate(i) => file[..at(*i)].to_vec(),
+        FileEdit::Insert(i, b) => [&file[..at(*i)], &b.0, &file[at(*i)..]].concat(),
+        FileEdit::HeaderLength(n) => [&n.to_le_bytes()[..], &file[8..]].concat(),
+        FileEdit::Meta(key, value) => {
+            let (mut header, data) = split_file(file);
+            let value = value
+                .as_ref()
+                .map(|v| serde_json::Value::String(v.clone()).to_string());
+            set(&mut header["__metadata__"], key, &value);
+            join_file(&header, &data)
+        }
+        FileEdit::Spec(field, json) => {
+            let (mut header, data) = split_file(file);
+            let text = header["__metadata__"]["spec"]
+                .as_str()
+                .unwrap_or("{}")
+                .to_string();
+            let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            set(&mut spec, field, &Some(json.clone()));
+            header["__metadata__"]["spec"] = serde_json::Value::String(spec.to_string());
+            join_file(&header, &data)
+        }
+        FileEdit::Tensor(k, field, json) => {
+            let (mut header, data) = split_file(file);
+            let names: Vec<String> = header
+                .as_object()
+                .map(|m| m.keys().filter(|k| *k != "__metadata__").cloned().collect())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                let name = &names[k % names.len()];
+                set(&mut header[name.as_str()], field, json);
+            }
+            join_file(&header, &data)
+        }
+        FileEdit::Random(b) => b.0.clone(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ImportCase {
+    fixture: usize,
+    edit: FileEdit,
+    chunking: Chunking,
+}
+
+fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
+    h.case(async {
+        let i = case.fixture;
+        let original = export_file(h, i).await?;
+        let file = edit_file(&original, &case.edit);
+        let chunks = case.chunking.chunks(&file);
+        let first_total = chunks.first().map_or(0, |c| c.total_bytes);
+        let mut c = h.client();
+        let r = import(&mut c, chunks).await?;
+        let edit = format!("{:?}", case.edit);
+        let edit = edit.split(['(', ' ']).next().unwrap_or("");
+        tally("ImportModel", edit, &code_of(&r));
+        let sound = case.chunking.sound(file.len());
+        let unchanged = file == original;
+        match r {
+            Err(s) => {
+                check_refusal("ImportModel", &s)?;
+                prop_assert!(
+                    !(sound && unchanged),
+                    "ImportModel refused an exported file: {s:?}"
+                );
+                let limit = MAX_PARAMETERS * 24 + (16 << 20);
+                if s.code() == Code::ResourceExhausted {
+                    prop_assert!(
+                        first_total > limit,
+                        "RESOURCE_EXHAUSTED for a small upload: {s:?}"
+                    );
+                }
+            }
+            Ok(r) => {
+                prop_assert!(sound, "ImportModel took an unsound upload: {r:?}");
+                let got = within(
+                    "GetModel",
+                    c.get_model(pb::GetModelRequest {
+                        model_id: r.model_id.clone(),
+                        include_values: true,
+                    }),
+                )
+                .await?
+                .map_err(|s| fail(format!("GetModel of an imported model: {s:?}")))?;
+                prop_assert_eq!(got.step, r.step);
+                for p in &got.parameters {
+                    let v = p.value.as_ref().expect("values");
+                    prop_assert!(
+                        v.values.iter().all(|x| x.is_finite())
+                            && v.values_f64.iter().all(|x| x.is_finite()),
+                        "an imported model holds a non-finite {}",
+                        p.name
+                    );
+                }
+                if unchanged {
+                    // The same model: values, step and spec.
+                    let fixture = h.snapshots[i].lock().expect("snapshot").clone();
+                    prop_assert_eq!(&got.parameters, &fixture.parameters, "imported values");
+                    prop_assert_eq!((got.step, &got.spec), (fixture.step, &fixture.spec));
+                }
+                // It trains, or refuses to with a client error and stays as it was.
+                let spec = got.spec.clone().expect("spec");
+                let n = 3u32;
+                let x = pb::Tensor {
+                    shape: vec![n, spec.input_dim],
+                    values: (0..n * spec.input_dim)
+                        .map(|k| (k % 5) as f32 * 0.3 - 0.6)
+                        .collect(),
+                    values_f64: vec![],
+                };
+                let step = within(
+                    "TrainStep",
+                    c.train_step(pb::TrainStepRequest {
+                        model_id: r.model_id.clone(),
+                        x: Some(x),
+                        labels: (0..n).map(|k| k % spec.num_classes).collect(),
+                    }),
+                )
+                .await?;
+                let after = within(
+                    "GetModel",
+                    c.get_model(pb::GetModelRequest {
+                        model_id: r.model_id.clone(),
+                        include_values: true,
+                    }),
+                )
+                .await?
+                .map_err(|s| fail(format!("GetModel of an imported model: {s:?}")))?;
+                match step {
+                    Ok(t) => prop_assert_eq!((t.step, after.step), (got.step + 1, got.step + 1)),
+                    Err(s) => {
+                        check_refusal("TrainStep on an imported model", &s)?;
+                        prop_assert!(!unchanged, "a re-imported fixture cannot train: {s:?}");
+                        prop_assert!(
+                            after.encode_to_vec() == got.encode_to_vec(),
+                            "a refused step changed the model"
+                        );
+                    }
+                }
+                within(
+                    "DeleteModel",
+                    c.delete_model(pb::DeleteModelRequest {
+                        model_id: r.model_id,
+                    }),
+                )
+                .await?
+                .map_err(|s| fail(format!("DeleteModel of an imported model: {s:?}")))?;
+            }
+        }
+        h.healthy("ImportModel").await
+    })
+}
+
+#[test]
+fn import_model_takes_exported_files_and_refuses_damaged_ones() {
+    let h = Harness::start();
+    let n = h.lives.len();
+    let strategy =
+        (0..n, file_edit(), chunking()).prop_map(|(fixture, edit, chunking)| ImportCase {
+            fixture,
+            edit,
+            chunking,
+        });
+    check("ImportModel", 3000, strategy, |case| import_case(&h, case));
+    h.finish();
+}
+
+/// Bug (model/mod.rs `self.step += 1`, model/optim.rs `self.t + 1`): ImportModel takes a
+/// checkpoint whose `step` (or `optimizer_t`) is u64::MAX; the next TrainStep overflows.
+/// In a build with overflow checks it panics (INTERNAL), and for `step` only after the
+/// optimizer has applied the update, so the refused call changed the model; without
+/// overflow checks (release) the counter silently wraps to 0. The import should refuse
+/// such a counter, or the step refuse cleanly (a client error, model unchanged).
+#[test]
+#[ignore = "bug: a checkpoint at step (or optimizer_t) u64::MAX imports, then TrainStep overflows: INTERNAL and a changed model"]
+fn import_model_at_the_largest_step_then_train_refuses_cleanly() {
+    let h = Harness::start();
+    h.rt.block_on(async {
+        let mut c = h.client();
+        let file = export_file(&h, 1).await.expect("export");
+        for key in ["step", "optimizer_t"] {
+            let edit = FileEdit::Meta(key, Some(u64::MAX.to_string()));
+            let r = import(&mut c, upload(&edit_file(&file, &edit), 1 << 20))
+                .await
+                .expect("answered");
+            let id = match r {
+                Err(s) => {
+                    assert_eq!(s.code(), Code::InvalidArgument, "{key}: {s:?}");
+                    continue;
+                }
+                Ok(r) => r.model_id,
+            };
+            let before = common::get_values(&mut c, &id).await;
+            let x = pb::Tensor {
+                shape: vec![1, 2],
+                values: vec![0.5, -0.5],
+                values_f64: vec![],
+            };
+            let r = c
+                .train_step(pb::TrainStepRequest {
+                    model_id: id.clone(),
+                    x: Some(x),
+                    labels: vec![1],
+                })
+                .await;
+            let after = common::get_values(&mut c, &id).await;
+            match r {
+                Ok(r) => panic!(
+                    "{key} = u64::MAX: TrainStep answered step {}",
+                    r.into_inner().step
+                ),
+                Err(s) => {
+                    check_refusal("TrainStep", &s).unwrap_or_else(|e| panic!("{key}: {e}"));
+                    common::assert_same_snapshot(&before, &after);
+                }
+            }
+        }
+    });
+    h.finish();
+}
+
+/// Bug (service/checkpoint.rs `receive`: `Vec::with_capacity(total as usize)`): the first
+/// chunk's declared `total_bytes` is reserved before any data arrives, up to
+/// `max_parameters × 24 + 16 MiB` (1.2 GB with the default limits). An 8-byte upload that
+/// declares that much makes the server allocate it, and keeps it while the stream stays
+/// open; a few such streams exhaust memory under strict overcommit or a limit on address
+/// space. Growing the buffer as data arrives (or capping the reservation) avoids it.
+#[test]
+#[ignore = "bug: ImportModel reserves the declared total_bytes (1.2 GB by default) before the data arrives"]
+fn import_model_does_not_reserve_the_declared_size_up_front() {
+    let h = Harness::start_with(test_config());
+    h.rt.block_on(async {
+        let mut c = h.client();
+        let declared = Limits::default().max_parameters * 24 + (16 << 20);
+        let one = vec![pb::CheckpointChunk {
+            data: Bytes::from_static(b"12345678"),
+            offset: 0,
+            total_bytes: declared,
+            sha256: "0".repeat(64),
+        }];
+        HUGE_ON_PURPOSE.fetch_add(1, Ordering::Relaxed);
+        let before = LARGEST.swap(0, Ordering::Relaxed);
+        let r = import(&mut c, one).await.expect("answered");
+        let largest = LARGEST.swap(before, Ordering::Relaxed);
+        HUGE_ON_PURPOSE.fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(
+            r.map(|_| ()).map_err(|s| s.code()),
+            Err(Code::InvalidArgument)
+        );
+        assert!(
+            largest <= MAX_ALLOCATION,
+            "8 bytes declaring {declared}: an allocation of {largest} bytes"
+        );
     });
     h.finish();
 }
