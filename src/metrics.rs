@@ -32,6 +32,13 @@ pub const SESSIONS: &str = "backprop_sessions";
 pub const PARAMETERS: &str = "backprop_parameters";
 /// The process's resident memory, from /proc/self/statm.
 pub const RESIDENT_MEMORY: &str = "backprop_process_resident_memory_bytes";
+/// Counter, by `outcome` ("ok" | "error"): session files written to the state directory.
+pub const STATE_SAVES: &str = "backprop_state_saves_total";
+/// Histogram: seconds one session save took (encode, write, fsync, rename).
+pub const STATE_SAVE_DURATION: &str = "backprop_state_save_seconds";
+/// Counter: queued jobs skipped because their caller had gone (deadline passed,
+/// cancelled) before a compute thread took them.
+pub const EXPIRED: &str = "backprop_expired_jobs_total";
 
 /// Histogram buckets, in seconds: 100 µs (an inline Forward) to 30 s (a big GradientCheck).
 const BUCKETS: [f64; 17] = [
@@ -65,6 +72,10 @@ struct Inner {
     queue_wait: Histogram,
     shed_queue_full: Counter,
     shed_too_large: Counter,
+    saves_ok: Counter,
+    saves_failed: Counter,
+    save_duration: Histogram,
+    expired: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,6 +104,15 @@ impl Metrics {
                     metrics::counter!(SHED, "reason" => "message_too_large"),
                 )
             });
+        let (saves_ok, saves_failed, save_duration, expired) =
+            metrics::with_local_recorder(&recorder, || {
+                (
+                    metrics::counter!(STATE_SAVES, "outcome" => "ok"),
+                    metrics::counter!(STATE_SAVES, "outcome" => "error"),
+                    metrics::histogram!(STATE_SAVE_DURATION),
+                    metrics::counter!(EXPIRED),
+                )
+            });
         Metrics(Some(Arc::new(Inner {
             recorder,
             handle,
@@ -100,6 +120,10 @@ impl Metrics {
             queue_wait,
             shed_queue_full,
             shed_too_large,
+            saves_ok,
+            saves_failed,
+            save_duration,
+            expired,
         })))
     }
 
@@ -131,6 +155,25 @@ impl Metrics {
     pub fn queue_wait(&self, waited: Duration) {
         if let Some(m) = &self.0 {
             m.queue_wait.record(waited);
+        }
+    }
+
+    /// One session file written (or not) to the state directory.
+    pub fn state_save(&self, ok: bool, took: Duration) {
+        if let Some(m) = &self.0 {
+            if ok {
+                m.saves_ok.increment(1);
+            } else {
+                m.saves_failed.increment(1);
+            }
+            m.save_duration.record(took);
+        }
+    }
+
+    /// A queued job skipped because its caller had gone.
+    pub fn expired(&self) {
+        if let Some(m) = &self.0 {
+            m.expired.increment(1);
         }
     }
 
@@ -188,6 +231,18 @@ fn describe() {
     describe_gauge!(SESSIONS, "Live sessions");
     describe_gauge!(PARAMETERS, "Parameters held by all live sessions");
     describe_gauge!(RESIDENT_MEMORY, "Resident memory of the process, in bytes");
+    describe_counter!(
+        STATE_SAVES,
+        "Session files written to the state directory, by outcome"
+    );
+    describe_histogram!(
+        STATE_SAVE_DURATION,
+        "Seconds one session save took (encode, write, fsync, rename)"
+    );
+    describe_counter!(
+        EXPIRED,
+        "Queued jobs skipped because their caller had gone (deadline passed or cancelled)"
+    );
 }
 
 /// Resident set size: the second field of /proc/self/statm, in pages. `None` off Linux.

@@ -112,7 +112,7 @@ pub async fn run(
         None => SessionStore::new(config.limits.clone()),
         Some(persist) => {
             let dir = persist.dir.display().to_string();
-            let persister = Persister::open(persist, pool.clone())?;
+            let persister = Persister::open(persist, pool.clone())?.with_metrics(metrics.clone());
             let reader = persister.clone();
             let restored = tokio::task::spawn_blocking(move || reader.restore()).await??;
             let store = SessionStore::persistent(config.limits.clone(), persister);

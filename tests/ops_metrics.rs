@@ -2,48 +2,11 @@
 //! calls made, with the status code of each, and the gauges show the server's state.
 mod common;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use backprop::pb;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-
-/// One scrape: `name{labels}` → value, exactly as the exposition text spells them.
-type Scrape = HashMap<String, f64>;
-
-/// `GET path` over plain HTTP/1.1; the status line and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-async fn scrape(srv: &TestServer) -> Scrape {
-    let (status, body) = http_get(srv.metrics_addr.expect("metrics on"), "/metrics").await;
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').expect("name value");
-            (k.to_string(), v.parse::<f64>().expect("a number"))
-        })
-        .collect()
-}
-
-/// How much `key` moved between two scrapes (absent = 0: a counter appears on first use).
-fn delta(before: &Scrape, after: &Scrape, key: &str) -> f64 {
-    after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
-}
 
 fn requests(method: &str, code: &str) -> String {
     format!(r#"backprop_requests_total{{method="{method}",code="{code}"}}"#)

@@ -68,13 +68,16 @@ fn spec(kind: pb::OptimizerKind) -> pb::ModelSpec {
 #[tokio::test]
 async fn sessions_come_back_after_a_graceful_stop() {
     let dir = scratch("graceful");
-    let server = TestServer::with_config(config(&dir)).await;
+    let server = TestServer::with_metrics(config(&dir)).await;
     let mut c = server.trainer();
     let (a, _) = create(&mut c, spec(pb::OptimizerKind::Adam)).await;
     let (b, _) = create(&mut c, spec(pb::OptimizerKind::Momentum)).await;
     let (gone, _) = create(&mut c, spec(pb::OptimizerKind::Sgd)).await;
     // Created sessions are on disk before CreateModel answers.
     assert_eq!(files(&dir).len(), 3, "{:?}", files(&dir));
+    let saved = scrape(&server).await;
+    assert_eq!(saved[r#"backprop_state_saves_total{outcome="ok"}"#], 3.0);
+    assert_eq!(saved["backprop_state_save_seconds_count"], 3.0);
     train(&mut c, &a, 7).await;
     train(&mut c, &b, 3).await;
     c.delete_model(pb::DeleteModelRequest {

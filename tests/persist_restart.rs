@@ -41,10 +41,10 @@ impl Process {
             .expect("start backprop serve");
         let start = Instant::now();
         let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&address_file) {
-                if !a.is_empty() {
-                    break a;
-                }
+            if let Ok(a) = std::fs::read_to_string(&address_file)
+                && !a.is_empty()
+            {
+                break a;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),

@@ -28,7 +28,8 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
     let mut config = test_config();
     config.compute_threads = 1;
     config.inline_max_work = 0; // every call goes through the one compute thread
-    let server = TestServer::with_config(config).await;
+    let server = TestServer::with_metrics(config).await;
+    let before = scrape(&server).await;
     let mut c = server.trainer();
     // A step big enough to hold the only compute thread for a while (~100 GFLOP).
     let (big, _) = create(
@@ -81,6 +82,8 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
         0,
         "a timed-out TrainStep was applied"
     );
+    let after = scrape(&server).await;
+    assert_eq!(delta(&before, &after, "backprop_expired_jobs_total"), 1.0);
     // And the session works normally afterwards.
     let r = c
         .train_step(pb::TrainStepRequest {

@@ -21,6 +21,7 @@ use super::pool::ComputePool;
 use super::store::Session;
 use super::tenant::Tenant;
 use crate::checkpoint::{self, file};
+use crate::metrics::Metrics;
 use crate::model::AnyModel;
 
 /// The extension of a session file.
@@ -67,6 +68,7 @@ pub struct Restored {
 pub struct Persister {
     config: Arc<PersistConfig>,
     pool: ComputePool,
+    metrics: Metrics,
 }
 
 impl Persister {
@@ -87,7 +89,14 @@ impl Persister {
         Ok(Persister {
             config: Arc::new(config),
             pool,
+            metrics: Metrics::disabled(),
         })
+    }
+
+    /// Counts saves (`backprop_state_saves_total`, `backprop_state_save_seconds`) there.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &PersistConfig {
@@ -149,13 +158,24 @@ impl Persister {
     /// never replaces a newer one.
     pub async fn save(&self, session: &Arc<Session>) -> Result<(), PersistError> {
         let _writing = session.persist_lock.lock().await;
+        let start = std::time::Instant::now();
+        let wrote = self.write(session).await;
+        if let Ok(true) | Err(_) = wrote {
+            self.metrics.state_save(wrote.is_ok(), start.elapsed());
+        }
+        wrote.map(|_| ())
+    }
+
+    /// The body of [`save`](Self::save), under the session's persist lock: whether a file
+    /// was written.
+    async fn write(&self, session: &Arc<Session>) -> Result<bool, PersistError> {
         if session.deleted.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(false);
         }
         if session.saved_once.load(Ordering::Acquire)
             && session.persisted_step.load(Ordering::Acquire) == session.step()
         {
-            return Ok(());
+            return Ok(false);
         }
         let guard = session.snapshot_lock().await;
         let id = session.id.to_string();
@@ -180,7 +200,7 @@ impl Persister {
             })?;
         session.persisted_step.store(step, Ordering::Release);
         session.saved_once.store(true, Ordering::Release);
-        Ok(())
+        Ok(true)
     }
 
     /// Marks the session deleted and removes its file (after any write in progress).

@@ -91,6 +91,7 @@ impl ComputePool {
         let job: Job = Box::new(move || {
             metrics.queue_wait(enqueued.elapsed());
             if done.is_closed() {
+                metrics.expired();
                 tracing::debug!("skipping a job whose caller has gone (deadline or cancel)");
                 return;
             }

@@ -280,15 +280,15 @@ impl SessionStore {
             self.hold(&session, true);
             map.insert(id, session.clone());
         }
-        if let Some(p) = &self.shared.persister {
-            if let Err(e) = p.save(&session).await {
-                if self.write_map().remove(&id).is_some() {
-                    self.hold(&session, false);
-                }
-                session.deleted.store(true, Ordering::Release);
-                tracing::error!(error = %e, "could not save a new session; not created");
-                return Err(StoreError::Persist(e.to_string()));
+        if let Some(p) = &self.shared.persister
+            && let Err(e) = p.save(&session).await
+        {
+            if self.write_map().remove(&id).is_some() {
+                self.hold(&session, false);
             }
+            session.deleted.store(true, Ordering::Release);
+            tracing::error!(error = %e, "could not save a new session; not created");
+            return Err(StoreError::Persist(e.to_string()));
         }
         Ok(session)
     }

@@ -48,6 +48,14 @@ impl TestServer {
         Self::with_config(test_config()).await
     }
 
+    /// A plaintext server with `/metrics` on a port of its own.
+    pub async fn with_metrics(config: Config) -> Self {
+        Self::with_endpoint(config, true, |addr| {
+            Channel::from_shared(format!("http://{addr}")).expect("uri")
+        })
+        .await
+    }
+
     pub async fn with_config(config: Config) -> Self {
         Self::with_endpoint(config, false, |addr| {
             Channel::from_shared(format!("http://{addr}")).expect("uri")
@@ -521,4 +529,45 @@ pub fn named<T: Wire>(name: &str, a: &ArrayD<T>) -> pb::NamedTensor {
             a.iter().copied().collect(),
         )),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+/// One scrape: `name{labels}` → value, exactly as the exposition text spells them.
+pub type Scrape = std::collections::HashMap<String, f64>;
+
+/// `GET path` over plain HTTP/1.1; the status line and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+        .await
+        .expect("send");
+    let mut raw = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut raw)
+        .await
+        .expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+pub async fn scrape(srv: &TestServer) -> Scrape {
+    let (status, body) = http_get(srv.metrics_addr.expect("metrics on"), "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("name value");
+            (k.to_string(), v.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}
+
+/// How much `key` moved between two scrapes (absent = 0: a counter appears on first use).
+pub fn delta(before: &Scrape, after: &Scrape, key: &str) -> f64 {
+    after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
 }
