@@ -83,6 +83,8 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== idle for ${SETTLE}s, then stopping the server"
 sleep "$SETTLE"
 rss_end=$(rss_kib "$server")
+# utime + stime (fields 14 and 15 of /proc/PID/stat, after the command's parentheses).
+cpu_ticks=$(sed 's/.*) //' "/proc/$server/stat" | awk '{print $12 + $13}')
 kill -TERM "$server"
 server_status=0
 wait "$server" || server_status=$?
@@ -90,7 +92,9 @@ sleep 0.2
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 sampler=
-rss_peak=$(awk 'NR > 1 && $2 > max {max = $2} END {print max + 0}' "$out/rss.tsv")
+rm -f "$addr_file"
+rss_peak=$(awk -v end="${rss_end:-0}" 'NR > 1 && $2 > max {max = $2}
+    END {print (end > max ? end : max) + 0}' "$out/rss.tsv")
 
 log_warnings=$(grep -c 'WARN' "$out/server.log" || true)
 log_errors=$(grep -c 'ERROR' "$out/server.log" || true)
@@ -108,6 +112,7 @@ cat >"$out/run.json" <<EOF
   "cores": $(nproc),
   "loadavg_before": "$load_before",
   "loadavg_after": "$load_after",
+  "server_cpu_s": $(awk "BEGIN {printf \"%.1f\", $cpu_ticks / $(getconf CLK_TCK)}"),
   "rss_mib": {
     "start": $(awk "BEGIN {printf \"%.1f\", ${rss_start:-0} / 1024}"),
     "peak": $(awk "BEGIN {printf \"%.1f\", ${rss_peak:-0} / 1024}"),
