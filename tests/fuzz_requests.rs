@@ -495,15 +495,7 @@ impl Harness {
     async fn check_model(&self, i: usize, stepped: bool, what: &str) -> Result<(), TestCaseError> {
         let mut c = self.client();
         let id = self.id(i);
-        let now = within(
-            &format!("{what}: GetModel"),
-            c.get_model(pb::GetModelRequest {
-                model_id: id,
-                include_values: true,
-            }),
-        )
-        .await?
-        .map_err(|s| fail(format!("{what}: GetModel of a fixture failed: {s:?}")))?;
+        let now = values(&mut c, &id, what).await?;
         let before = self.snapshots[i].lock().expect("snapshot").clone();
         if stepped {
             prop_assert_eq!(now.step, before.step + 1, "{}: an accepted update", what);
@@ -513,14 +505,8 @@ impl Harness {
                 "{what}: the model changed\nbefore: {before:?}\nafter: {now:?}"
             );
         }
-        for p in &now.parameters {
-            let v = p.value.as_ref().expect("values");
-            prop_assert!(
-                v.values.iter().all(|x| x.is_finite())
-                    && v.values_f64.iter().all(|x| x.is_finite()),
-                "{what}: {} holds a non-finite value",
-                p.name
-            );
+        if let Some(p) = non_finite(&now) {
+            return Err(fail(format!("{what}: {} holds a non-finite value", p.name)));
         }
         let tame = now.parameters.iter().all(|p| {
             let v = p.value.as_ref().expect("values");
@@ -553,15 +539,7 @@ impl Harness {
         .await?
         .map_err(|s| fail(format!("CreateModel of a fixture: {s:?}")))?
         .model_id;
-        let snap = within(
-            "GetModel",
-            c.get_model(pb::GetModelRequest {
-                model_id: new.clone(),
-                include_values: true,
-            }),
-        )
-        .await?
-        .map_err(|s| fail(format!("GetModel of a fixture: {s:?}")))?;
+        let snap = values(&mut c, &new, "a new fixture").await?;
         *self.snapshots[i].lock().expect("snapshot") = snap;
         *self.ids[i].lock().expect("ids") = new;
         Ok(())
@@ -581,6 +559,30 @@ impl Harness {
 
 fn fail(msg: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(msg.into())
+}
+
+/// GetModel with values; a refusal fails the case.
+async fn values(
+    c: &mut Client,
+    id: &str,
+    what: &str,
+) -> Result<pb::GetModelResponse, TestCaseError> {
+    let req = pb::GetModelRequest {
+        model_id: id.to_string(),
+        include_values: true,
+    };
+    within(&format!("{what}: GetModel"), c.get_model(req))
+        .await?
+        .map_err(|s| fail(format!("{what}: GetModel failed: {s:?}")))
+}
+
+/// The first parameter holding a NaN or an infinity, if any.
+fn non_finite(m: &pb::GetModelResponse) -> Option<&pb::ParameterInfo> {
+    m.parameters.iter().find(|p| {
+        p.value.as_ref().is_some_and(|v| {
+            v.values.iter().any(|x| !x.is_finite()) || v.values_f64.iter().any(|x| !x.is_finite())
+        })
+    })
 }
 
 /// Awaits a call; no answer within [`CALL_TIMEOUT`] fails the case as a hang.
@@ -2006,15 +2008,7 @@ fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<(), TestCaseE
                 )
             );
             let id = r.model_id.clone();
-            let got = within(
-                "GetModel",
-                c.get_model(pb::GetModelRequest {
-                    model_id: id.clone(),
-                    include_values: true,
-                }),
-            )
-            .await?
-            .map_err(|s| fail(format!("GetModel of a new model: {s:?}")))?;
+            let got = values(&mut c, &id, "a new model").await?;
             prop_assert_eq!(
                 got.spec.as_ref(),
                 Some(&filled),
@@ -2028,17 +2022,15 @@ fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<(), TestCaseE
                 .sum();
             prop_assert_eq!(sizes, n, "the parameters' sizes");
             let f64 = filled.dtype == pb::Dtype::F64 as i32;
-            if !overflowing_scale(&spec) {
-                for p in &got.parameters {
-                    let v = p.value.as_ref().expect("values");
-                    prop_assert_eq!(v.values_f64.is_empty(), !f64, "{} dtype field", &p.name);
-                    prop_assert!(
-                        v.values.iter().all(|x| x.is_finite())
-                            && v.values_f64.iter().all(|x| x.is_finite()),
-                        "{}: a new model holds a non-finite value",
-                        p.name
-                    );
-                }
+            for p in &got.parameters {
+                let v = p.value.as_ref().expect("values");
+                prop_assert_eq!(v.values_f64.is_empty(), !f64, "{} dtype field", &p.name);
+            }
+            if let Some(p) = non_finite(&got).filter(|_| !overflowing_scale(&spec)) {
+                return Err(fail(format!(
+                    "{}: a new model holds a non-finite value",
+                    p.name
+                )));
             }
             // It computes: a 2-row batch gives 2×C scores.
             let d = spec.input_dim as usize;
@@ -2823,13 +2815,10 @@ fn create_model_refuses_a_weight_scale_whose_weights_overflow() {
                 Ok(r) => {
                     let id = r.into_inner().model_id;
                     let got = common::get_values(&mut c, &id).await;
-                    for p in &got.parameters {
-                        let v = p.value.as_ref().expect("values");
-                        assert!(
-                            v.values.iter().all(|x| x.is_finite())
-                                && v.values_f64.iter().all(|x| x.is_finite()),
-                            "weight_scale {scale:e} ({dtype:?}): {} = {v:?}",
-                            p.name
+                    if let Some(p) = non_finite(&got) {
+                        panic!(
+                            "weight_scale {scale:e} ({dtype:?}): {} = {:?}",
+                            p.name, p.value
                         );
                     }
                 }
@@ -3202,24 +3191,13 @@ fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
             }
             Ok(r) => {
                 prop_assert!(sound, "ImportModel took an unsound upload: {r:?}");
-                let got = within(
-                    "GetModel",
-                    c.get_model(pb::GetModelRequest {
-                        model_id: r.model_id.clone(),
-                        include_values: true,
-                    }),
-                )
-                .await?
-                .map_err(|s| fail(format!("GetModel of an imported model: {s:?}")))?;
+                let got = values(&mut c, &r.model_id, "an imported model").await?;
                 prop_assert_eq!(got.step, r.step);
-                for p in &got.parameters {
-                    let v = p.value.as_ref().expect("values");
-                    prop_assert!(
-                        v.values.iter().all(|x| x.is_finite())
-                            && v.values_f64.iter().all(|x| x.is_finite()),
+                if let Some(p) = non_finite(&got) {
+                    return Err(fail(format!(
                         "an imported model holds a non-finite {}",
                         p.name
-                    );
+                    )));
                 }
                 if unchanged {
                     // The same model: values, step and spec.
@@ -3246,15 +3224,7 @@ fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
                     }),
                 )
                 .await?;
-                let after = within(
-                    "GetModel",
-                    c.get_model(pb::GetModelRequest {
-                        model_id: r.model_id.clone(),
-                        include_values: true,
-                    }),
-                )
-                .await?
-                .map_err(|s| fail(format!("GetModel of an imported model: {s:?}")))?;
+                let after = values(&mut c, &r.model_id, "an imported model").await?;
                 match step {
                     Ok(t) => prop_assert_eq!((t.step, after.step), (got.step + 1, got.step + 1)),
                     Err(s) => {
