@@ -103,9 +103,10 @@ impl<T: Scalar> Model<T> {
 
     /// Forward, backward and one update on a labelled batch; nothing changes on error.
     pub fn train_step(&mut self, x: ArrayView2<'_, T>, labels: &[usize]) -> Result<StepReport> {
+        let next = self.next_step()?;
         let g = self.net.gradients(x, Target::Labels(labels), false)?;
         self.optimizer.update(self.net.params_mut(), &g.params)?;
-        self.step += 1;
+        self.step = next;
         Ok(StepReport {
             losses: g.losses,
             accuracy: accuracy(&predictions(&g.scores.view()), labels),
@@ -149,9 +150,22 @@ impl<T: Scalar> Model<T> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let next = self.next_step()?;
         self.optimizer.update(self.net.params_mut(), &grads)?;
-        self.step += 1;
+        self.step = next;
         Ok(self.step)
+    }
+
+    /// The step count after one more update, or an error (before anything changes) if
+    /// the count is at its maximum: possible only for an imported model.
+    fn next_step(&self) -> Result<u64> {
+        self.step
+            .checked_add(1)
+            .ok_or_else(|| EngineError::Parameter {
+                field: "step".into(),
+                reason: "the model's step count is at its maximum; no further update is possible"
+                    .into(),
+            })
     }
 
     /// Numeric vs analytic gradients of the total loss, in f64, per parameter.

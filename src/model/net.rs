@@ -97,6 +97,18 @@ impl<T: Scalar> Net<T> {
     pub fn new(spec: ModelSpec) -> Result<Self> {
         spec.validate()?;
         let values = init_params::<T>(&spec);
+        // A finite scale can still draw weights beyond the dtype (1e39·N(0,1) in f32).
+        for (v, p) in values.iter().zip(spec.parameter_shapes()) {
+            if let Some(i) = first_non_finite(v) {
+                return Err(EngineError::InvalidSpec {
+                    field: "spec.init.weight_scale".into(),
+                    reason: format!(
+                        "initial weights overflow the dtype ({} is not finite at flat index {i}); use a smaller scale",
+                        p.name
+                    ),
+                });
+            }
+        }
         Self::from_values(spec, values)
     }
 

@@ -149,7 +149,15 @@ impl<T: Scalar> Optimizer<T> {
                 reason: format!("expected {} gradients, got {}", params.len(), grads.len()),
             });
         }
-        let t = self.t + 1;
+        let t = self
+            .t
+            .checked_add(1)
+            .ok_or_else(|| EngineError::Parameter {
+                field: "optimizer_t".into(),
+                reason:
+                    "the optimizer's step count is at its maximum; no further update is possible"
+                        .into(),
+            })?;
         let mut staged = Vec::with_capacity(params.len());
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             if g.shape() != p.value.shape() {

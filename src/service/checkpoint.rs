@@ -14,6 +14,8 @@ use crate::pb;
 
 /// Chunk size when the caller does not choose one.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// Memory reserved for an upload before its data arrives.
+const RESERVE_AT_MOST: usize = 1 << 20;
 /// Room left in a message for the chunk's other fields and framing.
 const CHUNK_OVERHEAD: usize = 1024;
 
@@ -94,7 +96,9 @@ pub async fn receive(
             "required in the first chunk: the file's SHA-256 as 64 hex digits",
         ));
     }
-    let mut file = Vec::with_capacity(total as usize);
+    // Grown as data arrives, not reserved at the declared size: a tiny message claiming
+    // a gigabyte must not cost a gigabyte.
+    let mut file = Vec::with_capacity((total as usize).min(RESERVE_AT_MOST));
     let mut next = Some(first);
     while let Some(chunk) = next {
         if chunk.offset != file.len() as u64 {
