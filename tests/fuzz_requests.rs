@@ -31,7 +31,7 @@
 //!   answer GetModel with finite values and train or refuse cleanly. ExportModel is part
 //!   of the session calls (chunk sizes, contiguity, checksum, the step in the file).
 //!
-//! Ignored tests pin bugs found here, each with its input and where it comes from.
+//! Regression tests pin the bugs found here (each with its input and where it came from).
 //!
 //! Bounded and deterministic: a fixed number of cases per property and a fixed seed; no
 //! failure-persistence files. The whole file runs in well under a minute in a dev build:
@@ -120,8 +120,10 @@ const CLIENT_CODES: [Code; 4] = [
 struct Watching;
 
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
-/// Set while a test provokes a huge allocation on purpose (an ignored bug test); the
-/// process-wide check is off meanwhile.
+/// Set while a test measures an allocation that would be huge if its bug came back
+/// (`import_model_does_not_reserve_the_declared_size_up_front`); the process-wide check is
+/// off meanwhile, so that the failure is reported there and not in a property running in
+/// parallel.
 static HUGE_ON_PURPOSE: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     static THREAD_LARGEST: Cell<usize> = const { Cell::new(0) };
@@ -1932,9 +1934,11 @@ fn spec_verdict(spec: &Option<pb::ModelSpec>) -> SpecVerdict {
     }
 }
 
-/// Whether the spec asks for Gaussian weights with a scale so large that the weights
-/// overflow the dtype (see `create_model_refuses_a_weight_scale_whose_weights_overflow`).
-fn overflowing_scale(s: &pb::ModelSpec) -> bool {
+/// Whether the spec asks for Gaussian weights with a scale so large that some draws may
+/// overflow the dtype: then the server may refuse it (INVALID_ARGUMENT on
+/// spec.init.weight_scale), depending on the draws; see
+/// `create_model_refuses_a_weight_scale_whose_weights_overflow`.
+fn huge_scale(s: &pb::ModelSpec) -> bool {
     let limit = if s.dtype == pb::Dtype::F64 as i32 {
         1e300
     } else {
@@ -1964,7 +1968,12 @@ fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<(), TestCaseE
         let created = match (r, verdict) {
             (Err(s), v) => {
                 check_refusal("CreateModel", &s)?;
+                let overflowed = matches!(v, SpecVerdict::Valid(_))
+                    && spec.as_ref().is_some_and(huge_scale)
+                    && s.code() == Code::InvalidArgument
+                    && s.message().starts_with("spec.init.weight_scale");
                 let want = match v {
+                    _ if overflowed => Code::InvalidArgument,
                     SpecVerdict::Valid(_) => Code::Ok,
                     SpecVerdict::TooBig => Code::ResourceExhausted,
                     SpecVerdict::Invalid => Code::InvalidArgument,
@@ -2026,7 +2035,7 @@ fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<(), TestCaseE
                 let v = p.value.as_ref().expect("values");
                 prop_assert_eq!(v.values_f64.is_empty(), !f64, "{} dtype field", &p.name);
             }
-            if let Some(p) = non_finite(&got).filter(|_| !overflowing_scale(&spec)) {
+            if let Some(p) = non_finite(&got) {
                 return Err(fail(format!(
                     "{}: a new model holds a non-finite value",
                     p.name
@@ -2783,14 +2792,12 @@ fn tensor_codec_agrees_with_prost_on_any_bytes() {
     });
 }
 
-/// Bug (model::spec validation / model::init): `weight_scale` is only checked to be finite
-/// and > 0, but the weights are `scale·N(0, 1)` rounded to the dtype, so an f32 model with
-/// weight_scale 1e39 (or an f64 one with f64::MAX) is created holding ±inf weights: every
-/// TrainStep is then refused and Forward answers inf. Model::from_values (checkpoints)
-/// refuses non-finite parameters; creation should too, as INVALID_ARGUMENT on
-/// spec.init.weight_scale (or draw only finite weights).
+/// Regression (found by this file, fixed in 14fcb1c): `weight_scale` was only checked to be
+/// finite and > 0, but the weights are `scale·N(0, 1)` rounded to the dtype, so an f32
+/// model with weight_scale 1e39 (or an f64 one with f64::MAX) was created holding ±inf
+/// weights, every TrainStep refused and Forward answering inf. Such a spec must be refused
+/// (INVALID_ARGUMENT on spec.init.weight_scale) or create finite weights.
 #[test]
-#[ignore = "bug: CreateModel accepts a Gaussian weight_scale whose weights overflow the dtype (±inf parameters)"]
 fn create_model_refuses_a_weight_scale_whose_weights_overflow() {
     let h = Harness::start();
     h.rt.block_on(async {
@@ -3025,8 +3032,8 @@ fn json_value() -> BoxedStrategy<String> {
 }
 
 fn file_edit() -> BoxedStrategy<FileEdit> {
-    // Not u64::MAX: see import_model_at_the_largest_step_* (ignored, a bug).
     let number = prop_oneof![
+        Just(u64::MAX.to_string()),
         Just("0".to_string()),
         Just("1".to_string()),
         Just("-1".to_string()),
@@ -3264,14 +3271,13 @@ fn import_model_takes_exported_files_and_refuses_damaged_ones() {
     h.finish();
 }
 
-/// Bug (model/mod.rs `self.step += 1`, model/optim.rs `self.t + 1`): ImportModel takes a
-/// checkpoint whose `step` (or `optimizer_t`) is u64::MAX; the next TrainStep overflows.
-/// In a build with overflow checks it panics (INTERNAL), and for `step` only after the
-/// optimizer has applied the update, so the refused call changed the model; without
-/// overflow checks (release) the counter silently wraps to 0. The import should refuse
-/// such a counter, or the step refuse cleanly (a client error, model unchanged).
+/// Regression (found by this file, fixed in 14fcb1c): ImportModel took a checkpoint whose
+/// `step` (or `optimizer_t`) is u64::MAX and the next TrainStep overflowed (model/mod.rs
+/// `self.step += 1`, model/optim.rs `self.t + 1`): with overflow checks a panic (INTERNAL),
+/// for `step` only after the optimizer had applied the update, so the refused call changed
+/// the model; without them (release) the counter silently wrapped to 0. The import must
+/// refuse such a counter, or the step refuse cleanly (a client error, model unchanged).
 #[test]
-#[ignore = "bug: a checkpoint at step (or optimizer_t) u64::MAX imports, then TrainStep overflows: INTERNAL and a changed model"]
 fn import_model_at_the_largest_step_then_train_refuses_cleanly() {
     let h = Harness::start();
     h.rt.block_on(async {
@@ -3318,14 +3324,12 @@ fn import_model_at_the_largest_step_then_train_refuses_cleanly() {
     h.finish();
 }
 
-/// Bug (service/checkpoint.rs `receive`: `Vec::with_capacity(total as usize)`): the first
-/// chunk's declared `total_bytes` is reserved before any data arrives, up to
-/// `max_parameters × 24 + 16 MiB` (1.2 GB with the default limits). An 8-byte upload that
-/// declares that much makes the server allocate it, and keeps it while the stream stays
-/// open; a few such streams exhaust memory under strict overcommit or a limit on address
-/// space. Growing the buffer as data arrives (or capping the reservation) avoids it.
+/// Regression (found by this file, fixed in 14fcb1c): service/checkpoint.rs `receive`
+/// reserved the first chunk's declared `total_bytes` before any data arrived, up to
+/// `max_parameters × 24 + 16 MiB` (1.2 GB with the default limits): an 8-byte upload that
+/// declared that much made the server allocate it, and keep it while the stream stayed
+/// open. Runs with the default limits, where that size is not bounded by the fuzz config.
 #[test]
-#[ignore = "bug: ImportModel reserves the declared total_bytes (1.2 GB by default) before the data arrives"]
 fn import_model_does_not_reserve_the_declared_size_up_front() {
     let h = Harness::start_with(test_config());
     h.rt.block_on(async {
