@@ -14,13 +14,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::metrics::{Gauges, Metrics, Shed};
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
-use crate::service::auth::{Authenticate, Tokens};
+use crate::service::auth::{Authenticate, Authenticated, Tokens};
 use crate::service::{RequestLimits, TrainerService};
 use crate::session::{ComputePool, Limits, PersistConfig, Persister, SessionStore};
 
@@ -140,7 +139,7 @@ pub async fn run(
         .with_max_message_bytes(config.max_message_bytes);
     let auth = Authenticate::new(config.auth.clone());
     let trainer = SizeLimitIsResourceExhausted(
-        InterceptedService::new(
+        Authenticated::new(
             TrainerServer::new(trainer)
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes),
@@ -156,12 +155,12 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let reflection_v1 = InterceptedService::new(reflection_v1, auth.clone());
+    let reflection_v1 = Authenticated::new(reflection_v1, auth.clone());
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, auth);
+    let reflection_v1alpha = Authenticated::new(reflection_v1alpha, auth);
 
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

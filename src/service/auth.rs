@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tonic::codegen::http;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -202,16 +203,15 @@ impl Authenticate {
     }
 }
 
-impl Interceptor for Authenticate {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+impl Authenticate {
+    /// The caller's tenant from the `authorization` header: `Ok(None)` when
+    /// authentication is off (the anonymous tenant), UNAUTHENTICATED without a known
+    /// bearer token.
+    fn tenant_from(&self, headers: &http::HeaderMap) -> Result<Option<Tenant>, Status> {
         let Some(tokens) = &self.0 else {
-            req.extensions_mut().insert(Tenant::anonymous());
-            return Ok(req);
+            return Ok(None);
         };
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
+        let header = headers.get("authorization").and_then(|v| v.to_str().ok());
         let token = header.and_then(|h| {
             let (scheme, token) = h.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -223,14 +223,71 @@ impl Interceptor for Authenticate {
             ));
         };
         match tokens.tenant_of(token) {
-            Some(tenant) => {
-                req.extensions_mut().insert(tenant);
-                Ok(req)
-            }
+            Some(tenant) => Ok(Some(tenant)),
             None => {
                 tracing::debug!("refused a call with an unknown bearer token");
                 Err(Status::unauthenticated("unknown bearer token"))
             }
+        }
+    }
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let tenant = self.tenant_from(req.metadata().as_ref())?;
+        req.extensions_mut().insert(tenant.unwrap_or_default());
+        Ok(req)
+    }
+}
+
+/// [`Authenticate`] in front of a gRPC service, on the raw HTTP request: without tokens
+/// it passes every call straight through (no conversion into a `tonic::Request` and back,
+/// which cost W2 Forward ~10% of its rate); with tokens it refuses unknown callers with a
+/// trailers-only UNAUTHENTICATED and puts the caller's [`Tenant`] into the extensions.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Authenticate,
+}
+
+impl<S> Authenticated<S> {
+    pub fn new(inner: S, auth: Authenticate) -> Self {
+        Authenticated { inner, auth }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tonic::codegen::Service<
+            http::Request<B>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match self.auth.tenant_from(req.headers()) {
+            Ok(None) => Box::pin(self.inner.call(req)),
+            Ok(Some(tenant)) => {
+                req.extensions_mut().insert(tenant);
+                Box::pin(self.inner.call(req))
+            }
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
 }
