@@ -1,5 +1,5 @@
 //! The `backprop` binary: `backprop serve` runs the server; `train`, `models`, `show`,
-//! `delete`, `health`, `bench` and `graph` are clients of a running one
+//! `delete`, `export`, `import`, `health`, `bench` and `graph` are clients of a running one
 //! (`backprop::cli`). Thin: parse flags, set up logging, bind, call
 //! `backprop::server::run` with a Ctrl-C/SIGTERM shutdown future, or hand a client
 //! subcommand to `backprop::cli::run`.
