@@ -79,9 +79,10 @@ struct ServeArgs {
     #[arg(long, env = "BACKPROP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
     /// Keep every session in this directory (one safetensors checkpoint per session,
-    /// written atomically) and restore them all on start. Unset: sessions live in memory
-    /// only and are gone after a restart.
-    #[arg(long, env = "BACKPROP_STATE_DIR")]
+    /// written atomically) and restore them all on start. Unset or empty: sessions live
+    /// in memory only and are gone after a restart (an empty value lets a container
+    /// whose image sets BACKPROP_STATE_DIR opt out).
+    #[arg(long, env = "BACKPROP_STATE_DIR", num_args = 0..=1, default_missing_value = "")]
     state_dir: Option<std::path::PathBuf>,
     /// With --state-dir: save a session in the background once it is this many steps past
     /// its file (0 = only on the interval).
@@ -225,11 +226,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         max_message_bytes: args.max_message_mib.saturating_mul(1024 * 1024),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         inline_max_work: args.inline_max_work,
-        persist: args.state_dir.map(|dir| PersistConfig {
-            dir,
-            every_steps: args.save_every_steps,
-            interval: Duration::from_secs_f64(args.save_interval_secs.max(0.01)),
-        }),
+        persist: args
+            .state_dir
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|dir| PersistConfig {
+                dir,
+                every_steps: args.save_every_steps,
+                interval: Duration::from_secs_f64(args.save_interval_secs.max(0.01)),
+            }),
         auth: match &args.auth_tokens {
             Some(path) => Some(Tokens::load(path)?),
             None => None,
