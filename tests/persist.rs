@@ -42,6 +42,22 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The ids ListModels reports, sorted.
+async fn listed_ids(c: &mut Client) -> Vec<String> {
+    let models = c
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("ListModels")
+        .into_inner()
+        .models;
+    sorted(models.into_iter().map(|m| m.model_id).collect())
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
 async fn train(c: &mut Client, id: &str, steps: u64) {
     for s in 0..steps {
         let b = Batch::random(6, 5, 3, s);
@@ -95,19 +111,7 @@ async fn sessions_come_back_after_a_graceful_stop() {
 
     let server = TestServer::with_config(config(&dir)).await;
     let mut c = server.trainer();
-    let mut listed: Vec<String> = c
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models
-        .into_iter()
-        .map(|m| m.model_id)
-        .collect();
-    listed.sort();
-    let mut want = vec![a.clone(), b.clone()];
-    want.sort();
-    assert_eq!(listed, want);
+    assert_eq!(listed_ids(&mut c).await, sorted(vec![a.clone(), b.clone()]));
     assert_eq!(
         get_values(&mut c, &a).await,
         before_a,
@@ -155,19 +159,11 @@ async fn damaged_files_are_set_aside_and_the_server_starts() {
 
     let server = TestServer::with_config(config(&dir)).await;
     let mut c = server.trainer();
-    let mut listed: Vec<String> = c
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models
-        .into_iter()
-        .map(|m| m.model_id)
-        .collect();
-    listed.sort();
-    let mut want = vec![good.clone(), other.clone()];
-    want.sort();
-    assert_eq!(listed, want, "the good sessions are served");
+    assert_eq!(
+        listed_ids(&mut c).await,
+        sorted(vec![good.clone(), other.clone()]),
+        "the good sessions are served"
+    );
     assert_eq!(get_values(&mut c, &good).await.step, 2);
     let aside = files(&dir.join("corrupt"));
     assert_eq!(aside.len(), 4, "{aside:?}");

@@ -184,6 +184,25 @@ async fn train_until_gone(mut c: Client, id: String, k: u64, from: u64, acks: Ar
     }
 }
 
+type Trainers = Vec<tokio::task::JoinHandle<()>>;
+
+/// One trainer per session (session k from step `from[k]`), each recording its acks.
+fn train_all(c: &Client, ids: &[String], from: &[u64]) -> (Vec<Arc<Mutex<Acks>>>, Trainers) {
+    let acks: Vec<_> = ids
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Acks::default())))
+        .collect();
+    let trainers = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let (c, id, acks) = (c.clone(), id.clone(), acks[k].clone());
+            tokio::spawn(train_until_gone(c, id, k as u64, from[k], acks))
+        })
+        .collect();
+    (acks, trainers)
+}
+
 /// Every file in the directory decodes; none is half-written or set aside as corrupt.
 fn files_are_whole(dir: &Path, sessions: usize) {
     let mut n = 0;
@@ -262,23 +281,7 @@ async fn sigterm_keeps_every_acknowledged_step() {
     let server = Process::start(&dir, &quiet).await;
     let mut c = server.client.clone();
     let ids = create_sessions(&mut c, 4).await;
-    let acks: Vec<_> = ids
-        .iter()
-        .map(|_| Arc::new(Mutex::new(Acks::default())))
-        .collect();
-    let trainers: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(k, id)| {
-            tokio::spawn(train_until_gone(
-                c.clone(),
-                id.clone(),
-                k as u64,
-                0,
-                acks[k].clone(),
-            ))
-        })
-        .collect();
+    let (acks, trainers) = train_all(&c, &ids, &vec![0; ids.len()]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.signal(libc::SIGTERM);
     for t in trainers {
@@ -324,24 +327,7 @@ async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
     let mut rng = Gen::new(9);
     let mut floors_that_bit = 0;
     for round in 1..=KILLS {
-        let acks: Vec<_> = ids
-            .iter()
-            .map(|_| Arc::new(Mutex::new(Acks::default())))
-            .collect();
-        let trainers: Vec<_> = ids
-            .iter()
-            .enumerate()
-            .map(|(k, id)| {
-                let start = from[k];
-                tokio::spawn(train_until_gone(
-                    c.clone(),
-                    id.clone(),
-                    k as u64,
-                    start,
-                    acks[k].clone(),
-                ))
-            })
-            .collect();
+        let (acks, trainers) = train_all(&c, &ids, &from);
         let run_for = Duration::from_millis(300 + u64::from(rng.below(2200)));
         tokio::time::sleep(run_for).await;
         let killed_at = Instant::now();
