@@ -21,7 +21,11 @@ pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Status {
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
-        let field = e.field().to_string();
+        // A bad label names its element, `labels[i]`, as the message does.
+        let field = match &e {
+            EngineError::Label { field, index, .. } => format!("{field}[{index}]"),
+            _ => e.field().to_string(),
+        };
         let message = e.to_string();
         let problem = message
             .strip_prefix(&format!("{field}: "))

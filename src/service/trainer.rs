@@ -16,6 +16,7 @@ use super::convert::{
 };
 use super::status::invalid;
 use crate::engine::gradcheck::Elements;
+use crate::engine::ops::check_labels;
 use crate::model::{AnyModel, Losses, Model, Target, accuracy, predictions};
 use crate::pb;
 use crate::pb::trainer_server::Trainer;
@@ -141,21 +142,17 @@ impl TrainerService {
         }
     }
 
-    fn labels_for(&self, l: &[u32], rows: usize, session: &Session) -> Result<(), Status> {
-        if l.len() != rows {
-            return Err(invalid(
-                "labels",
-                format!("expected {rows} labels (one per row of x), got {}", l.len()),
-            ));
-        }
-        let c = session.spec.num_classes;
-        if let Some((i, &bad)) = l.iter().enumerate().find(|&(_, &v)| v as usize >= c) {
-            return Err(invalid(
-                format!("labels[{i}]"),
-                format!("label {bad} is out of range [0, {c})"),
-            ));
-        }
-        Ok(())
+    /// The labels as the engine takes them, checked before any lock (one per row of x,
+    /// each in `[0, C)`) by the engine's own rule.
+    fn labels_for(
+        &self,
+        l: Vec<u32>,
+        rows: usize,
+        session: &Session,
+    ) -> Result<Vec<usize>, Status> {
+        let y = labels(l);
+        check_labels(&y, rows, session.spec.num_classes)?;
+        Ok(y)
     }
 }
 
@@ -343,8 +340,7 @@ impl Trainer for TrainerService {
             let y = if req.labels.is_empty() {
                 None
             } else {
-                self.labels_for(&req.labels, rows, &session)?;
-                Some(labels(req.labels))
+                Some(self.labels_for(req.labels, rows, &session)?)
             };
             let x = req.x.unwrap_or_default();
             let work = 2 * rows as u64 * session.parameter_count;
@@ -374,10 +370,7 @@ impl Trainer for TrainerService {
                 (true, None) => {
                     return Err(invalid("labels", "give labels or an upstream gradient"));
                 }
-                (false, None) => {
-                    self.labels_for(&req.labels, rows, &session)?;
-                    Ok(labels(req.labels))
-                }
+                (false, None) => Ok(self.labels_for(req.labels, rows, &session)?),
                 (true, Some(up)) => {
                     let shape = check_tensor(&up, "upstream", self.limits.max_batch_elements)?;
                     let want = [rows, session.spec.num_classes];
@@ -411,8 +404,8 @@ impl Trainer for TrainerService {
         let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("TrainStep", &req.model_id, rows, async {
-            self.labels_for(&req.labels, rows, &session)?;
-            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let y = self.labels_for(req.labels, rows, &session)?;
+            let x = req.x.unwrap_or_default();
             let work = 6 * rows as u64 * session.parameter_count;
             let mut guard = session.write().await;
             let s = session.clone();
@@ -469,8 +462,8 @@ impl Trainer for TrainerService {
         let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Evaluate", &req.model_id, rows, async {
-            self.labels_for(&req.labels, rows, &session)?;
-            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let y = self.labels_for(req.labels, rows, &session)?;
+            let x = req.x.unwrap_or_default();
             let work = 2 * rows as u64 * session.parameter_count;
             let guard = session.read().await;
             self.compute(
@@ -554,7 +547,7 @@ impl Trainer for TrainerService {
         let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("GradientCheck", &req.model_id, rows, async {
-            self.labels_for(&req.labels, rows, &session)?;
+            let y = self.labels_for(req.labels, rows, &session)?;
             let shapes = session.spec.parameter_shapes();
             let per = req.max_elements_per_parameter as u64;
             let checks: u64 = shapes
@@ -584,7 +577,7 @@ impl Trainer for TrainerService {
                     seed: 0,
                 }
             };
-            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let x = req.x.unwrap_or_default();
             let guard = session.read().await;
             self.pool
                 .run(move || with_model!(&*guard.guard, m => gradcheck_typed(m, x, y, elements)))
@@ -651,12 +644,12 @@ impl Trainer for TrainerService {
         let session = self.store.get(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("TraceStep", &req.model_id, rows, async {
-            self.labels_for(&req.labels, rows, &session)?;
+            let y = self.labels_for(req.labels, rows, &session)?;
             let with_values = !req.shapes_only;
             if with_values {
                 check_trace_size(&session.spec, rows)?;
             }
-            let (x, y) = (req.x.unwrap_or_default(), labels(req.labels));
+            let x = req.x.unwrap_or_default();
             // Backward once, then each edge's gate again on its own: about twice Backward.
             let work = 12 * rows as u64 * session.parameter_count;
             let guard = session.read().await;

@@ -69,7 +69,7 @@ impl<T: Scalar> Graph<'_, T> {
 }
 
 /// Checks one label per row, each in `[0, classes)`.
-pub(crate) fn check_labels(labels: &[usize], rows: usize, classes: usize) -> Result<()> {
+pub fn check_labels(labels: &[usize], rows: usize, classes: usize) -> Result<()> {
     if labels.len() != rows {
         return Err(EngineError::LabelCount {
             field: "labels".into(),
