@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use ndarray::ArrayD;
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, View};
 
 use crate::engine::error::EngineError;
 use crate::engine::scalar::Scalar;
@@ -73,10 +73,14 @@ pub fn encode(model: &AnyModel, extra: &[(&str, &str)]) -> Result<Vec<u8>, Check
 
 /// Decodes and validates a checkpoint (see the module doc for what is checked).
 pub fn decode(bytes: &[u8]) -> Result<Decoded, CheckpointError> {
-    let file =
-        SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
-    let (_, header) =
+    // One parse of the header; it also checks that every tensor's byte range lies in the
+    // buffer and that the buffer ends where the last one does.
+    let (n, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let file = Tensors {
+        header: &header,
+        data: &bytes[8 + n..],
+    };
     let mut meta = header.metadata().clone().unwrap_or_default();
     let mut take = |key: &str| {
         meta.remove(key)
@@ -219,8 +223,14 @@ fn sort_header(file: &mut [u8]) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// The tensors of a checkpoint: its parsed header and the bytes after it.
+struct Tensors<'a> {
+    header: &'a Metadata,
+    data: &'a [u8],
+}
+
 fn decode_typed<T: Stored>(
-    file: &SafeTensors<'_>,
+    file: &Tensors<'_>,
     spec: ModelSpec,
     t: u64,
     step: u64,
@@ -228,7 +238,8 @@ fn decode_typed<T: Stored>(
     let shapes = spec.parameter_shapes();
     let slot_names = Optimizer::<T>::slot_names(&spec.optimizer);
     let expected = shapes.len() * (1 + slot_names.len());
-    if file.len() != expected {
+    let names = file.header.tensors();
+    if names.len() != expected {
         let known: std::collections::HashSet<String> = shapes
             .iter()
             .flat_map(|s| {
@@ -236,7 +247,7 @@ fn decode_typed<T: Stored>(
                     .chain(slot_names.iter().map(move |n| format!("{}.{n}", s.name)))
             })
             .collect();
-        if let Some(name) = file.names().into_iter().find(|n| !known.contains(*n)) {
+        if let Some(name) = names.keys().find(|n| !known.contains(*n)) {
             return Err(CheckpointError::Tensor {
                 name: name.to_string(),
                 reason: "not a parameter or optimizer state of this spec".into(),
@@ -248,16 +259,24 @@ fn decode_typed<T: Stored>(
             name: name.to_string(),
             reason,
         };
-        let view = file.tensor(name).map_err(|_| bad("missing".to_string()))?;
-        if view.dtype() != T::DTYPE {
+        let info = file
+            .header
+            .info(name)
+            .ok_or_else(|| bad("missing".to_string()))?;
+        if info.dtype != T::DTYPE {
             return Err(bad(format!(
                 "dtype {:?}, but the spec's dtype is {:?}",
-                view.dtype(),
+                info.dtype,
                 T::DTYPE
             )));
         }
-        let values: Vec<T> = view.data().chunks_exact(T::BYTES).map(T::get).collect();
-        ArrayD::from_shape_vec(view.shape().to_vec(), values).map_err(|e| bad(e.to_string()))
+        let (start, end) = info.data_offsets;
+        let raw = file
+            .data
+            .get(start..end)
+            .ok_or_else(|| bad(format!("bytes {start}..{end} lie outside the file")))?;
+        let values: Vec<T> = raw.chunks_exact(T::BYTES).map(T::get).collect();
+        ArrayD::from_shape_vec(info.shape.clone(), values).map_err(|e| bad(e.to_string()))
     };
     let values = shapes
         .iter()
