@@ -11,7 +11,7 @@ use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
 use super::error::CliError;
 use crate::checkpoint::file::write_atomic;
 use crate::pb;
-use crate::service::checkpoint::{DEFAULT_CHUNK_BYTES, sha256_hex};
+use crate::service::checkpoint::{DEFAULT_CHUNK_BYTES, sha256_hex, split};
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -90,23 +90,8 @@ pub async fn import(args: ImportArgs) -> Result<(), CliError> {
         source,
     })?;
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let (total, sha256) = (file.len() as u64, sha256_hex(&file));
-    let chunks: Vec<pb::CheckpointChunk> = file
-        .chunks(DEFAULT_CHUNK_BYTES)
-        .enumerate()
-        .map(|(i, data)| pb::CheckpointChunk {
-            data: prost::bytes::Bytes::copy_from_slice(data),
-            offset: (i * DEFAULT_CHUNK_BYTES) as u64,
-            total_bytes: total,
-            sha256: if i == 0 {
-                sha256.clone()
-            } else {
-                String::new()
-            },
-        })
-        .collect();
     let r = client::trainer(channel)
-        .import_model(tokio_stream::iter(chunks))
+        .import_model(tokio_stream::iter(split(file, DEFAULT_CHUNK_BYTES)))
         .await
         .map_err(CliError::rpc("ImportModel"))?
         .into_inner();

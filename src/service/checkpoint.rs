@@ -42,16 +42,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The file as a stream of chunks; the first carries the size and checksum.
-pub fn chunks(file: Vec<u8>, chunk: usize) -> ChunkStream {
+/// The file cut into chunks of at most `chunk` bytes (slices of one buffer, no copy); the
+/// first carries the size and checksum. What ExportModel sends and `backprop import`
+/// uploads.
+pub fn split(file: Vec<u8>, chunk: usize) -> Vec<pb::CheckpointChunk> {
     let sha256 = sha256_hex(&file);
     let total = file.len();
     let file = Bytes::from(file);
-    let starts = (0..total.max(1)).step_by(chunk.max(1));
-    let items = starts.map(move |offset| {
-        let end = (offset + chunk).min(total);
-        Ok(pb::CheckpointChunk {
-            data: file.slice(offset..end),
+    (0..total.max(1))
+        .step_by(chunk.max(1))
+        .map(|offset| pb::CheckpointChunk {
+            data: file.slice(offset..(offset + chunk).min(total)),
             offset: offset as u64,
             total_bytes: total as u64,
             sha256: if offset == 0 {
@@ -60,8 +61,12 @@ pub fn chunks(file: Vec<u8>, chunk: usize) -> ChunkStream {
                 String::new()
             },
         })
-    });
-    Box::pin(tokio_stream::iter(items.collect::<Vec<_>>()))
+        .collect()
+}
+
+/// The file as ExportModel's answer stream.
+pub fn chunks(file: Vec<u8>, chunk: usize) -> ChunkStream {
+    Box::pin(tokio_stream::iter(split(file, chunk).into_iter().map(Ok)))
 }
 
 /// Receives a whole upload: checks that chunks are contiguous, that the file is exactly
