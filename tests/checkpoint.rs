@@ -10,7 +10,7 @@ use backprop::engine::rng::Rng;
 use backprop::model::{
     ActivationSpec, AnyModel, DType, HiddenSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
 };
-use common_engine::{gaussian2, labels};
+use common_engine::{all_optimizers, gaussian2, labels};
 use ndarray::Array2;
 use safetensors::SafeTensors;
 
@@ -34,20 +34,6 @@ fn spec(optimizer: OptimizerSpec, dtype: DType, activation: ActivationSpec) -> M
     s.loss = LossSpec::Softmax;
     s.l2 = 1e-3;
     s
-}
-
-fn optimizers() -> [OptimizerSpec; 5] {
-    [
-        OptimizerSpec::sgd(),
-        OptimizerSpec::momentum(),
-        OptimizerSpec::Momentum {
-            lr: 1e-2,
-            momentum: 0.9,
-            nesterov: true,
-        },
-        OptimizerSpec::rmsprop(),
-        OptimizerSpec::adam(),
-    ]
 }
 
 fn batches<T: Scalar>(n: usize, seed: u64) -> Vec<(Array2<T>, Vec<usize>)> {
@@ -107,7 +93,7 @@ fn continues_identically<T: Scalar>(dtype: DType)
 where
     AnyModel: AsTyped<T>,
 {
-    for (i, opt) in optimizers().into_iter().enumerate() {
+    for (i, opt) in all_optimizers().into_iter().enumerate() {
         let mut original = AnyModel::new(spec(opt, dtype, ActivationSpec::Relu)).unwrap();
         let before = batches::<T>(3, 10 + i as u64);
         let after = batches::<T>(4, 20 + i as u64);

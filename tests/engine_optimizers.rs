@@ -8,7 +8,7 @@ use backprop::engine::rng::Rng;
 use backprop::model::{
     ActivationSpec, DType, HiddenSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
 };
-use common_engine::{bits_f32, bits_f64, gaussian2, labels};
+use common_engine::{all_optimizers, bits_f32, bits_f64, gaussian2, labels};
 use ndarray::{Array2, ArrayD, IxDyn};
 
 /// A 1 → 2 linear model with bias: `layers.0.weight` = [[1, −2]], `layers.0.bias` =
@@ -183,20 +183,6 @@ fn trained<T: backprop::engine::Scalar>(
     let y = labels(&mut rng, 6, 3);
     m.train_step(x.view(), &y).unwrap();
     (m, x, y)
-}
-
-fn all_optimizers() -> [OptimizerSpec; 5] {
-    [
-        OptimizerSpec::sgd(),
-        OptimizerSpec::momentum(),
-        OptimizerSpec::Momentum {
-            lr: 1e-2,
-            momentum: 0.9,
-            nesterov: true,
-        },
-        OptimizerSpec::rmsprop(),
-        OptimizerSpec::adam(),
-    ]
 }
 
 /// The model's gradients for its own batch, named, as `ApplyGradients` would send them.

@@ -8,7 +8,7 @@
 use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::rng::Rng;
 use backprop::engine::{BackwardOptions, Graph, NodeId, Result};
-use backprop::model::{DType, HiddenSpec, LossSpec, ModelSpec};
+use backprop::model::{DType, HiddenSpec, LossSpec, ModelSpec, OptimizerSpec};
 use ndarray::{Array2, ArrayD, IxDyn, arr0};
 
 /// `scale · N(0, 1)` in row-major order.
@@ -168,4 +168,19 @@ pub fn bits_f32(values: &[&ArrayD<f32>]) -> Vec<Vec<u32>> {
         .iter()
         .map(|a| a.iter().map(|v| v.to_bits()).collect())
         .collect()
+}
+
+/// Every update rule with its defaults, Nesterov momentum included.
+pub fn all_optimizers() -> [OptimizerSpec; 5] {
+    [
+        OptimizerSpec::sgd(),
+        OptimizerSpec::momentum(),
+        OptimizerSpec::Momentum {
+            lr: 1e-2,
+            momentum: 0.9,
+            nesterov: true,
+        },
+        OptimizerSpec::rmsprop(),
+        OptimizerSpec::adam(),
+    ]
 }
