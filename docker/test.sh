@@ -103,8 +103,8 @@ make_debian_image() {
     local mirror security rootfs
     mirror=$(apt_uri bookworm)
     security=$(apt_uri bookworm-security)
-    mirror=${mirror:-http://deb.debian.org/debian/}
-    security=${security:-http://deb.debian.org/debian-security/}
+    [ -n "$mirror" ] || die "apt has no Debian bookworm source configured on this machine \
+(apt-get indextargets lists none); add one to /etc/apt/sources.list.d/ and run apt-get update"
     rootfs="$WORK/rootfs"
     echo "debootstrap --variant=minbase bookworm from $mirror"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
@@ -136,6 +136,10 @@ URIs: $mirror
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    # The security archive only where this machine's apt has one.
+    if [ -n "$security" ]; then
+        cat >>"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
 
 Types: deb
 URIs: $security
@@ -143,6 +147,7 @@ Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+    fi
     find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
     find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
     rm -rf "$rootfs"/usr/share/{man,groff,info,lintian,linda}/* \
