@@ -11,8 +11,7 @@
 //! copies its weights. Everything here is `Send`: no `Rc`, no `RefCell`.
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 
-use super::error::{EngineError, Result};
-use super::grad::GradStore;
+use super::local_rule::LocalRule;
 use super::scalar::Scalar;
 
 /// Index of a node on its tape.
@@ -35,6 +34,30 @@ pub trait Gate<T: Scalar>: Send + Sync {
         upstream: ArrayD<T>,
         needs: &[bool],
     ) -> Vec<Option<ArrayD<T>>>;
+
+    /// How input `k`'s local gradient combines with the upstream gradient (for the
+    /// trace). The default fits every gate whose output is a scalar (losses, l2, sum:
+    /// `D = L·G`) or whose local gradient is elementwise (activations, add, mul, max).
+    fn local_rule(&self, k: usize, out_rank: usize) -> LocalRule {
+        let _ = k;
+        if out_rank == 0 {
+            LocalRule::Scale
+        } else {
+            LocalRule::Elementwise
+        }
+    }
+
+    /// Input `k`'s local gradient, for gates where it is not the default (backward
+    /// applied to ones). `None` means "derive it from backward".
+    fn local(
+        &self,
+        k: usize,
+        inputs: &[ArrayViewD<'_, T>],
+        output: &ArrayViewD<'_, T>,
+    ) -> Option<ArrayD<T>> {
+        let _ = (k, inputs, output);
+        None
+    }
 }
 
 /// What a node is: a leaf given from outside, or the output of a gate.
@@ -59,14 +82,6 @@ impl<T: Scalar> Node<'_, T> {
             NodeKind::Gate(g) => g.kind(),
         }
     }
-}
-
-/// Options for [`Graph::backward`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BackwardOptions {
-    /// Keep the gradient of every node, not only of the leaves (for introspection).
-    /// Otherwise an intermediate gradient's buffer is handed on to the next gate.
-    pub retain_all: bool,
 }
 
 /// A tape over values of type `T`, borrowing leaf values for `'a`.
@@ -151,62 +166,5 @@ impl<'a, T: Scalar> Graph<'a, T> {
             requires_grad,
         });
         NodeId(self.nodes.len() - 1)
-    }
-
-    /// Backpropagates from one or more seeds: `(node, dL/d(node))`. Usually one seed, the
-    /// loss with gradient 1; several seeds add up (e.g. a caller's gradient on the scores
-    /// plus the regularization term with gradient 1).
-    /// A seed whose shape differs from its node's value is a shape error.
-    pub fn backward(
-        &self,
-        seeds: Vec<(NodeId, ArrayD<T>)>,
-        opts: BackwardOptions,
-    ) -> Result<GradStore<T>> {
-        let mut grads = GradStore::new(self.nodes.len());
-        let mut last = 0;
-        for (id, g) in seeds {
-            let want = self.nodes[id.0].value.shape();
-            if g.shape() != want {
-                return Err(EngineError::shape(
-                    "upstream",
-                    format!("{want:?}"),
-                    g.shape(),
-                ));
-            }
-            last = last.max(id.0);
-            grads.accumulate(id, g);
-        }
-        for i in (0..=last).rev() {
-            let node = &self.nodes[i];
-            let NodeKind::Gate(gate) = &node.kind else {
-                continue;
-            };
-            if !node.requires_grad {
-                continue;
-            }
-            let upstream = if opts.retain_all {
-                grads.get(NodeId(i)).map(|g| g.to_owned())
-            } else {
-                grads.take(NodeId(i))
-            };
-            let Some(upstream) = upstream else { continue };
-            let inputs: Vec<ArrayViewD<'_, T>> = node
-                .inputs
-                .iter()
-                .map(|j| self.nodes[j.0].value.view())
-                .collect();
-            let needs: Vec<bool> = node
-                .inputs
-                .iter()
-                .map(|j| self.nodes[j.0].requires_grad)
-                .collect();
-            let downstream = gate.backward(&inputs, &node.value.view(), upstream, &needs);
-            for (j, d) in node.inputs.iter().zip(downstream) {
-                if let Some(d) = d {
-                    grads.accumulate(*j, d);
-                }
-            }
-        }
-        Ok(grads)
     }
 }

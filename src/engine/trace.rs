@@ -6,44 +6,16 @@
 //! Nothing here re-derives a gate's math: the downstream gradient of an edge is the gate's
 //! own `backward` called with the retained upstream and only that input needed, and the
 //! local gradient of an elementwise or scalar-output gate is its `backward` with an
-//! upstream of ones. Only matmul and bias_add, whose local gradients are matrices that
-//! multiply rather than scale, are named here (their local gradient is an input value or
-//! a vector of ones).
-use ndarray::{ArrayD, ArrayViewD, IxDyn, arr0};
+//! upstream of ones. Each gate declares its rule and, where it is not that default (matmul
+//! and bias_add, whose local gradients multiply rather than scale), its local gradient:
+//! see `Gate::local_rule` and `Gate::local`. Nothing here matches a gate's name.
+use ndarray::{ArrayD, ArrayViewD, arr0};
 
+use super::backward::BackwardOptions;
 use super::error::Result;
-use super::graph::{BackwardOptions, Graph, NodeId, NodeKind};
+use super::graph::{Graph, NodeId, NodeKind};
+pub use super::local_rule::LocalRule;
 use super::scalar::Scalar;
-
-/// How an edge's local gradient `L` combines with the upstream gradient `G` of its gate
-/// into the downstream gradient `D` sent to the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocalRule {
-    /// `D = L ⊙ G` (activations, add, mul, max, bias_add's matrix input).
-    Elementwise,
-    /// `D = G · Lᵀ` (matmul's left input X, whose local gradient is W).
-    MatmulRight,
-    /// `D = Lᵀ · G` (matmul's right input W, local gradient X; bias_add's bias, local
-    /// gradient the column of ones `1`, so `D = 1ᵀ·G`, the row sums, as a vector).
-    MatmulLeft,
-    /// `D = L · G` with G a scalar (gates with a 0-d output: losses, l2, sum, add of
-    /// scalars); L is then the gate's full gradient `∂out/∂input`.
-    Scale,
-    /// No local gradient is reported for this gate kind; the downstream still is.
-    Unknown,
-}
-
-impl LocalRule {
-    pub fn name(self) -> &'static str {
-        match self {
-            LocalRule::Elementwise => "elementwise",
-            LocalRule::MatmulRight => "matmul_right",
-            LocalRule::MatmulLeft => "matmul_left",
-            LocalRule::Scale => "scale",
-            LocalRule::Unknown => "unknown",
-        }
-    }
-}
 
 /// One input edge of a gate.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,18 +75,6 @@ pub struct Landmarks {
     pub loss: Option<NodeId>,
 }
 
-/// Kinds whose local gradient is a tensor of the input's shape, applied elementwise.
-const ELEMENTWISE: &[&str] = &[
-    "relu",
-    "sigmoid",
-    "tanh",
-    "leaky_relu",
-    "elu",
-    "add",
-    "mul",
-    "max",
-];
-
 impl<T: Scalar> Graph<'_, T> {
     /// Runs backward from `seeds` keeping every node's gradient, and returns the graph as
     /// data. Without `with_values` only the structure (kinds, inputs, shapes, paths) is
@@ -138,13 +98,13 @@ impl<T: Scalar> Graph<'_, T> {
             let grad = grads.as_ref().and_then(|g| g.get(NodeId(i)).cloned());
             let edges = match &node.kind {
                 NodeKind::Leaf { .. } => Vec::new(),
-                NodeKind::Gate(_) if !with_values => node
+                NodeKind::Gate(gate) if !with_values => node
                     .inputs
                     .iter()
                     .enumerate()
                     .map(|(k, j)| TraceEdge {
                         input: j.0,
-                        rule: rule(node.kind_name(), k, node.value.ndim()),
+                        rule: gate.local_rule(k, node.value.ndim()),
                         local: None,
                         downstream: None,
                     })
@@ -200,7 +160,6 @@ impl<T: Scalar> Graph<'_, T> {
         };
         let inputs: Vec<ArrayViewD<'_, T>> = node.inputs.iter().map(|&j| self.value(j)).collect();
         let output = node.value.view();
-        let kind = gate.kind();
         // One input at a time, so each edge's share of a fan-in is seen apart.
         let only = |k: usize| -> Vec<bool> { (0..inputs.len()).map(|m| m == k).collect() };
         let through =
@@ -209,19 +168,15 @@ impl<T: Scalar> Graph<'_, T> {
             .iter()
             .enumerate()
             .map(|(k, j)| {
-                let rule = rule(kind, k, output.ndim());
-                let local = match (kind, k, rule) {
-                    // S = X·W: ∂S/∂X is W, ∂S/∂W is X.
-                    ("matmul", 0, _) => Some(inputs[1].to_owned()),
-                    ("matmul", _, _) => Some(inputs[0].to_owned()),
-                    // S = A + 1·bᵀ: ∂S/∂A is 1 elementwise, ∂S/∂b is the column 1 (N rows).
-                    ("bias_add", 0, _) => Some(ArrayD::ones(inputs[0].raw_dim())),
-                    ("bias_add", _, _) => Some(ArrayD::ones(IxDyn(&[output.shape()[0]]))),
-                    // A linear map of G scaled by 1 is the local gradient itself.
-                    (_, _, LocalRule::Scale) => through(k, arr0(T::one()).into_dyn()),
-                    (_, _, LocalRule::Elementwise) => through(k, ArrayD::ones(output.raw_dim())),
+                let rule = gate.local_rule(k, output.ndim());
+                // A gate that names its local gradient (matmul, bias_add) gives it; for
+                // the others it is their backward applied to ones: a linear map of G
+                // scaled by 1 is the local gradient itself.
+                let local = gate.local(k, &inputs, &output).or_else(|| match rule {
+                    LocalRule::Scale => through(k, arr0(T::one()).into_dyn()),
+                    LocalRule::Elementwise => through(k, ArrayD::ones(output.raw_dim())),
                     _ => None,
-                };
+                });
                 let downstream = upstream
                     .filter(|_| self.node(*j).requires_grad)
                     .and_then(|g| through(k, g.clone()));
@@ -233,18 +188,5 @@ impl<T: Scalar> Graph<'_, T> {
                 }
             })
             .collect()
-    }
-}
-
-/// The rule of input `k` of a gate of `kind` whose output has `out_rank` dimensions.
-fn rule(kind: &str, k: usize, out_rank: usize) -> LocalRule {
-    match (kind, k) {
-        ("matmul", 0) => LocalRule::MatmulRight,
-        ("matmul", _) => LocalRule::MatmulLeft,
-        ("bias_add", 0) => LocalRule::Elementwise,
-        ("bias_add", _) => LocalRule::MatmulLeft,
-        _ if out_rank == 0 => LocalRule::Scale,
-        _ if ELEMENTWISE.contains(&kind) => LocalRule::Elementwise,
-        _ => LocalRule::Unknown,
     }
 }

@@ -8,8 +8,9 @@ use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2, arr0};
 
 use super::init::init_params;
 use super::spec::{ActivationSpec, LossSpec, ModelSpec};
+use crate::engine::backward::BackwardOptions;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::graph::{BackwardOptions, Graph, NodeId};
+use crate::engine::graph::{Graph, NodeId};
 use crate::engine::ops::{
     elu::Elu, leaky_relu::LeakyRelu, relu::Relu, sigmoid::Sigmoid, tanh::Tanh,
 };

@@ -1,11 +1,12 @@
 //! Bias add gate `S = A + 1·bᵀ` (A: N×H, b: H): the same b is added to every row, so b
 //! fans out N times and its gradient is the sum of the upstream rows, `db = Σ_i G_i`.
 //! For A the gate is a plain add: `dA = G`.
-use ndarray::{ArrayD, ArrayViewD, Axis, Ix1};
+use ndarray::{ArrayD, ArrayViewD, Axis, Ix1, IxDyn};
 
 use super::as2;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::graph::{Gate, Graph, NodeId};
+use crate::engine::local_rule::LocalRule;
 use crate::engine::scalar::Scalar;
 
 struct BiasAdd;
@@ -31,6 +32,29 @@ impl<T: Scalar> Graph<'_, T> {
 }
 
 impl<T: Scalar> Gate<T> for BiasAdd {
+    /// `dA = 1 ⊙ G` elementwise; `db = 1ᵀ·G`, the row sums.
+    fn local_rule(&self, k: usize, _out_rank: usize) -> LocalRule {
+        if k == 0 {
+            LocalRule::Elementwise
+        } else {
+            LocalRule::MatmulLeft
+        }
+    }
+
+    /// `S = A + 1·bᵀ`: ∂S/∂A is 1 elementwise, ∂S/∂b is the column 1 (N rows).
+    fn local(
+        &self,
+        k: usize,
+        inputs: &[ArrayViewD<'_, T>],
+        output: &ArrayViewD<'_, T>,
+    ) -> Option<ArrayD<T>> {
+        Some(if k == 0 {
+            ArrayD::ones(inputs[0].raw_dim())
+        } else {
+            ArrayD::ones(IxDyn(&[output.shape()[0]]))
+        })
+    }
+
     fn kind(&self) -> &'static str {
         "bias_add"
     }

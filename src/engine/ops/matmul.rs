@@ -7,6 +7,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use super::as2;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::graph::{Gate, Graph, NodeId};
+use crate::engine::local_rule::LocalRule;
 use crate::engine::matmul_kernel::matmul;
 use crate::engine::scalar::Scalar;
 
@@ -30,6 +31,25 @@ impl<T: Scalar> Graph<'_, T> {
 }
 
 impl<T: Scalar> Gate<T> for MatMul {
+    /// `dX = G·Wᵀ` (local gradient W on the right), `dW = Xᵀ·G` (local X on the left).
+    fn local_rule(&self, k: usize, _out_rank: usize) -> LocalRule {
+        if k == 0 {
+            LocalRule::MatmulRight
+        } else {
+            LocalRule::MatmulLeft
+        }
+    }
+
+    /// `S = X·W`: ∂S/∂X is W, ∂S/∂W is X.
+    fn local(
+        &self,
+        k: usize,
+        inputs: &[ArrayViewD<'_, T>],
+        _output: &ArrayViewD<'_, T>,
+    ) -> Option<ArrayD<T>> {
+        Some(if k == 0 { &inputs[1] } else { &inputs[0] }.to_owned())
+    }
+
     fn kind(&self) -> &'static str {
         "matmul"
     }
