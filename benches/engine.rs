@@ -51,6 +51,7 @@ fn activation_name(a: ActivationSpec) -> String {
         ActivationSpec::LeakyRelu { .. } => "leaky_relu".into(),
         ActivationSpec::Elu { .. } => "elu".into(),
         ActivationSpec::Maxout { pieces } => format!("maxout{pieces}"),
+        ActivationSpec::Gelu { form } => format!("gelu_{form:?}").to_lowercase(),
     }
 }
 

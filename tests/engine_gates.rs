@@ -5,7 +5,12 @@ mod common_engine;
 
 use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::ops::{
-    elu::Elu, leaky_relu::LeakyRelu, relu::Relu, sigmoid::Sigmoid, tanh::Tanh,
+    elu::Elu,
+    gelu::{Gelu, GeluForm},
+    leaky_relu::LeakyRelu,
+    relu::Relu,
+    sigmoid::Sigmoid,
+    tanh::Tanh,
 };
 use backprop::engine::rng::Rng;
 use backprop::engine::{Activation, BackwardOptions, EngineError, GradStore, Graph, NodeId};
@@ -296,6 +301,14 @@ fn elu() {
 }
 
 #[test]
+fn gelu() {
+    for (form, seed) in [(GeluForm::Erf, 160), (GeluForm::Tanh, 170)] {
+        check_activation(Gelu { form }, seed);
+        check_activation(Gelu { form }, seed + 2);
+    }
+}
+
+#[test]
 fn elu_at_its_kink() {
     // With α = 1, ELU is C¹ at 0 but not C²: a central difference across 0 is off by
     // O(h), which is where the looser bound applies. With α ≠ 1 the slope jumps, so the
@@ -317,7 +330,7 @@ fn activation_values() {
         g.value(y).to_owned()
     };
     let e = std::f64::consts::E;
-    let cases: [(&str, ArrayD<f64>, [f64; 5]); 6] = [
+    let cases: [(&str, ArrayD<f64>, [f64; 5]); 8] = [
         (
             "sigmoid",
             f(&|g, x| g.activation(x, Sigmoid).unwrap()),
@@ -364,6 +377,47 @@ fn activation_values() {
                 0.0,
                 0.5,
                 2.0,
+            ],
+        ),
+        (
+            // x·Φ(x) with Φ(0.5) = 0.691462461274013, Φ(2) = 0.977249868051821; the
+            // same as PyTorch's gelu(x) (approximate='none').
+            "gelu erf",
+            f(&|g, x| {
+                g.activation(
+                    x,
+                    Gelu {
+                        form: GeluForm::Erf,
+                    },
+                )
+                .unwrap()
+            }),
+            [
+                -2.0 * (1.0 - 0.977_249_868_051_820_8),
+                -0.5 * (1.0 - 0.691_462_461_274_013_1),
+                0.0,
+                0.5 * 0.691_462_461_274_013_1,
+                2.0 * 0.977_249_868_051_820_8,
+            ],
+        ),
+        (
+            // ½x(1 + tanh(√(2/π)(x + 0.044715x³))), as PyTorch's approximate='tanh'.
+            "gelu tanh",
+            f(&|g, x| {
+                g.activation(
+                    x,
+                    Gelu {
+                        form: GeluForm::Tanh,
+                    },
+                )
+                .unwrap()
+            }),
+            [
+                -0.045_402_305_912_224_94,
+                -0.154_285_990_174_856_06,
+                0.0,
+                0.345_714_009_825_143_94,
+                1.954_597_694_087_775,
             ],
         ),
     ];

@@ -5,6 +5,7 @@
 mod common;
 
 use backprop::engine::gradcheck::Elements;
+use backprop::engine::ops::gelu::GeluForm;
 use backprop::model::{
     ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Losses, ModelSpec, OptimizerSpec, Target,
 };
@@ -144,6 +145,7 @@ async fn create_model_fills_in_every_default() {
             leaky_slope: None,
             elu_alpha: None,
             maxout_pieces: None,
+            gelu_approximate: None,
         }],
         num_classes: 3,
         no_bias: false,
@@ -1183,5 +1185,114 @@ async fn gradient_check_on_f32_model_runs_in_f64() {
         "max relative error {}",
         r.max_relative_error
     );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn gelu_in_both_forms_over_the_wire() {
+    // A GELU layer of each form: the spec comes back as sent, the served forward equals
+    // the engine's, and the gradient checks below 1e-6 in f64.
+    let srv = TestServer::start().await;
+    let mut c = srv.trainer();
+    let tanh_form = pb::HiddenLayer {
+        gelu_approximate: Some(pb::GeluApproximate::Tanh as i32),
+        ..layer(4, pb::Activation::Gelu)
+    };
+    let wire = pb::ModelSpec {
+        loss: pb::LossKind::Softmax as i32,
+        dtype: pb::Dtype::F64 as i32,
+        init: seeded(71),
+        ..wire_spec(3, &[layer(5, pb::Activation::Gelu), tanh_form], 3)
+    };
+    let (id, created) = create(&mut c, wire).await;
+    let s = created.spec.expect("spec");
+    let forms: Vec<_> = s
+        .hidden
+        .iter()
+        .map(|h| (h.activation, h.gelu_approximate))
+        .collect();
+    assert_eq!(
+        forms,
+        [
+            (
+                pb::Activation::Gelu as i32,
+                Some(pb::GeluApproximate::None as i32)
+            ),
+            (
+                pb::Activation::Gelu as i32,
+                Some(pb::GeluApproximate::Tanh as i32)
+            ),
+        ]
+    );
+    let spec = ModelSpec {
+        loss: LossSpec::Softmax,
+        dtype: DType::F64,
+        seed: 71,
+        ..engine_spec(
+            3,
+            vec![
+                hidden(5, ActivationSpec::gelu()),
+                hidden(
+                    4,
+                    ActivationSpec::Gelu {
+                        form: GeluForm::Tanh,
+                    },
+                ),
+            ],
+            3,
+        )
+    };
+    let model = engine::<f64>(&spec);
+    let b = Batch::random(6, 3, 3, 1200);
+    let served = c
+        .forward(pb::ForwardRequest {
+            model_id: id.clone(),
+            x: Some(b.tensor::<f64>()),
+            labels: b.labels.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, want) = model
+        .net()
+        .evaluate(b.array::<f64>().view(), &b.labels_usize())
+        .unwrap();
+    assert_same(
+        "data loss",
+        served.losses.unwrap().data_loss.unwrap(),
+        want.data.unwrap(),
+    );
+    let r = c
+        .gradient_check(pb::GradientCheckRequest {
+            model_id: id.clone(),
+            x: Some(b.tensor::<f64>()),
+            labels: b.labels.clone(),
+            max_elements_per_parameter: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.max_relative_error < 1e-6 && r.max_relative_error > 0.0,
+        "max relative error {}",
+        r.max_relative_error
+    );
+    // A form on a layer that is not GELU is refused, naming the field.
+    let bad = wire_spec(
+        3,
+        &[pb::HiddenLayer {
+            gelu_approximate: Some(pb::GeluApproximate::Tanh as i32),
+            ..layer(4, pb::Activation::Relu)
+        }],
+        3,
+    );
+    let err = c
+        .create_model(pb::CreateModelRequest {
+            spec: Some(bad),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_invalid(&err, "spec.hidden[0].gelu_approximate");
     srv.stop().await;
 }

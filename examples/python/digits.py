@@ -25,6 +25,14 @@ from sklearn.model_selection import train_test_split
 from backprop_client import DEFAULT_ADDRESS, connect, pb, tensor
 
 LOSSES = {"svm": pb.LOSS_KIND_SVM, "softmax": pb.LOSS_KIND_SOFTMAX}
+# The hidden layer's activation: (enum, GELU form or None).
+ACTIVATIONS = {
+    "relu": (pb.ACTIVATION_RELU, None),
+    "tanh": (pb.ACTIVATION_TANH, None),
+    "elu": (pb.ACTIVATION_ELU, None),
+    "gelu": (pb.ACTIVATION_GELU, pb.GELU_APPROXIMATE_NONE),
+    "gelu-tanh": (pb.ACTIVATION_GELU, pb.GELU_APPROXIMATE_TANH),
+}
 
 
 def load(test_fraction: float, split_seed: int):
@@ -40,9 +48,13 @@ def load(test_fraction: float, split_seed: int):
 
 
 def model_spec(args, input_dim: int, num_classes: int) -> pb.ModelSpec:
+    activation, gelu_form = ACTIVATIONS[args.activation]
+    layer = pb.HiddenLayer(units=args.hidden, activation=activation)
+    if gelu_form is not None:
+        layer.gelu_approximate = gelu_form
     return pb.ModelSpec(
         input_dim=input_dim,
-        hidden=[pb.HiddenLayer(units=args.hidden, activation=pb.ACTIVATION_RELU)],
+        hidden=[layer],
         num_classes=num_classes,
         loss=LOSSES[args.loss],
         l2=args.l2,
@@ -94,6 +106,7 @@ def train(args) -> dict:
 
     return {
         "loss": args.loss,
+        "activation": args.activation,
         "train_accuracy": on_train.accuracy,
         "test_accuracy": on_test.accuracy,
         # The mean TrainStep loss over the last epoch (each is the batch's loss before
@@ -125,7 +138,9 @@ def parse_args(argv=None):
     p.add_argument("--loss", choices=sorted(LOSSES), default="softmax")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=128, help="ReLU units in the hidden layer")
+    p.add_argument("--hidden", type=int, default=128, help="units in the hidden layer")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu",
+                   help="the hidden layer's activation")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--l2", type=float, default=1e-4, help="λ in R = λ·Σ W²")
     p.add_argument("--seed", type=int, default=0, help="server init and minibatch order")

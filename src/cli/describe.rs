@@ -13,6 +13,7 @@ pub fn activation(a: i32) -> &'static str {
         Ok(A::LeakyRelu) => "leaky-relu",
         Ok(A::Elu) => "elu",
         Ok(A::Maxout) => "maxout",
+        Ok(A::Gelu) => "gelu",
         Err(_) => "unknown",
     }
 }
@@ -61,6 +62,9 @@ fn hidden_layer(h: &pb::HiddenLayer) -> String {
         ("leaky-relu", Some(a), _, _) => format!("{} leaky-relu(α={a})", h.units),
         ("elu", _, Some(a), _) => format!("{} elu(α={a})", h.units),
         ("maxout", _, _, Some(k)) => format!("{} maxout(k={k})", h.units),
+        ("gelu", ..) if h.gelu_approximate == Some(pb::GeluApproximate::Tanh as i32) => {
+            format!("{} gelu(tanh)", h.units)
+        }
         _ => format!("{} {act}", h.units),
     }
 }
@@ -127,6 +131,11 @@ pub fn spec_json(spec: &pb::ModelSpec) -> Value {
             "leaky_slope": h.leaky_slope,
             "elu_alpha": h.elu_alpha,
             "maxout_pieces": h.maxout_pieces,
+            "gelu_approximate": h.gelu_approximate.map(|g| match pb::GeluApproximate::try_from(g) {
+                Ok(pb::GeluApproximate::Tanh) => "tanh",
+                Ok(_) => "none",
+                Err(_) => "unknown",
+            }),
         })).collect::<Vec<_>>(),
         "num_classes": spec.num_classes,
         "bias": !spec.no_bias,

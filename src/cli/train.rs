@@ -91,6 +91,10 @@ pub enum ActivationArg {
     LeakyRelu,
     Elu,
     Maxout,
+    /// x·Φ(x), exact (erf).
+    Gelu,
+    /// GELU by its tanh approximation.
+    GeluTanh,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -307,17 +311,23 @@ fn hidden_layers(args: &TrainArgs) -> Result<Vec<pb::HiddenLayer>, CliError> {
     Ok(sizes
         .iter()
         .enumerate()
-        .map(|(i, &units)| pb::HiddenLayer {
-            units,
-            activation: match acts[if acts.len() == 1 { 0 } else { i }] {
-                ActivationArg::Relu => pb::Activation::Relu,
-                ActivationArg::Sigmoid => pb::Activation::Sigmoid,
-                ActivationArg::Tanh => pb::Activation::Tanh,
-                ActivationArg::LeakyRelu => pb::Activation::LeakyRelu,
-                ActivationArg::Elu => pb::Activation::Elu,
-                ActivationArg::Maxout => pb::Activation::Maxout,
-            } as i32,
-            ..Default::default()
+        .map(|(i, &units)| {
+            let arg = acts[if acts.len() == 1 { 0 } else { i }];
+            pb::HiddenLayer {
+                units,
+                activation: match arg {
+                    ActivationArg::Relu => pb::Activation::Relu,
+                    ActivationArg::Sigmoid => pb::Activation::Sigmoid,
+                    ActivationArg::Tanh => pb::Activation::Tanh,
+                    ActivationArg::LeakyRelu => pb::Activation::LeakyRelu,
+                    ActivationArg::Elu => pb::Activation::Elu,
+                    ActivationArg::Maxout => pb::Activation::Maxout,
+                    ActivationArg::Gelu | ActivationArg::GeluTanh => pb::Activation::Gelu,
+                } as i32,
+                gelu_approximate: matches!(arg, ActivationArg::GeluTanh)
+                    .then_some(pb::GeluApproximate::Tanh as i32),
+                ..Default::default()
+            }
         })
         .collect())
 }

@@ -12,7 +12,7 @@ use crate::engine::backward::BackwardOptions;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::graph::{Graph, NodeId};
 use crate::engine::ops::{
-    elu::Elu, leaky_relu::LeakyRelu, relu::Relu, sigmoid::Sigmoid, tanh::Tanh,
+    elu::Elu, gelu::Gelu, leaky_relu::LeakyRelu, relu::Relu, sigmoid::Sigmoid, tanh::Tanh,
 };
 use crate::engine::scalar::{Scalar, first_non_finite};
 
@@ -361,6 +361,7 @@ fn activate<T: Scalar>(g: &mut Graph<'_, T>, z: NodeId, act: ActivationSpec) -> 
         ActivationSpec::Tanh => g.activation(z, Tanh),
         ActivationSpec::LeakyRelu { slope } => g.activation(z, LeakyRelu { slope }),
         ActivationSpec::Elu { alpha } => g.activation(z, Elu { alpha }),
+        ActivationSpec::Gelu { form } => g.activation(z, Gelu { form }),
         ActivationSpec::Maxout { .. } => {
             unreachable!("maxout is built from affine pieces and max gates")
         }

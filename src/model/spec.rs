@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{EngineError, Result};
+use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
 
 /// The nonlinearity of a hidden layer, with its options.
@@ -25,6 +26,11 @@ pub enum ActivationSpec {
     Maxout {
         pieces: usize,
     },
+    /// `x·Φ(x)`, exactly (erf) or by the tanh approximation.
+    Gelu {
+        #[serde(default)]
+        form: GeluForm,
+    },
 }
 
 impl ActivationSpec {
@@ -41,8 +47,13 @@ impl ActivationSpec {
     pub fn maxout() -> Self {
         ActivationSpec::Maxout { pieces: 2 }
     }
-    /// The six activations, each with its default options.
-    pub fn all() -> [ActivationSpec; 6] {
+    pub fn gelu() -> Self {
+        ActivationSpec::Gelu {
+            form: GeluForm::default(),
+        }
+    }
+    /// Every activation, each with its default options.
+    pub fn all() -> [ActivationSpec; 7] {
         [
             ActivationSpec::Sigmoid,
             ActivationSpec::Tanh,
@@ -50,6 +61,7 @@ impl ActivationSpec {
             ActivationSpec::leaky_relu(),
             ActivationSpec::maxout(),
             ActivationSpec::elu(),
+            ActivationSpec::gelu(),
         ]
     }
     /// ReLU-like activations keep about half the variance, so they take He init.

@@ -5,6 +5,7 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use tonic::Status;
 
 use super::status::invalid;
+use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
 use crate::engine::scalar::Scalar;
 use crate::model::{
@@ -208,6 +209,13 @@ fn hidden_from_proto(i: usize, h: &pb::HiddenLayer) -> Result<HiddenSpec, Status
     if kind != pb::Activation::Elu {
         only(h.elu_alpha.is_some(), "elu_alpha", "ACTIVATION_ELU")?;
     }
+    if kind != pb::Activation::Gelu {
+        only(
+            h.gelu_approximate.is_some(),
+            "gelu_approximate",
+            "ACTIVATION_GELU",
+        )?;
+    }
     if kind != pb::Activation::Maxout {
         only(
             h.maxout_pieces.is_some(),
@@ -227,6 +235,20 @@ fn hidden_from_proto(i: usize, h: &pb::HiddenLayer) -> Result<HiddenSpec, Status
         },
         pb::Activation::Maxout => ActivationSpec::Maxout {
             pieces: h.maxout_pieces.unwrap_or(2) as usize,
+        },
+        pb::Activation::Gelu => ActivationSpec::Gelu {
+            form: match h.gelu_approximate.map(pb::GeluApproximate::try_from) {
+                None | Some(Ok(pb::GeluApproximate::Unspecified | pb::GeluApproximate::None)) => {
+                    GeluForm::Erf
+                }
+                Some(Ok(pb::GeluApproximate::Tanh)) => GeluForm::Tanh,
+                Some(Err(_)) => {
+                    return Err(invalid(
+                        field("gelu_approximate"),
+                        "unknown GeluApproximate value",
+                    ));
+                }
+            },
         },
     };
     Ok(HiddenSpec {
@@ -344,6 +366,13 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
                     l.maxout_pieces = Some(pieces as u32);
                     pb::Activation::Maxout
                 }
+                ActivationSpec::Gelu { form } => {
+                    l.gelu_approximate = Some(match form {
+                        GeluForm::Erf => pb::GeluApproximate::None,
+                        GeluForm::Tanh => pb::GeluApproximate::Tanh,
+                    } as i32);
+                    pb::Activation::Gelu
+                }
             } as i32;
             l
         })
@@ -435,5 +464,100 @@ mod tests {
             to_tensor(full.reversed_axes()).values[..4],
             [0.0, 3.0, 6.0, 9.0]
         );
+    }
+}
+
+#[cfg(test)]
+mod kinds {
+    //! The model's kinds pinned to the proto's enums: every wire value has a model kind
+    //! and comes back as itself, so a kind added on one side only fails here.
+    use super::*;
+
+    fn with_layer(h: pb::HiddenLayer) -> pb::ModelSpec {
+        pb::ModelSpec {
+            input_dim: 3,
+            num_classes: 2,
+            hidden: vec![h],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_activation_round_trips_through_the_wire() {
+        let mut kinds = ActivationSpec::all().to_vec();
+        kinds.push(ActivationSpec::Gelu {
+            form: GeluForm::Tanh,
+        });
+        for act in kinds {
+            let spec = spec_from_proto(Some(with_layer(pb::HiddenLayer {
+                units: 4,
+                ..Default::default()
+            })))
+            .unwrap();
+            let mut spec = spec;
+            spec.hidden[0].activation = act;
+            let back = spec_from_proto(Some(spec_to_proto(&spec))).unwrap();
+            assert_eq!(back.hidden[0].activation, act);
+        }
+    }
+
+    #[test]
+    fn every_wire_activation_has_a_model_kind() {
+        let wire: Vec<pb::Activation> = (1..64)
+            .filter_map(|i| pb::Activation::try_from(i).ok())
+            .collect();
+        let model: Vec<i32> = ActivationSpec::all()
+            .iter()
+            .map(|&a| {
+                let mut s = spec_from_proto(Some(with_layer(pb::HiddenLayer {
+                    units: 4,
+                    ..Default::default()
+                })))
+                .unwrap();
+                s.hidden[0].activation = a;
+                spec_to_proto(&s).hidden[0].activation
+            })
+            .collect();
+        for a in &wire {
+            let spec = spec_from_proto(Some(with_layer(pb::HiddenLayer {
+                units: 4,
+                activation: *a as i32,
+                ..Default::default()
+            })))
+            .unwrap_or_else(|e| panic!("{a:?}: {e}"));
+            assert_eq!(
+                spec_to_proto(&spec).hidden[0].activation,
+                *a as i32,
+                "{a:?}"
+            );
+            assert!(
+                model.contains(&(*a as i32)),
+                "{a:?} missing from ActivationSpec::all()"
+            );
+        }
+        assert_eq!(
+            wire.len(),
+            model.len(),
+            "ActivationSpec::all() vs the proto enum"
+        );
+    }
+
+    #[test]
+    fn every_wire_optimizer_has_a_model_kind() {
+        for k in (1..64).filter_map(|i| pb::OptimizerKind::try_from(i).ok()) {
+            let spec = spec_from_proto(Some(pb::ModelSpec {
+                optimizer: Some(pb::Optimizer {
+                    kind: k as i32,
+                    ..Default::default()
+                }),
+                ..with_layer(pb::HiddenLayer {
+                    units: 4,
+                    ..Default::default()
+                })
+            }))
+            .unwrap_or_else(|e| panic!("{k:?}: {e}"));
+            let back = spec_to_proto(&spec);
+            assert_eq!(back.optimizer.map(|o| o.kind), Some(k as i32), "{k:?}");
+        }
     }
 }

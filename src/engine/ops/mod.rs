@@ -17,6 +17,7 @@ pub mod activation;
 pub mod add;
 pub mod bias_add;
 pub mod elu;
+pub mod gelu;
 pub mod l2;
 pub mod leaky_relu;
 pub mod matmul;
