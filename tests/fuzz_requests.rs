@@ -1597,7 +1597,7 @@ fn units() -> BoxedStrategy<u32> {
 }
 
 fn hidden_layer() -> BoxedStrategy<pb::HiddenLayer> {
-    (units(), enum_value(6))
+    (units(), enum_value(7))
         .prop_flat_map(|(units, activation)| {
             let pieces = prop_oneof![
                 6 => 2u32..=4,
@@ -1638,6 +1638,7 @@ fn hidden_layer() -> BoxedStrategy<pb::HiddenLayer> {
                 leaky_slope,
                 elu_alpha,
                 maxout_pieces,
+                gelu_approximate: None,
             },
         )
         .boxed()
@@ -1784,7 +1785,7 @@ fn sanitized(s: Option<pb::ModelSpec>) -> Option<pb::ModelSpec> {
     s.hidden.truncate(3);
     for h in &mut s.hidden {
         h.units = 1 + h.units % 6;
-        h.activation = h.activation.rem_euclid(7);
+        h.activation = h.activation.rem_euclid(8);
         let a = A::try_from(h.activation).ok();
         unit(&mut h.leaky_slope);
         pos(&mut h.elu_alpha);

@@ -1287,10 +1287,7 @@ async fn gelu_in_both_forms_over_the_wire() {
         3,
     );
     let err = c
-        .create_model(pb::CreateModelRequest {
-            spec: Some(bad),
-            ..Default::default()
-        })
+        .create_model(pb::CreateModelRequest { spec: Some(bad) })
         .await
         .unwrap_err();
     assert_invalid(&err, "spec.hidden[0].gelu_approximate");
