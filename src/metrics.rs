@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Calls to the Trainer, by `method` and gRPC `code` (e.g. `OK`, `NOT_FOUND`).
@@ -34,6 +34,9 @@ pub const PARAMETERS: &str = "backprop_parameters";
 pub const RESIDENT_MEMORY: &str = "backprop_process_resident_memory_bytes";
 /// Counter, by `outcome` ("ok" | "error"): session files written to the state directory.
 pub const STATE_SAVES: &str = "backprop_state_saves_total";
+/// Gauge: sessions whose last save to the state directory failed; they refuse changes
+/// until a save succeeds, and the Trainer's health entry is NOT_SERVING while any is.
+pub const UNSAVED_SESSIONS: &str = "backprop_unsaved_sessions";
 /// Histogram: seconds one session save took (encode, write, fsync, rename).
 pub const STATE_SAVE_DURATION: &str = "backprop_state_save_seconds";
 /// Counter: queued jobs skipped because their caller had gone (deadline passed,
@@ -75,6 +78,8 @@ struct Inner {
     saves_ok: Counter,
     saves_failed: Counter,
     save_duration: Histogram,
+    /// Set when the count changes (not at scrape time): the persister owns the number.
+    unsaved: Gauge,
     expired: Counter,
 }
 
@@ -104,12 +109,13 @@ impl Metrics {
                     metrics::counter!(SHED, "reason" => "message_too_large"),
                 )
             });
-        let (saves_ok, saves_failed, save_duration, expired) =
+        let (saves_ok, saves_failed, save_duration, unsaved, expired) =
             metrics::with_local_recorder(&recorder, || {
                 (
                     metrics::counter!(STATE_SAVES, "outcome" => "ok"),
                     metrics::counter!(STATE_SAVES, "outcome" => "error"),
                     metrics::histogram!(STATE_SAVE_DURATION),
+                    metrics::gauge!(UNSAVED_SESSIONS),
                     metrics::counter!(EXPIRED),
                 )
             });
@@ -123,6 +129,7 @@ impl Metrics {
             saves_ok,
             saves_failed,
             save_duration,
+            unsaved,
             expired,
         })))
     }
@@ -167,6 +174,13 @@ impl Metrics {
                 m.saves_failed.increment(1);
             }
             m.save_duration.record(took);
+        }
+    }
+
+    /// How many sessions are unsaved (their last save failed) now.
+    pub fn unsaved_sessions(&self, n: usize) {
+        if let Some(m) = &self.0 {
+            m.unsaved.set(n as f64);
         }
     }
 
@@ -234,6 +248,10 @@ fn describe() {
     describe_counter!(
         STATE_SAVES,
         "Session files written to the state directory, by outcome"
+    );
+    describe_gauge!(
+        UNSAVED_SESSIONS,
+        "Sessions whose last save to the state directory failed (they refuse changes)"
     );
     describe_histogram!(
         STATE_SAVE_DURATION,

@@ -151,6 +151,7 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TrainerServer<TrainerService>>().await;
+    let following = crate::service::health::follow_saves(&store, health.clone());
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -168,6 +169,7 @@ pub async fn run(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+        drop(following);
         health
             .set_not_serving::<TrainerServer<TrainerService>>()
             .await;
@@ -201,13 +203,18 @@ pub async fn run(
         _ = deadline => tracing::warn!(?grace, "in-flight calls did not finish within the grace period; stopping anyway"),
     }
     if config.persist.is_some() {
-        // Every acknowledged step is on disk before the process exits.
+        // Every acknowledged step is on disk before the process exits, or the exit says
+        // it is not (the binary exits non-zero).
         let failed = store.save_all().await;
         if failed > 0 {
             tracing::error!(failed, "some sessions could not be saved at shutdown");
-        } else {
-            tracing::info!(sessions = store.len(), "saved every session");
+            return Err(format!(
+                "{failed} session(s) could not be saved to the state directory at shutdown; \
+                 their latest acknowledged steps are not on disk (see the log)"
+            )
+            .into());
         }
+        tracing::info!(sessions = store.len(), "saved every session");
     }
     tracing::info!("stopped");
     Ok(())

@@ -343,3 +343,100 @@ fn damaged_files_are_refused_with_what_is_wrong() {
     let same = rewrite(&good, |_, _| {});
     assert_eq!(bits(&checkpoint::decode(&same).unwrap().model), bits(&m));
 }
+
+/// A checkpoint whose one tensor `name` has `value` at flat index `index`.
+fn with_value(good: &[u8], name: &str, index: usize, value: f32) -> Vec<u8> {
+    rewrite(good, |t, _| {
+        let w = t.iter_mut().find(|(n, ..)| n == name).unwrap();
+        w.3[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+    })
+}
+
+#[test]
+fn negative_second_moments_are_refused_with_the_tensor_and_index() {
+    for (optimizer, slot) in [
+        (OptimizerSpec::adam(), "adam_v"),
+        (OptimizerSpec::rmsprop(), "rmsprop_cache"),
+    ] {
+        let mut m = AnyModel::new(spec(optimizer, DType::F32, ActivationSpec::Relu)).unwrap();
+        train(typed::<f32>(&mut m), &batches::<f32>(2, 3));
+        let good = checkpoint::encode(&m, &[]).unwrap();
+        let name = format!("layers.1.weight.{slot}");
+        let got = checkpoint::decode(&with_value(&good, &name, 3, -0.25))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            got,
+            format!(
+                "{name}: value at flat index 3 is negative (-0.25); this slot is a running \
+                 average of squared gradients, never below 0"
+            )
+        );
+        // Zero is a legal second moment (a parameter whose gradient was always 0).
+        assert!(checkpoint::decode(&with_value(&good, &name, 3, 0.0)).is_ok());
+    }
+    // First moments and momentum may be negative.
+    for (optimizer, slot) in [
+        (OptimizerSpec::adam(), "adam_m"),
+        (OptimizerSpec::momentum(), "momentum"),
+    ] {
+        let mut m = AnyModel::new(spec(optimizer, DType::F32, ActivationSpec::Relu)).unwrap();
+        train(typed::<f32>(&mut m), &batches::<f32>(2, 3));
+        let good = checkpoint::encode(&m, &[]).unwrap();
+        let name = format!("layers.1.weight.{slot}");
+        assert!(checkpoint::decode(&with_value(&good, &name, 3, -0.25)).is_ok());
+    }
+}
+
+#[test]
+fn an_oversized_header_or_spec_is_refused_before_it_is_decoded() {
+    let m = AnyModel::new(spec(OptimizerSpec::sgd(), DType::F32, ActivationSpec::Relu)).unwrap();
+    let good = checkpoint::encode(&m, &[]).unwrap();
+    let meta = SafeTensors::read_metadata(&good).unwrap().1;
+    let spec_json = meta.metadata().as_ref().unwrap()["spec"].clone();
+    let hidden = |n: usize| {
+        let layer = r#"{"units":1,"activation":{"kind":"relu"}}"#;
+        let layers = vec![layer; n].join(",");
+        let start = spec_json.find("\"hidden\":[").unwrap() + "\"hidden\":[".len();
+        let end = start + spec_json[start..].find("]").unwrap();
+        format!("{}{layers}{}", &spec_json[..start], &spec_json[end..])
+    };
+    let with_spec = |s: String| {
+        rewrite(&good, move |_, meta| {
+            meta.insert("spec".into(), s);
+        })
+    };
+    // A million layers (40 MB of JSON, once 1 GB to decode): the header is too big.
+    let huge = with_spec(hidden(1_000_000));
+    let e = checkpoint::decode(&huge).unwrap_err().to_string();
+    assert!(
+        e.starts_with("not a safetensors file: the JSON header is ")
+            && e.ends_with("bytes, more than the 4194304 any model this server can hold needs"),
+        "{e}"
+    );
+    // Ten thousand layers fit in the header but not in a spec.
+    let e = checkpoint::decode(&with_spec(hidden(10_000)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("__metadata__.spec: ")
+            && e.ends_with(
+                "bytes of JSON, more than the 65536 a spec of at most 128 hidden layers needs"
+            ),
+        "{e}"
+    );
+    // 129 layers fit in the JSON: the depth is checked before anything is built.
+    let e = checkpoint::decode(&with_spec(hidden(129)))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "__metadata__.spec: 129 hidden layers; at most 128");
+    // The header length itself, before any parse: 5 MiB claimed by an 8-byte prefix.
+    let mut claim = (5u64 << 20).to_le_bytes().to_vec();
+    claim.extend_from_slice(b"{}");
+    let e = checkpoint::decode(&claim).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "not a safetensors file: the JSON header is 5242880 bytes, more than the 4194304 \
+         any model this server can hold needs"
+    );
+}

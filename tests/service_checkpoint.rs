@@ -1,11 +1,11 @@
 //! ExportModel / ImportModel end to end: a model exported at step k and imported trains on
 //! bit-identically with the original; models bigger than the message limit stream in
-//! chunks; a truncated, reordered, oversized or corrupted upload is refused with a clear
-//! error and creates nothing.
+//! chunks; a truncated, reordered, oversized or corrupted upload (or one with a negative
+//! second moment) is refused with a clear error and creates nothing.
 mod common;
 
 use backprop::pb;
-use backprop::service::checkpoint::sha256_hex;
+use backprop::service::checkpoint::{MIN_CHUNK_BYTES, sha256_hex};
 use common::*;
 use prost::bytes::Bytes;
 use tokio_stream::StreamExt;
@@ -118,12 +118,10 @@ async fn an_imported_model_trains_on_bit_identically() {
     ] {
         let (id, created) = create(&mut c, spec(opt, dtype)).await;
         assert_eq!(train(&mut c, &id, 5, 100).await, 5);
+        // 700 bytes is below the floor: raised to 64 KiB, one chunk for this small file.
         let (file, chunks) = export(&mut c, &id, 700).await;
-        assert!(
-            chunks.len() > 3,
-            "{opt:?}: {} chunks of 700 bytes",
-            chunks.len()
-        );
+        assert!(file.len() < MIN_CHUNK_BYTES);
+        assert_eq!(chunks.len(), 1, "{opt:?}: {} bytes", file.len());
 
         let imported = import(&mut c, upload(&file, 1000))
             .await
@@ -311,6 +309,22 @@ async fn bad_uploads_are_refused_and_create_nothing() {
         upload(&damaged, 512),
         Code::InvalidArgument,
         "is not finite",
+    ));
+    // A negative second moment (Adam's v is an average of squares), checksum recomputed.
+    let mut negative = file.clone();
+    let (n, header) = safetensors::SafeTensors::read_metadata(&file).expect("header");
+    let (start, _) = header
+        .info("layers.0.weight.adam_v")
+        .expect("adam_v")
+        .data_offsets;
+    let at = 8 + n + start + 3 * 8;
+    negative[at..at + 8].copy_from_slice(&(-1.0f64).to_le_bytes());
+    cases.push((
+        "a negative adam_v",
+        upload(&negative, 512),
+        Code::InvalidArgument,
+        "layers.0.weight.adam_v: value at flat index 3 is negative (-1); this slot is a \
+         running average of squared gradients",
     ));
     cases.push((
         "not a safetensors file",

@@ -9,8 +9,9 @@
 //! keys of their own (the session store adds the id and the owner).
 //!
 //! Decoding is strict: every tensor the spec implies must be present with its shape,
-//! dtype and finite values, and nothing else may be, so a file either restores a model
-//! that continues bit-identically or is refused with the first thing wrong.
+//! dtype and finite values (second moments ≥ 0), and nothing else may be, so a file
+//! either restores a model that continues bit-identically or is refused with the first
+//! thing wrong. The header and the spec are size-checked before they are parsed.
 pub mod file;
 
 use std::borrow::Cow;
@@ -22,6 +23,7 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensors, View};
 use crate::engine::error::EngineError;
 use crate::engine::scalar::Scalar;
 use crate::model::optim::Optimizer;
+use crate::model::spec::MAX_HIDDEN_LAYERS;
 use crate::model::{AnyModel, DType, Model, ModelSpec};
 use crate::with_model;
 
@@ -71,8 +73,28 @@ pub fn encode(model: &AnyModel, extra: &[(&str, &str)]) -> Result<Vec<u8>, Check
     with_model!(model, m => encode_typed(m, extra))
 }
 
-/// Decodes and validates a checkpoint (see the module doc for what is checked).
+/// The largest JSON header a checkpoint may have. The largest model a spec allows
+/// ([`MAX_HIDDEN_LAYERS`] + 1 layers of [`MAX_PIECES`](crate::model::spec::MAX_PIECES) pieces, a weight and a bias each,
+/// with two optimizer slots) has about 12,400 tensors of under 160 bytes of header each:
+/// 2 MiB, plus the spec; twice that leaves room for callers' own metadata.
+pub const MAX_HEADER_BYTES: u64 = 4 << 20;
+/// The largest spec JSON: one of [`MAX_HIDDEN_LAYERS`] layers with every field at its
+/// longest takes about 12 KiB.
+pub const MAX_SPEC_BYTES: usize = 64 << 10;
+
+/// Decodes and validates a checkpoint (see the module doc for what is checked). The
+/// header's size is checked before it is parsed, and the spec's size and depth before
+/// anything is built from it, so a hostile file costs at most a few MiB to refuse.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, CheckpointError> {
+    if let Some(prefix) = bytes.get(..8) {
+        let n = u64::from_le_bytes(prefix.try_into().unwrap_or_default());
+        if n > MAX_HEADER_BYTES {
+            return Err(CheckpointError::Format(format!(
+                "the JSON header is {n} bytes, more than the {MAX_HEADER_BYTES} any model \
+                 this server can hold needs"
+            )));
+        }
+    }
     // One parse of the header; it also checks that every tensor's byte range lies in the
     // buffer and that the buffer ends where the last one does.
     let (n, header) =
@@ -93,8 +115,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, CheckpointError> {
             format!("{format:?} is not {FORMAT:?}"),
         ));
     }
-    let spec: ModelSpec = serde_json::from_str(&take(KEY_SPEC)?)
-        .map_err(|e| CheckpointError::meta(KEY_SPEC, format!("not a model spec: {e}")))?;
+    let spec = decode_spec(&take(KEY_SPEC)?)?;
     let number = |key: &str, text: String| {
         text.parse::<u64>()
             .map_err(|_| CheckpointError::meta(key, format!("{text:?} is not a whole number")))
@@ -107,6 +128,34 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, CheckpointError> {
         DType::F64 => AnyModel::F64(decode_typed(&file, spec, t, step)?),
     };
     Ok(Decoded { model, extra: meta })
+}
+
+/// The spec from its JSON, within [`MAX_SPEC_BYTES`] and [`MAX_HIDDEN_LAYERS`] (the
+/// size bounds what deserializing may build; the depth is checked before the spec is
+/// validated or any shape computed from it).
+fn decode_spec(json: &str) -> Result<ModelSpec, CheckpointError> {
+    if json.len() > MAX_SPEC_BYTES {
+        return Err(CheckpointError::meta(
+            KEY_SPEC,
+            format!(
+                "{} bytes of JSON, more than the {MAX_SPEC_BYTES} a spec of at most \
+                 {MAX_HIDDEN_LAYERS} hidden layers needs",
+                json.len()
+            ),
+        ));
+    }
+    let spec: ModelSpec = serde_json::from_str(json)
+        .map_err(|e| CheckpointError::meta(KEY_SPEC, format!("not a model spec: {e}")))?;
+    if spec.hidden.len() > MAX_HIDDEN_LAYERS {
+        return Err(CheckpointError::meta(
+            KEY_SPEC,
+            format!(
+                "{} hidden layers; at most {MAX_HIDDEN_LAYERS}",
+                spec.hidden.len()
+            ),
+        ));
+    }
+    Ok(spec)
 }
 
 /// The scalars a checkpoint stores, with their safetensors dtype and byte order.

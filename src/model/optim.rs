@@ -59,7 +59,7 @@ impl<T: Scalar> Optimizer<T> {
     /// State restored from a checkpoint: `slots[k][i]` is state slot `k` (see
     /// [`slot_names`](Self::slot_names)) of parameter `i`. Every tensor must have its
     /// parameter's shape and be finite, so a restored optimizer behaves exactly like the
-    /// one that was saved.
+    /// one that was saved; second-moment slots must also be ≥ 0.
     pub fn from_state(
         spec: OptimizerSpec,
         params: &[Param<T>],
@@ -99,6 +99,17 @@ impl<T: Scalar> Optimizer<T> {
                     ));
                 }
                 super::net::check_finite(&field, s)?;
+                if Self::square_slots(&spec).contains(name)
+                    && let Some((index, v)) = s.iter().enumerate().find(|(_, v)| **v < T::zero())
+                {
+                    return Err(EngineError::Parameter {
+                        field,
+                        reason: format!(
+                            "value at flat index {index} is negative ({v}); this slot is a \
+                             running average of squared gradients, never below 0"
+                        ),
+                    });
+                }
             }
         }
         let second = if slots.len() > 1 {
@@ -127,6 +138,17 @@ impl<T: Scalar> Optimizer<T> {
             OptimizerSpec::Momentum { .. } => &["momentum"],
             OptimizerSpec::RmsProp { .. } => &["rmsprop_cache"],
             OptimizerSpec::Adam { .. } => &["adam_m", "adam_v"],
+        }
+    }
+
+    /// The slots (of [`slot_names`](Self::slot_names)) that hold running averages of
+    /// squared gradients: RMSProp's cache and Adam's v. They are never negative (√ of
+    /// them is taken), so state restored with a negative one is refused.
+    fn square_slots(spec: &OptimizerSpec) -> &'static [&'static str] {
+        match spec {
+            OptimizerSpec::Sgd { .. } | OptimizerSpec::Momentum { .. } => &[],
+            OptimizerSpec::RmsProp { .. } => &["rmsprop_cache"],
+            OptimizerSpec::Adam { .. } => &["adam_v"],
         }
     }
 

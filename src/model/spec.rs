@@ -388,6 +388,11 @@ pub struct ParamShape {
 /// The most maxout pieces a layer may have (each piece is a full weight matrix).
 pub const MAX_PIECES: usize = 16;
 
+/// The most hidden layers a spec may have: beyond this a fully connected net is absurd,
+/// whatever the server's limits (CreateModel and ImportModel refuse more, a checkpoint
+/// before its spec is even decoded).
+pub const MAX_HIDDEN_LAYERS: usize = 128;
+
 fn positive(field: &str, v: f64) -> Result<()> {
     if v > 0.0 && v.is_finite() {
         Ok(())

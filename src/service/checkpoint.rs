@@ -1,7 +1,7 @@
 //! ExportModel and ImportModel: a session's checkpoint (see [`crate::checkpoint`])
-//! streamed in chunks, each chunk a slice of one encoded file, with the file's size and
-//! SHA-256 declared up front so the receiver can tell a complete upload from a truncated
-//! or corrupted one.
+//! streamed in chunks, each chunk a slice of one encoded file made as the transport asks
+//! for it, with the file's size and SHA-256 declared up front so the receiver can tell a
+//! complete upload from a truncated or corrupted one.
 use std::pin::Pin;
 
 use prost::bytes::Bytes;
@@ -14,6 +14,10 @@ use crate::pb;
 
 /// Chunk size when the caller does not choose one.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// The smallest chunk ExportModel sends (unless the message limit is smaller): a smaller
+/// `chunk_bytes` is raised to it. Every chunk costs a message of framing and bookkeeping
+/// on the way out, so tiny chunks would multiply a file's size in memory and time.
+pub const MIN_CHUNK_BYTES: usize = 64 * 1024;
 /// Memory reserved for an upload before its data arrives.
 const RESERVE_AT_MOST: usize = 1 << 20;
 /// Room left in a message for the chunk's other fields and framing.
@@ -21,12 +25,13 @@ const CHUNK_OVERHEAD: usize = 1024;
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
 
-/// The chunk size to use: the caller's (if it fits in a message) or the default.
+/// The chunk size to use: the caller's (raised to [`MIN_CHUNK_BYTES`], and refused if it
+/// does not fit in a message) or the default.
 pub fn chunk_size(requested: u32, max_message_bytes: usize) -> Result<usize, Status> {
     let most = max_message_bytes.saturating_sub(CHUNK_OVERHEAD).max(1);
     match requested as usize {
         0 => Ok(DEFAULT_CHUNK_BYTES.min(most)),
-        n if n <= most => Ok(n),
+        n if n <= most => Ok(n.max(MIN_CHUNK_BYTES).min(most)),
         n => Err(invalid(
             "chunk_bytes",
             format!("{n} does not fit in a message; at most {most}"),
@@ -42,31 +47,51 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The file cut into chunks of at most `chunk` bytes (slices of one buffer, no copy); the
-/// first carries the size and checksum. What ExportModel sends and `backprop import`
-/// uploads.
-pub fn split(file: Vec<u8>, chunk: usize) -> Vec<pb::CheckpointChunk> {
-    let sha256 = sha256_hex(&file);
-    let total = file.len();
-    let file = Bytes::from(file);
-    (0..total.max(1))
-        .step_by(chunk.max(1))
-        .map(|offset| pb::CheckpointChunk {
-            data: file.slice(offset..(offset + chunk).min(total)),
-            offset: offset as u64,
-            total_bytes: total as u64,
-            sha256: if offset == 0 {
-                sha256.clone()
-            } else {
-                String::new()
-            },
-        })
-        .collect()
+/// An encoded checkpoint on its way out: one buffer, which every chunk slices (a
+/// reference count, no copy), and its SHA-256 for the first chunk.
+pub struct Outgoing {
+    file: Bytes,
+    sha256: String,
 }
 
-/// The file as ExportModel's answer stream.
-pub fn chunks(file: Vec<u8>, chunk: usize) -> ChunkStream {
-    Box::pin(tokio_stream::iter(split(file, chunk).into_iter().map(Ok)))
+impl Outgoing {
+    /// Hashes the file: work in proportion to its size, so call this off the async runtime.
+    pub fn new(file: Vec<u8>) -> Self {
+        let sha256 = sha256_hex(&file);
+        Outgoing {
+            file: Bytes::from(file),
+            sha256,
+        }
+    }
+
+    /// The file in chunks of at most `chunk` bytes, each made only when asked for (the
+    /// first carries the size and checksum). Held by a stream, the buffer lives as long
+    /// as the stream does; a receiver that hangs up drops both.
+    pub fn chunks(self, chunk: usize) -> impl Iterator<Item = pb::CheckpointChunk> + Send {
+        let Outgoing { file, sha256 } = self;
+        let total = file.len();
+        let mut sha256 = Some(sha256);
+        (0..total.max(1))
+            .step_by(chunk.max(1))
+            .map(move |offset| pb::CheckpointChunk {
+                data: file.slice(offset..(offset + chunk).min(total)),
+                offset: offset as u64,
+                total_bytes: total as u64,
+                sha256: sha256.take().unwrap_or_default(),
+            })
+    }
+
+    /// The file as ExportModel's answer stream: chunks are sliced one by one as the
+    /// transport takes them (it polls only when it can send), so the memory an export
+    /// costs is the one encoded file, whatever the chunk size.
+    pub fn stream(self, chunk: usize) -> ChunkStream {
+        Box::pin(tokio_stream::iter(self.chunks(chunk).map(Ok)))
+    }
+}
+
+/// The file cut into chunks of at most `chunk` bytes, as `backprop import` uploads it.
+pub fn split(file: Vec<u8>, chunk: usize) -> impl Iterator<Item = pb::CheckpointChunk> + Send {
+    Outgoing::new(file).chunks(chunk)
 }
 
 /// Receives a whole upload: checks that chunks are contiguous, that the file is exactly

@@ -1,9 +1,11 @@
 //! The gRPC face: the `backprop.v1.Trainer` implementation (a thin layer over the model
 //! and session modules), wire conversion, the one place errors become statuses,
-//! bearer-token authentication (which tenant a call is), and checkpoint streaming.
+//! bearer-token authentication (which tenant a call is), checkpoint streaming, and the
+//! health entry that follows the state directory.
 pub mod auth;
 pub mod checkpoint;
 pub mod convert;
+pub mod health;
 pub mod status;
 pub mod trainer;
 

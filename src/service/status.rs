@@ -1,7 +1,8 @@
 //! Every error becomes a gRPC status in this one place. Client mistakes are
 //! INVALID_ARGUMENT with the offending field named in the message and as a
 //! `google.rpc.BadRequest` field violation; unknown sessions are NOT_FOUND; limits and a
-//! full compute queue are RESOURCE_EXHAUSTED.
+//! full compute queue are RESOURCE_EXHAUSTED; a state directory that cannot be written is
+//! UNAVAILABLE.
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -47,7 +48,11 @@ impl From<StoreError> for Status {
             | StoreError::TenantSessions { .. }
             | StoreError::TooManyParameters { .. }
             | StoreError::OverMemoryBudget { .. } => Status::resource_exhausted(e.to_string()),
-            StoreError::Random(_) | StoreError::Persist(_) => Status::internal(e.to_string()),
+            // The disk may recover (space freed, remounted): the same call can succeed later.
+            StoreError::Persist(_) | StoreError::Unsaved { .. } => {
+                Status::unavailable(e.to_string())
+            }
+            StoreError::Random(_) => Status::internal(e.to_string()),
         }
     }
 }

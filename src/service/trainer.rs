@@ -45,7 +45,7 @@ impl Default for RequestLimits {
 /// Dimensions beyond this are absurd for a fully connected net, whatever the limits.
 const MAX_DIM: usize = 1 << 24;
 /// Hidden layers at most.
-const MAX_DEPTH: usize = 128;
+const MAX_DEPTH: usize = crate::model::spec::MAX_HIDDEN_LAYERS;
 
 /// Work (multiply-adds, estimated as rows × parameters × 2 for a forward pass, × 6 for
 /// forward and backward) at or below which a call computes on the async worker that
@@ -407,7 +407,7 @@ impl Trainer for TrainerService {
             let y = self.labels_for(req.labels, rows, &session)?;
             let x = req.x.unwrap_or_default();
             let work = 6 * rows as u64 * session.parameter_count;
-            let mut guard = session.write().await;
+            let mut guard = session.write().await?;
             let s = session.clone();
             self.compute(work, move || {
                 let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y));
@@ -438,7 +438,7 @@ impl Trainer for TrainerService {
                     .ok_or_else(|| invalid(&field, "tensor is required"))?;
                 check_tensor(t, &field, self.store.limits().max_parameters as usize)?;
             }
-            let mut guard = session.write().await;
+            let mut guard = session.write().await?;
             let s = session.clone();
             let grads = req.gradients;
             self.pool
@@ -599,11 +599,16 @@ impl Trainer for TrainerService {
             let chunk = checkpoint::chunk_size(req.chunk_bytes, self.max_message_bytes)?;
             let guard = session.read().await;
             // Encoded under the read lock: one consistent snapshot of values, state, step.
+            // Hashed on the pool too; the chunks are sliced lazily as they are sent.
             let file = self
                 .pool
-                .run(move || crate::checkpoint::encode(&guard.guard, &[]))
+                .run(move || {
+                    let file = crate::checkpoint::encode(&guard.guard, &[]);
+                    drop(guard);
+                    file.map(checkpoint::Outgoing::new)
+                })
                 .await??;
-            Ok(checkpoint::chunks(file, chunk))
+            Ok(file.stream(chunk))
         })
         .await
     }

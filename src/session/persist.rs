@@ -4,10 +4,21 @@
 //! When files are written: on create and import (before the call is answered), every
 //! `every_steps` steps of a session (in the background), every `interval` for any session
 //! whose step moved, and for all of them at graceful shutdown. A delete removes the file
-//! before it is answered. After a `kill -9` each session therefore comes back at a
-//! consistent snapshot (one encode under the session's read lock) no older than about one
-//! interval, and no file is ever torn: a write goes to a temporary file that is fsynced
-//! and renamed (see [`crate::checkpoint::file`]).
+//! before the session leaves memory. After a `kill -9` each session therefore comes back
+//! at a consistent snapshot (one encode under the session's read lock) no older than
+//! about one interval, and no file is ever torn: a write goes to a temporary file that is
+//! fsynced and renamed (see [`crate::checkpoint::file`]).
+//!
+//! A save that fails (a full or read-only disk) is never papered over: the session is
+//! marked *unsaved* with the reason, its changing calls are refused (see
+//! [`Session::unsaved`](super::store::Session::unsaved)) until a later save of it
+//! succeeds (the saver retries every `interval`), the count of unsaved sessions is
+//! published (for health and the `backprop_unsaved_sessions` gauge), and a shutdown that
+//! cannot save everything reports it. This is Redis's `stop-writes-on-bgsave-error`,
+//! per session.
+//!
+//! Error messages name files relative to the state directory (they reach clients); the
+//! absolute path is logged here, on the server.
 //!
 //! On start every file is decoded; one that does not decode is reported, moved into
 //! `corrupt/` and skipped, so a damaged file never stops the server.
@@ -15,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
 
 use super::id::SessionId;
 use super::pool::ComputePool;
@@ -46,9 +59,18 @@ pub struct PersistConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
+    /// Opening or listing the directory at start (reported to the operator, not a client).
     #[error("state dir {path}: {source}")]
-    Io {
+    Dir {
         path: String,
+        source: std::io::Error,
+    },
+    /// Writing or removing one session's file. The message names the file only (it may
+    /// reach a client); the absolute path is in the server's log.
+    #[error("{action} {file}: {source}")]
+    File {
+        action: &'static str,
+        file: String,
         source: std::io::Error,
     },
     #[error("encoding the checkpoint: {0}")]
@@ -69,12 +91,25 @@ pub struct Persister {
     config: Arc<PersistConfig>,
     pool: ComputePool,
     metrics: Metrics,
+    /// How many sessions are unsaved now (their last save failed); health follows it.
+    /// Changed only under a session's persist lock, together with its `unsaved` slot.
+    unsaved: Arc<watch::Sender<usize>>,
+}
+
+/// What a write did.
+enum Wrote {
+    /// The file now holds the session's state.
+    File,
+    /// The file already held this step.
+    UpToDate,
+    /// The session is being deleted: nothing may be written.
+    Deleted,
 }
 
 impl Persister {
     /// Opens (creating if needed) the directory and clears unfinished writes.
     pub fn open(config: PersistConfig, pool: ComputePool) -> Result<Self, PersistError> {
-        let io = |source| PersistError::Io {
+        let io = |source| PersistError::Dir {
             path: config.dir.display().to_string(),
             source,
         };
@@ -90,13 +125,26 @@ impl Persister {
             config: Arc::new(config),
             pool,
             metrics: Metrics::disabled(),
+            unsaved: Arc::new(watch::Sender::new(0)),
         })
     }
 
-    /// Counts saves (`backprop_state_saves_total`, `backprop_state_save_seconds`) there.
+    /// Counts saves (`backprop_state_saves_total`, `backprop_state_save_seconds`,
+    /// `backprop_unsaved_sessions`) there.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        metrics.unsaved_sessions(*self.unsaved.borrow());
         self.metrics = metrics;
         self
+    }
+
+    /// The number of unsaved sessions, now and as it changes.
+    pub fn watch_unsaved(&self) -> watch::Receiver<usize> {
+        self.unsaved.subscribe()
+    }
+
+    /// The number of unsaved sessions now.
+    pub fn unsaved(&self) -> usize {
+        *self.unsaved.borrow()
     }
 
     pub fn config(&self) -> &PersistConfig {
@@ -110,7 +158,7 @@ impl Persister {
     /// Decodes every session file. Files that fail are moved into `corrupt/` and logged.
     pub fn restore(&self) -> Result<Vec<Restored>, PersistError> {
         let dir = &self.config.dir;
-        let io = |source| PersistError::Io {
+        let io = |source| PersistError::Dir {
             path: dir.display().to_string(),
             source,
         };
@@ -153,29 +201,87 @@ impl Persister {
         }
     }
 
-    /// Writes the session's current state, unless the file already holds this step or
-    /// the session is deleted. Writes of one session are serialized, so an older snapshot
-    /// never replaces a newer one.
-    pub async fn save(&self, session: &Arc<Session>) -> Result<(), PersistError> {
+    /// The first save of a new session (CreateModel, ImportModel), before it is
+    /// acknowledged. A failure only refuses that call: the caller drops the session, and
+    /// any file a half-failed write left (renamed, but the directory not synced) is
+    /// removed so the session cannot come back at the next start.
+    pub async fn save_new(&self, session: &Arc<Session>) -> Result<(), PersistError> {
         let _writing = session.persist_lock.lock().await;
         let start = std::time::Instant::now();
         let wrote = self.write(session).await;
-        if let Ok(true) | Err(_) = wrote {
-            self.metrics.state_save(wrote.is_ok(), start.elapsed());
+        self.count(&wrote, start);
+        if let Err(e) = &wrote {
+            let path = self.path_of(&session.id);
+            tracing::error!(model_id = %session.id, path = %path.display(), error = %e, "could not save a new session");
+            session.deleted.store(true, Ordering::Release);
+            let _ = tokio::task::spawn_blocking(move || file::remove_durably(&path)).await;
         }
         wrote.map(|_| ())
     }
 
-    /// The body of [`save`](Self::save), under the session's persist lock: whether a file
-    /// was written.
-    async fn write(&self, session: &Arc<Session>) -> Result<bool, PersistError> {
+    /// Writes the session's current state, unless the file already holds this step or
+    /// the session is being deleted. Writes of one session are serialized, so an older
+    /// snapshot never replaces a newer one. A failure marks the session unsaved (see the
+    /// module doc); a success clears that.
+    pub async fn save(&self, session: &Arc<Session>) -> Result<(), PersistError> {
+        let _writing = session.persist_lock.lock().await;
+        let start = std::time::Instant::now();
+        let wrote = self.write(session).await;
+        self.count(&wrote, start);
+        match &wrote {
+            Ok(Wrote::File | Wrote::UpToDate) => {
+                self.mark(session, None);
+            }
+            Ok(Wrote::Deleted) => {}
+            Err(e) => {
+                let path = self.path_of(&session.id);
+                if self.mark(session, Some(e.to_string())) {
+                    tracing::error!(
+                        model_id = %session.id, path = %path.display(), error = %e,
+                        "saving the session failed; its changes are refused until a save succeeds"
+                    );
+                } else {
+                    tracing::debug!(model_id = %session.id, path = %path.display(), error = %e, "saving the session failed again");
+                }
+            }
+        }
+        wrote.map(|_| ())
+    }
+
+    fn count(&self, wrote: &Result<Wrote, PersistError>, start: std::time::Instant) {
+        if let Ok(Wrote::File) | Err(_) = wrote {
+            self.metrics.state_save(wrote.is_ok(), start.elapsed());
+        }
+    }
+
+    /// Sets (`Some(reason)`) or clears the session's unsaved mark and keeps the count;
+    /// returns whether the session just became unsaved. Called under its persist lock.
+    fn mark(&self, session: &Session, reason: Option<String>) -> bool {
+        let mut slot = session.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        let (was, now) = (slot.is_some(), reason.is_some());
+        *slot = reason;
+        drop(slot);
+        if was != now {
+            self.unsaved.send_modify(|n| {
+                *n = if now { *n + 1 } else { n.saturating_sub(1) };
+            });
+            self.metrics.unsaved_sessions(*self.unsaved.borrow());
+            if was {
+                tracing::info!(model_id = %session.id, "the session is saved again; its changes are accepted");
+            }
+        }
+        !was && now
+    }
+
+    /// The body of [`save`](Self::save), under the session's persist lock.
+    async fn write(&self, session: &Arc<Session>) -> Result<Wrote, PersistError> {
         if session.deleted.load(Ordering::Acquire) {
-            return Ok(false);
+            return Ok(Wrote::Deleted);
         }
         if session.saved_once.load(Ordering::Acquire)
             && session.persisted_step.load(Ordering::Acquire) == session.step()
         {
-            return Ok(false);
+            return Ok(Wrote::UpToDate);
         }
         let guard = session.snapshot_lock().await;
         let id = session.id.to_string();
@@ -190,32 +296,63 @@ impl Persister {
             .map_err(|e| PersistError::Encode(e.to_string()))?;
         let bytes = bytes.map_err(|e| PersistError::Encode(e.to_string()))?;
         let path = self.path_of(&session.id);
-        let shown = path.display().to_string();
+        let file = file_name(&path);
         tokio::task::spawn_blocking(move || file::write_atomic(&path, &bytes))
             .await
             .map_err(|e| PersistError::Encode(e.to_string()))?
-            .map_err(|source| PersistError::Io {
-                path: shown,
+            .map_err(|source| PersistError::File {
+                action: "writing",
+                file,
                 source,
             })?;
         session.persisted_step.store(step, Ordering::Release);
         session.saved_once.store(true, Ordering::Release);
-        Ok(true)
+        Ok(Wrote::File)
     }
 
-    /// Marks the session deleted and removes its file (after any write in progress).
+    /// Removes the session's file (after any write in progress) and, from then on, lets
+    /// no write of it start. If the file cannot be removed the session stays as it was
+    /// (the caller keeps it) and the error says why; the absolute path is logged.
     pub async fn remove(&self, session: &Arc<Session>) -> Result<(), PersistError> {
         session.deleted.store(true, Ordering::Release);
         let _writing = session.persist_lock.lock().await;
         let path = self.path_of(&session.id);
-        let shown = path.display().to_string();
-        tokio::task::spawn_blocking(move || file::remove_durably(&path))
-            .await
-            .map_err(|e| PersistError::Encode(e.to_string()))?
-            .map_err(|source| PersistError::Io {
-                path: shown,
-                source,
-            })
+        let (file, shown) = (file_name(&path), path.display().to_string());
+        let removed = tokio::task::spawn_blocking(move || {
+            let r = file::remove_durably(&path);
+            (r, path.exists())
+        })
+        .await;
+        let (result, still_there) = match removed {
+            Ok((r, exists)) => (r, exists),
+            Err(e) => (Err(std::io::Error::other(e.to_string())), true),
+        };
+        match result {
+            Ok(()) => {
+                self.mark(session, None);
+                Ok(())
+            }
+            Err(source) => {
+                tracing::error!(model_id = %session.id, path = %shown, error = %source, "could not remove a session file; the session stays");
+                session.deleted.store(false, Ordering::Release);
+                if !still_there {
+                    // Unlinked but not synced: write it again at the next save.
+                    session.saved_once.store(false, Ordering::Release);
+                }
+                Err(PersistError::File {
+                    action: "removing",
+                    file,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Undoes [`remove`](Self::remove) for a session that must stay after all (the
+    /// reaper found it in use again): it is written again at the next save.
+    pub(crate) fn keep(&self, session: &Session) {
+        session.saved_once.store(false, Ordering::Release);
+        session.deleted.store(false, Ordering::Release);
     }
 
     /// Whether a session that just reached `step` is due a background save.
@@ -223,6 +360,12 @@ impl Persister {
         let every = self.config.every_steps;
         every > 0 && step >= session.persisted_step.load(Ordering::Acquire) + every
     }
+}
+
+/// The file's name, for messages (the directory stays in the server's log).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 fn read_session(path: &Path) -> Result<Restored, String> {

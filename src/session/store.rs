@@ -63,9 +63,16 @@ pub enum StoreError {
     OverMemoryBudget { need: u64, free: u64, budget: u64 },
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
-    /// The state directory could not be written; the change was not made.
-    #[error("the session could not be saved to the state directory: {0}")]
+    /// The state directory could not be written (or a file removed); the change was not
+    /// made. The reason names the file, never the directory (it reaches clients).
+    #[error("the state directory could not be updated, nothing was changed: {0}")]
     Persist(String),
+    /// The session's last save failed: it takes no changes until a save succeeds.
+    #[error(
+        "model_id {id}: the session's last save to the state directory failed ({reason}); \
+         changes to it are refused until a save succeeds (retried in the background)"
+    )]
+    Unsaved { id: String, reason: String },
 }
 
 /// One live model.
@@ -89,6 +96,10 @@ pub struct Session {
     /// The step the session's file holds, and whether it has been written at all.
     pub(crate) persisted_step: AtomicU64,
     pub(crate) saved_once: AtomicBool,
+    /// Why the last save failed, while the session is unsaved (see `persist`'s module
+    /// doc). Set and cleared by the persister under `persist_lock`; a std `Mutex` as it
+    /// is never held across an `.await`.
+    pub(crate) unsaved: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -127,12 +138,31 @@ impl Session {
         SessionGuard { guard, _use }
     }
 
-    /// Waits (in arrival order) for exclusive access to the model.
-    pub async fn write(self: &Arc<Self>) -> SessionGuard<OwnedRwLockWriteGuard<AnyModel>> {
+    /// Why the session's last save failed, if it is unsaved now.
+    pub fn unsaved(&self) -> Option<String> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits (in arrival order) for exclusive access to the model, to change it. An
+    /// unsaved session (its last save failed) is refused instead: a change that might be
+    /// lost is never acknowledged. Checked once the lock is held, so a save that failed
+    /// while the call waited counts.
+    pub async fn write(
+        self: &Arc<Self>,
+    ) -> Result<SessionGuard<OwnedRwLockWriteGuard<AnyModel>>, StoreError> {
         let _use = InUse::new(self);
         let guard = self.model.clone().write_owned().await;
         self.touch();
-        SessionGuard { guard, _use }
+        if let Some(reason) = self.unsaved() {
+            return Err(StoreError::Unsaved {
+                id: self.id.to_string(),
+                reason,
+            });
+        }
+        Ok(SessionGuard { guard, _use })
     }
 }
 
@@ -151,6 +181,7 @@ impl Session {
             deleted: AtomicBool::new(false),
             persisted_step: AtomicU64::new(0),
             saved_once: AtomicBool::new(false),
+            unsaved: Mutex::new(None),
         }
     }
 }
@@ -281,13 +312,9 @@ impl SessionStore {
             map.insert(id, session.clone());
         }
         if let Some(p) = &self.shared.persister
-            && let Err(e) = p.save(&session).await
+            && let Err(e) = p.save_new(&session).await
         {
-            if self.write_map().remove(&id).is_some() {
-                self.hold(&session, false);
-            }
-            session.deleted.store(true, Ordering::Release);
-            tracing::error!(error = %e, "could not save a new session; not created");
+            self.detach(&session);
             return Err(StoreError::Persist(e.to_string()));
         }
         Ok(session)
@@ -319,16 +346,13 @@ impl SessionStore {
         };
         if p.due(session, step) && session.persist_lock.try_lock().is_ok() {
             let (p, session) = (p.clone(), session.clone());
-            tokio::spawn(async move {
-                if let Err(e) = p.save(&session).await {
-                    tracing::error!(model_id = %session.id, error = %e, "saving the session failed");
-                }
-            });
+            // A failure marks the session unsaved and is logged by the persister.
+            tokio::spawn(async move { p.save(&session).await });
         }
     }
 
-    /// Saves every session whose step moved since its file was written; returns how many
-    /// failed. Used on the interval and at shutdown.
+    /// Saves every session whose step moved since its file was written (and retries the
+    /// unsaved ones); returns how many failed. Used on the interval and at shutdown.
     pub async fn save_all(&self) -> usize {
         let Some(p) = &self.shared.persister else {
             return 0;
@@ -336,12 +360,22 @@ impl SessionStore {
         let mut failed = 0;
         let all: Vec<Arc<Session>> = self.read_map().values().cloned().collect();
         for session in all {
-            if let Err(e) = p.save(&session).await {
+            if p.save(&session).await.is_err() {
                 failed += 1;
-                tracing::error!(model_id = %session.id, error = %e, "saving the session failed");
             }
         }
         failed
+    }
+
+    /// Sessions whose last save failed, now and as it changes; `None` without a state
+    /// directory.
+    pub fn watch_unsaved(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
+        self.shared.persister.as_ref().map(Persister::watch_unsaved)
+    }
+
+    /// Sessions whose last save failed.
+    pub fn unsaved(&self) -> usize {
+        self.shared.persister.as_ref().map_or(0, Persister::unsaved)
     }
 
     /// Saves changed sessions every `interval` until the returned guard drops.
@@ -371,22 +405,35 @@ impl SessionStore {
     }
 
     /// Removes the session `id` if `tenant` owns it (else NotFound, as for
-    /// [`get`](Self::get)) and, with a state directory, its file, before returning.
+    /// [`get`](Self::get)). With a state directory the file goes first: if it cannot be
+    /// removed the session stays, served as before, and the error says why; so the file
+    /// and the session are either both gone or both there.
     pub async fn remove(&self, id: &str, tenant: &Tenant) -> Result<Arc<Session>, StoreError> {
-        let session = SessionId::parse(id)
-            .and_then(|sid| {
-                let mut map = self.write_map();
-                let owned = map.get(&sid).is_some_and(|s| s.tenant == *tenant);
-                if owned { map.remove(&sid) } else { None }
-            })
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        self.hold(&session, false);
+        let session = self.get(id, tenant)?;
         if let Some(p) = &self.shared.persister {
             p.remove(&session)
                 .await
                 .map_err(|e| StoreError::Persist(e.to_string()))?;
         }
+        // A concurrent delete may have taken it meanwhile: only one of them answers OK.
+        if !self.detach(&session) {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
         Ok(session)
+    }
+
+    /// Takes this very session out of the map (and the budget); whether it was there.
+    fn detach(&self, session: &Arc<Session>) -> bool {
+        let mut map = self.write_map();
+        if !map
+            .get(&session.id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            return false;
+        }
+        map.remove(&session.id);
+        self.hold(session, false);
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -412,31 +459,37 @@ impl SessionStore {
     }
 
     /// Drops every session idle for longer than the TTL and not in use; returns how many.
-    pub fn reap_idle(&self) -> usize {
+    /// With a state directory a session's file goes first, as for a delete: one whose file
+    /// cannot be removed stays (and is tried again at the next round).
+    pub async fn reap_idle(&self) -> usize {
         let Some(ttl) = self.shared.limits.idle_ttl else {
             return 0;
         };
-        let mut reaped = Vec::new();
-        self.write_map().retain(|_, s| {
-            let keep = s.in_use.load(Ordering::Acquire) > 0 || s.idle_for() <= ttl;
-            if !keep {
-                self.hold(s, false);
-                reaped.push(s.clone());
+        let idle = |s: &Session| s.in_use.load(Ordering::Acquire) == 0 && s.idle_for() > ttl;
+        let candidates: Vec<Arc<Session>> = self
+            .read_map()
+            .values()
+            .filter(|s| idle(s))
+            .cloned()
+            .collect();
+        let mut reaped = 0;
+        for s in candidates {
+            if let Some(p) = &self.shared.persister {
+                // Logged (with the path) by the persister; the session stays.
+                if p.remove(&s).await.is_err() {
+                    continue;
+                }
+                if !idle(&s) {
+                    // A call arrived while the file went: keep the session, write it again.
+                    p.keep(&s);
+                    continue;
+                }
             }
-            keep
-        });
-        if let Some(p) = &self.shared.persister {
-            // A dropped session must not come back at the next start.
-            for s in reaped.iter().cloned() {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = p.remove(&s).await {
-                        tracing::error!(model_id = %s.id, error = %e, "removing an idle session's file failed");
-                    }
-                });
+            if self.detach(&s) {
+                reaped += 1;
             }
         }
-        reaped.len()
+        reaped
     }
 
     /// Runs [`reap_idle`](Self::reap_idle) periodically until the returned guard drops.
@@ -450,7 +503,7 @@ impl SessionStore {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                let n = store.reap_idle();
+                let n = store.reap_idle().await;
                 if n > 0 {
                     tracing::info!(dropped = n, "dropped idle sessions");
                 }
