@@ -1396,9 +1396,10 @@ fn check_success(
             );
         }
         (Call::ExportModel(q), Reply::ExportModel(chunks)) => {
+            // Below the floor the server raises the chunk size to it.
             let most = match q.chunk_bytes {
                 0 => 1 << 20,
-                n => n as usize,
+                n => (n as usize).max(backprop::service::checkpoint::MIN_CHUNK_BYTES),
             };
             let first = chunks
                 .first()
