@@ -15,6 +15,14 @@
 //! callers × held. One call in a hundred is a deliberately malformed Forward, which must
 //! be answered INVALID_ARGUMENT: the error path is soaked too. Every TrainStep must report
 //! the model's previous step + 1 (each model has one caller).
+//!
+//! Beside the callers, clients that misbehave at the transport level (they must not
+//! disturb the callers, nor grow the server's memory): `--idle-connections` sockets that
+//! connect and send nothing, and `--slow-readers` HTTP/2 connections that ask for a
+//! model's values (`GetModel` with `include_values`, ~0.8 MB each, on
+//! `--slow-reader-streams` streams) and never open their flow-control window. Each
+//! reconnects as soon as the server closes it; the report counts those closes and how
+//! long the server took.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +78,17 @@ struct Args {
     /// Client runtime threads.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Sockets that connect and send nothing (the server closes them at its handshake
+    /// timeout; each reconnects).
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+    /// HTTP/2 connections that request a model's values and never read the answers (the
+    /// server closes them at its send timeout; each reconnects).
+    #[arg(long, default_value_t = 0)]
+    slow_readers: usize,
+    /// Streams each slow reader opens.
+    #[arg(long, default_value_t = 16)]
+    slow_reader_streams: u32,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -413,6 +432,8 @@ struct Report {
     codes: BTreeMap<String, u64>,
     wrong_answers: Vec<String>,
     failed: bool,
+    /// The misbehaving clients, closed by the server.
+    closes: Closes,
 }
 
 fn quantile(hist: &[u64], q: f64) -> f64 {
@@ -484,6 +505,146 @@ fn utc_now() -> String {
     )
 }
 
+// ---------------------------------------------------------------------------------------
+// Clients that misbehave at the transport level
+
+/// How often the server closed the misbehaving clients, and after how long.
+#[derive(Default, Serialize, Clone)]
+struct Closes {
+    idle_closed: u64,
+    idle_held_max_s: f64,
+    slow_closed: u64,
+    slow_held_max_s: f64,
+}
+
+type SharedCloses = Arc<Mutex<Closes>>;
+
+/// Reads and discards until the server closes the socket (reading drains the socket but
+/// sends no WINDOW_UPDATE: the server still cannot send more than the initial window);
+/// `false` if `stop` came first.
+async fn until_closed(s: &mut tokio::net::TcpStream, stop: Instant) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = stop.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn idle_connection(address: String, stop: Instant, closes: SharedCloses) {
+    while Instant::now() < stop {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&address).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let opened = Instant::now();
+        if !until_closed(&mut s, stop).await {
+            return;
+        }
+        let mut c = closes.lock().expect("closes");
+        c.idle_closed += 1;
+        c.idle_held_max_s = c.idle_held_max_s.max(opened.elapsed().as_secs_f64());
+    }
+}
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// GetModel(include_values) on `streams` streams, written once; the connection's
+/// preface and an empty SETTINGS first. Headers are HPACK literals without indexing.
+fn slow_reader_bytes(model_id: &str, streams: u32) -> Vec<u8> {
+    use prost::Message as _;
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/backprop.v1.Trainer/GetModel"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        // Names and values here are under 127 bytes: a one-byte length.
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let body = pb::GetModelRequest {
+        model_id: model_id.to_string(),
+        include_values: true,
+    }
+    .encode_to_vec();
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    message.extend_from_slice(&body);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    for i in 0..streams {
+        let id = 1 + 2 * i;
+        out.extend(h2_frame(0x1, 0x4, id, &block)); // HEADERS, END_HEADERS
+        out.extend(h2_frame(0x0, 0x1, id, &message)); // DATA, END_STREAM
+    }
+    out
+}
+
+async fn slow_reader(
+    address: String,
+    model_id: String,
+    streams: u32,
+    stop: Instant,
+    closes: SharedCloses,
+) {
+    use tokio::io::AsyncWriteExt;
+    let request = slow_reader_bytes(&model_id, streams);
+    while Instant::now() < stop {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&address).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let opened = Instant::now();
+        if s.write_all(&request).await.is_err() {
+            continue;
+        }
+        if !until_closed(&mut s, stop).await {
+            return;
+        }
+        let mut c = closes.lock().expect("closes");
+        c.slow_closed += 1;
+        c.slow_held_max_s = c.slow_held_max_s.max(opened.elapsed().as_secs_f64());
+    }
+}
+
+/// The model the slow readers ask for: 784 inputs, 128 hidden, 10 classes, f64
+/// (101,770 parameters, ~0.8 MB of values).
+async fn slow_reader_model(c: &mut TrainerClient<Channel>) -> Result<String, tonic::Status> {
+    let spec = pb::ModelSpec {
+        input_dim: 784,
+        hidden: vec![pb::HiddenLayer {
+            units: 128,
+            activation: pb::Activation::Relu as i32,
+            ..Default::default()
+        }],
+        num_classes: 10,
+        dtype: pb::Dtype::F64 as i32,
+        ..Default::default()
+    };
+    Ok(c.create_model(pb::CreateModelRequest { spec: Some(spec) })
+        .await?
+        .into_inner()
+        .model_id)
+}
+
 async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let args = Arc::new(args);
     let uri = format!("http://{}", args.address);
@@ -498,6 +659,29 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let started_utc = utc_now();
     let start = Instant::now();
     let stop = start + args.duration;
+    let closes: SharedCloses = Arc::default();
+    let mut misbehaving = Vec::new();
+    for _ in 0..args.idle_connections {
+        misbehaving.push(tokio::spawn(idle_connection(
+            args.address.clone(),
+            stop,
+            closes.clone(),
+        )));
+    }
+    let slow_model = if args.slow_readers > 0 {
+        Some(slow_reader_model(&mut client(0)).await?)
+    } else {
+        None
+    };
+    for _ in 0..args.slow_readers {
+        misbehaving.push(tokio::spawn(slow_reader(
+            args.address.clone(),
+            slow_model.clone().unwrap_or_default(),
+            args.slow_reader_streams,
+            stop,
+            closes.clone(),
+        )));
+    }
     let mut tasks = Vec::new();
     for i in 0..args.callers {
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
@@ -560,6 +744,14 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     for t in tasks {
         t.await?;
     }
+    for t in misbehaving {
+        t.await?;
+    }
+    if let Some(id) = slow_model {
+        client(0)
+            .delete_model(pb::DeleteModelRequest { model_id: id })
+            .await?;
+    }
     sample(&mut samples, sessions(&mut lister).await);
     let wall_s = start.elapsed().as_secs_f64();
 
@@ -596,6 +788,13 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         );
     }
     println!("\ntotal: {calls} calls in {wall_s:.0} s; by code: {codes:?}");
+    let closes = closes.lock().expect("closes").clone();
+    if args.idle_connections + args.slow_readers > 0 {
+        println!(
+            "closed by the server: {} idle connections (held at most {:.1} s), {} slow readers (held at most {:.1} s)",
+            closes.idle_closed, closes.idle_held_max_s, closes.slow_closed, closes.slow_held_max_s
+        );
+    }
     for w in stats.wrong.iter().take(20) {
         println!("wrong answer: {w}");
     }
@@ -609,6 +808,7 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         wrong_answers: stats.wrong.clone(),
         failed,
         samples: samples.clone(),
+        closes,
     };
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)?;

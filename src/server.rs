@@ -2,8 +2,11 @@
 //! `grpc.health.v1.Health` and server reflection (v1 and v1alpha, for grpcurl and ghz).
 //! Taking a bound listener lets tests start the very same server on `127.0.0.1:0`.
 //!
+//! - [`connections`]: the accept loop, connection timers and the per-call layer that
+//!   keep idle, half-open and non-reading clients from holding the server's resources.
 //! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
 //! - [`tls`]: the certificate, key and client CA files, checked at startup.
+pub mod connections;
 mod metrics;
 pub mod tls;
 use std::convert::Infallible;
@@ -14,8 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 
+pub use self::connections::Transport;
 use crate::metrics::{Gauges, Metrics, Shed};
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
@@ -45,6 +48,87 @@ pub struct Config {
     pub auth: Option<Tokens>,
     /// Serve TLS (and mutual TLS with a client CA), from [`tls::load`]; `None` = plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Connections, streams, timeouts and the default deadline.
+    pub transport: Transport,
+}
+
+/// A configuration the server refuses to start with; each names its flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--max-message-mib must be at least 1: no request or response would fit in 0 bytes")]
+    ZeroMessageSize,
+    #[error("--{flag} must be at least 1")]
+    Zero { flag: &'static str },
+    #[error(
+        "--save-interval-secs {secs}: must be at most {max} (one year)",
+        secs = .0.as_secs_f64(),
+        max = MAX_SAVE_INTERVAL.as_secs()
+    )]
+    SaveInterval(Duration),
+    #[error("--state-dir {dir}: cannot write there ({source}); sessions could not be saved")]
+    StateDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The longest `--save-interval-secs`: past it, "save on the interval" means never, and
+/// timer arithmetic on the interval could overflow.
+pub const MAX_SAVE_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Config {
+    /// Refuses what would start a server that then fails every call, or panics: a 0 MiB
+    /// message limit, zero stream or connection caps, a save interval beyond a year, and
+    /// a state directory we cannot write to (checked by writing and removing a probe
+    /// file, so a read-only mount or a directory owned by someone else is caught now,
+    /// not at the first save).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_message_bytes == 0 {
+            return Err(ConfigError::ZeroMessageSize);
+        }
+        let t = &self.transport;
+        for (flag, zero) in [
+            ("max-concurrent-streams", t.max_concurrent_streams == 0),
+            ("max-connections", t.max_connections == Some(0)),
+            ("handshake-timeout-secs", t.handshake_timeout.is_zero()),
+            ("send-timeout-secs", t.send_timeout.is_zero()),
+            ("keepalive-timeout-secs", t.keepalive_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
+        if let Some(persist) = &self.persist {
+            if persist.interval > MAX_SAVE_INTERVAL {
+                return Err(ConfigError::SaveInterval(persist.interval));
+            }
+            probe_writable(&persist.dir).map_err(|source| ConfigError::StateDir {
+                dir: persist.dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` if needed, then writes, syncs and removes a probe file in it. The name
+/// ends like an unfinished checkpoint write, so a probe left by a crash is removed at
+/// the next start like any other.
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(
+        ".write-probe-{}{}",
+        std::process::id(),
+        crate::checkpoint::file::TEMP_SUFFIX
+    ));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(b"probe")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
 }
 
 impl Default for Config {
@@ -60,6 +144,7 @@ impl Default for Config {
             persist: None,
             auth: None,
             tls: None,
+            transport: Transport::default(),
         }
     }
 }
@@ -91,12 +176,13 @@ const H2_MAX_FRAME: u32 = 1 << 20;
 const H2_WINDOW: u32 = 16 << 20;
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish for at most
-/// `config.shutdown_grace`.
+/// `config.shutdown_grace`. Refuses a configuration [`Config::validate`] refuses.
 pub async fn run(
     listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    config.validate()?;
     let Listeners {
         grpc: listener,
         metrics: metrics_listener,
@@ -164,7 +250,8 @@ pub async fn run(
     let reflection_v1alpha = Authenticated::new(reflection_v1alpha, auth);
 
     let addr = listener.local_addr()?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let transport = &config.transport;
+    let incoming = connections::incoming(listener, transport);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -180,11 +267,24 @@ pub async fn run(
             .await;
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), tls = config.tls.is_some(), "serving backprop.v1.Trainer");
-    let serve = tls::builder(config.tls.as_ref())?
+    let max_connections = transport
+        .max_connections
+        .unwrap_or_else(connections::default_max_connections);
+    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), tls = config.tls.is_some(), max_connections, max_concurrent_streams = transport.max_concurrent_streams, "serving backprop.v1.Trainer");
+    let mut builder = tls::builder(config.tls.as_ref(), transport.handshake_timeout)?
         .max_frame_size(H2_MAX_FRAME)
         .initial_stream_window_size(H2_WINDOW)
         .initial_connection_window_size(H2_WINDOW)
+        .max_concurrent_streams(transport.max_concurrent_streams)
+        .http2_keepalive_interval(transport.keepalive_interval)
+        .http2_keepalive_timeout(Some(transport.keepalive_timeout));
+    if let Some(age) = transport.max_connection_age {
+        // GOAWAY at `age`; the connection's own timer closes it at age + grace (tonic's
+        // grace option would skip the GOAWAY, see `connections`).
+        builder = builder.max_connection_age(age);
+    }
+    let serve = builder
+        .layer(connections::TrackCalls::new(transport))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -14,6 +14,9 @@
 #
 # Usage: bench/soak/run.sh [extra soak args...]
 #   CALLERS=200 DURATION=300s RSS_EVERY=2 SETTLE=10 SERVER_ARGS="--compute-threads 2"
+#   IDLE_CONNECTIONS=50 SLOW_READERS=4 (clients that misbehave beside the callers: sockets
+#   that send nothing, and connections that request model values and never read them)
+#   PROFILE=release (or debug: the test profile, quicker to build)
 #   RUST_LOG=warn (the server's log level; at info it logs every create, delete and
 #   refusal, ~1 MB/s at this load)
 set -euo pipefail
@@ -24,17 +27,24 @@ DURATION=${DURATION:-300s}
 RSS_EVERY=${RSS_EVERY:-2}
 SETTLE=${SETTLE:-10}
 SERVER_ARGS=${SERVER_ARGS:-}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-50}
+SLOW_READERS=${SLOW_READERS:-4}
+PROFILE=${PROFILE:-release}
 
 # Wherever cargo builds (CARGO_TARGET_DIR, .cargo/config.toml or ./target).
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin=${target_dir:-target}/release
+bin=${target_dir:-target}/$PROFILE
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=bench/results/soak/$stamp
 mkdir -p "$out"
 
-echo "== building (release)"
-cargo build --release --locked --bin backprop --example soak
+echo "== building ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+    cargo build --release --locked --bin backprop --example soak
+else
+    cargo build --locked --bin backprop --example soak
+fi
 
 echo "== starting the server"
 addr_file=$out/address
@@ -75,6 +85,7 @@ rss_start=$(rss_kib "$server")
 echo "== soak: $CALLERS callers for $DURATION (load before: $load_before)"
 set +e
 "$bin/examples/soak" --address "$addr" --callers "$CALLERS" --duration "$DURATION" \
+    --idle-connections "$IDLE_CONNECTIONS" --slow-readers "$SLOW_READERS" \
     --server-pid "$server" --out-dir "$out" "$@" 2>&1 | tee "$out/soak.log"
 soak_status=${PIPESTATUS[0]}
 set -e
@@ -108,6 +119,9 @@ cat >"$out/run.json" <<EOF
   "callers": $CALLERS,
   "duration": "$DURATION",
   "server_args": "$SERVER_ARGS",
+  "idle_connections": $IDLE_CONNECTIONS,
+  "slow_readers": $SLOW_READERS,
+  "profile": "$PROFILE",
   "extra_soak_args": "$*",
   "cores": $(nproc),
   "loadavg_before": "$load_before",

@@ -134,6 +134,49 @@ struct ServeArgs {
         requires = "tls_cert"
     )]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// Open gRPC connections at most; more clients wait in the listen backlog until one
+    /// closes. 0 = three quarters of the open-files limit (`ulimit -n`), at most 10000.
+    #[arg(long, env = "BACKPROP_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+    /// Calls open at once on one connection; a client's calls beyond it wait on the
+    /// client's side (streams over it are refused with REFUSED_STREAM).
+    #[arg(long, env = "BACKPROP_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// Seconds a new connection has to send the HTTP/2 preface (with TLS: to finish the
+    /// TLS handshake) before it is closed.
+    #[arg(long, env = "BACKPROP_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    handshake_timeout_secs: u64,
+    /// Close a connection with no call open for this many seconds; 0 = never.
+    #[arg(long, env = "BACKPROP_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// Close a connection that takes none of the response bytes it is owed (less than 16
+    /// KiB) for this many seconds: a client that stops reading.
+    #[arg(long, env = "BACKPROP_SEND_TIMEOUT_SECS", default_value_t = 30)]
+    send_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive pings on a connection that sends nothing; 0 = no
+    /// pings.
+    #[arg(long, env = "BACKPROP_KEEPALIVE_INTERVAL_SECS", default_value_t = 60)]
+    keepalive_interval_secs: u64,
+    /// Close a connection whose keepalive ping is not answered within this many seconds.
+    #[arg(long, env = "BACKPROP_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    keepalive_timeout_secs: u64,
+    /// Send GOAWAY to a connection this many seconds old (its client reconnects); 0 = no
+    /// maximum age.
+    #[arg(long, env = "BACKPROP_MAX_CONNECTION_AGE_SECS", default_value_t = 3600)]
+    max_connection_age_secs: u64,
+    /// After that GOAWAY, seconds the calls in flight have to finish before the
+    /// connection is closed.
+    #[arg(
+        long,
+        env = "BACKPROP_MAX_CONNECTION_AGE_GRACE_SECS",
+        default_value_t = 300
+    )]
+    max_connection_age_grace_secs: u64,
+    /// Deadline, in seconds, of a call that sent no grpc-timeout (unary and
+    /// client-streaming methods; server streams such as ExportModel and health Watch are
+    /// exempt); it then gets DEADLINE_EXCEEDED. 0 = no default deadline.
+    #[arg(long, env = "BACKPROP_DEFAULT_DEADLINE_SECS", default_value_t = 120)]
+    default_deadline_secs: u64,
 }
 
 /// `123`, `512KiB`, `64MiB`, `8GiB` (also KB/MB/GB as powers of 1000) → bytes.
@@ -206,6 +249,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
     backprop::malloc::keep_step_buffers();
     backprop::engine::matmul_kernel::set_threads(args.matmul_threads);
     let defaults = Config::default();
+    let secs = |n: u64| Duration::from_secs(n);
+    let nonzero = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+    let save_interval =
+        Duration::try_from_secs_f64(args.save_interval_secs.max(0.01)).map_err(|_| {
+            format!(
+                "--save-interval-secs {}: must be a number of seconds from 0.01 to {}",
+                args.save_interval_secs,
+                server::MAX_SAVE_INTERVAL.as_secs()
+            )
+        })?;
     let config = Config {
         limits: Limits {
             max_sessions: args.max_sessions,
@@ -232,7 +285,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             .map(|dir| PersistConfig {
                 dir,
                 every_steps: args.save_every_steps,
-                interval: Duration::from_secs_f64(args.save_interval_secs.max(0.01)),
+                interval: save_interval,
             }),
         auth: match &args.auth_tokens {
             Some(path) => Some(Tokens::load(path)?),
@@ -244,7 +297,21 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             }
             _ => None,
         },
+        transport: server::Transport {
+            max_connections: (args.max_connections > 0).then_some(args.max_connections),
+            max_concurrent_streams: args.max_concurrent_streams,
+            handshake_timeout: secs(args.handshake_timeout_secs),
+            idle_timeout: nonzero(args.idle_timeout_secs),
+            send_timeout: secs(args.send_timeout_secs),
+            keepalive_interval: nonzero(args.keepalive_interval_secs),
+            keepalive_timeout: secs(args.keepalive_timeout_secs),
+            max_connection_age: nonzero(args.max_connection_age_secs),
+            max_connection_age_grace: secs(args.max_connection_age_grace_secs),
+            default_deadline: nonzero(args.default_deadline_secs),
+        },
     };
+    // Before binding: a refused configuration never listens.
+    config.validate()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     if let Some(path) = &args.address_file {
         // Written to a temporary name and renamed, so a reader never sees half an address.

@@ -40,10 +40,14 @@ pub fn load(
     Ok(config)
 }
 
-/// The builder `run` serves with: TLS when configured, plaintext otherwise.
-pub(super) fn builder(tls: Option<&ServerTlsConfig>) -> Result<Server, tonic::transport::Error> {
+/// The builder `run` serves with: TLS when configured (a client must finish the TLS
+/// handshake within `handshake_timeout`), plaintext otherwise.
+pub(super) fn builder(
+    tls: Option<&ServerTlsConfig>,
+    handshake_timeout: std::time::Duration,
+) -> Result<Server, tonic::transport::Error> {
     match tls {
-        Some(tls) => Server::builder().tls_config(tls.clone()),
+        Some(tls) => Server::builder().tls_config(tls.clone().timeout(handshake_timeout)),
         None => Ok(Server::builder()),
     }
 }
