@@ -98,7 +98,7 @@ struct ServeArgs {
     /// of the container's cgroup limit, the address-space limit or the machine's memory,
     /// whichever is smallest; 0 = no budget.
     #[arg(long, env = "BACKPROP_MAX_MEMORY", default_value = "auto", value_parser = parse_memory)]
-    max_memory: Option<u64>,
+    max_memory: MemoryFlag,
     /// Estimated peak memory one call may take, at most (e.g. `1GiB`); a call beyond it
     /// can never succeed and gets INVALID_ARGUMENT. 0 = the whole memory budget.
     #[arg(long, env = "BACKPROP_MAX_CALL_MEMORY", default_value = "0", value_parser = parse_bytes)]
@@ -145,23 +145,29 @@ struct ServeArgs {
     tls_client_ca: Option<std::path::PathBuf>,
 }
 
-/// `auto` → `None` (a budget from the machine, see `session::budget`), else
-/// [`parse_bytes`] (0 = no budget).
-fn parse_memory(text: &str) -> Result<Option<u64>, String> {
+/// `--max-memory`: `auto` (a budget from the machine, see `session::budget`) or bytes.
+#[derive(Clone, Copy, Debug)]
+enum MemoryFlag {
+    Auto,
+    /// 0 = no budget.
+    Bytes(u64),
+}
+
+fn parse_memory(text: &str) -> Result<MemoryFlag, String> {
     if text.trim().eq_ignore_ascii_case("auto") {
-        Ok(None)
+        Ok(MemoryFlag::Auto)
     } else {
-        parse_bytes(text).map(Some)
+        parse_bytes(text).map(MemoryFlag::Bytes)
     }
 }
 
 /// The `--max-memory` budget in bytes, `None` for no budget; `auto` is resolved here and
 /// logged, since a budget the operator did not write down should be visible.
-fn memory_budget(flag: Option<u64>) -> Option<u64> {
+fn memory_budget(flag: MemoryFlag) -> Option<u64> {
     match flag {
-        Some(0) => None,
-        Some(n) => Some(n),
-        None => match backprop::session::budget::default_memory_budget() {
+        MemoryFlag::Bytes(0) => None,
+        MemoryFlag::Bytes(n) => Some(n),
+        MemoryFlag::Auto => match backprop::session::budget::default_memory_budget() {
             Some((bytes, source)) => {
                 tracing::info!(bytes, ?source, "memory budget (--max-memory auto)");
                 Some(bytes)
