@@ -476,9 +476,11 @@ async fn a_malformed_shape_is_invalid_and_a_merely_large_one_resource_exhausted(
 async fn a_checkpoint_header_beyond_any_allowed_model_is_refused_before_decoding() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
-    // A safetensors file whose header says 9 MiB (a million-layer spec would be bigger).
+    // A safetensors file with a 9 MiB header (a million-layer spec would be bigger).
     let mut file = (9u64 << 20).to_le_bytes().to_vec();
-    file.extend_from_slice(&[b' '; 4096]);
+    file.push(b'{');
+    file.extend_from_slice(&vec![b' '; (9 << 20) - 2]);
+    file.push(b'}');
     let upload = tokio_stream::iter(vec![pb::CheckpointChunk {
         data: Bytes::from(file.clone()),
         offset: 0,

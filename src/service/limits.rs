@@ -617,7 +617,8 @@ pub fn check_checkpoint_header(file: &[u8]) -> Result<(), Status> {
     let mut n = [0u8; 8];
     n.copy_from_slice(len);
     let n = u64::from_le_bytes(n);
-    if n > MAX_CHECKPOINT_HEADER {
+    // A length past the file's end is no safetensors file at all: the decoder says so.
+    if n > MAX_CHECKPOINT_HEADER && n <= file.len() as u64 - 8 {
         return Err(invalid(
             "checkpoint",
             format!(
