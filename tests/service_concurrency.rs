@@ -231,6 +231,8 @@ async fn fifty_steps_on_one_session(inline_max_work: u64) {
     let mut config = test_config();
     config.compute_threads = 4;
     config.inline_max_work = inline_max_work;
+    // Every call may wait on the one session: this is about order, not the queue's bound.
+    config.limits.max_session_waiters = CALLS as usize + READS;
     let srv = TestServer::with_config(config).await;
     let mut c = srv.trainer();
     let (wire, spec) = specs(1); // momentum, f64: state carries from step to step

@@ -922,7 +922,7 @@ async fn overflowing_update_is_rejected_and_changes_nothing() {
 // NOT_FOUND
 
 #[tokio::test]
-async fn unknown_malformed_and_deleted_ids_are_not_found() {
+async fn unknown_and_deleted_ids_are_not_found_and_malformed_ones_invalid() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
     let (id, _) = create(&mut c, wire_spec(D as u32, &[], C as u32)).await;
@@ -981,8 +981,14 @@ async fn unknown_malformed_and_deleted_ids_are_not_found() {
             .await
             .unwrap_err(),
         );
+        // A malformed id (not 32 hex digits) is refused before any lookup.
+        let well_formed = bad.len() == 32 && bad.bytes().all(|b| b.is_ascii_hexdigit());
         for e in errors {
-            assert_code(&e, Code::NotFound, "model_id");
+            if well_formed {
+                assert_code(&e, Code::NotFound, "model_id");
+            } else {
+                assert_invalid(&e, "model_id");
+            }
         }
     }
     // Only the live model is listed, and it was not hurt.
@@ -1117,9 +1123,8 @@ async fn message_bigger_than_max_message_bytes_is_refused() {
         .expect("a request and an answer under 4096 bytes fit");
     assert_eq!(r.into_inner().predictions.len(), 300);
     // An answer over the limit (GetModel with values of a model of 9·100 + 100 = 1000
-    // parameters, 4000+ bytes) is refused by the server's encoder. tonic reports that as
-    // OUT_OF_RANGE in the trailers, which the server does not rewrite (only the
-    // trailers-only refusal of a request is): pinned here so a change is noticed.
+    // parameters, 4000+ bytes) is sized before any work and refused: it could never be
+    // sent (tonic's encoder would only say OUT_OF_RANGE after the work).
     let (big, _) = create(&mut f.c, wire_spec(9, &[], 100)).await;
     let err =
         f.c.get_model(pb::GetModelRequest {
@@ -1128,7 +1133,8 @@ async fn message_bigger_than_max_message_bytes_is_refused() {
         })
         .await
         .unwrap_err();
-    assert_code(&err, Code::OutOfRange, "4096");
+    assert_invalid(&err, "include_values");
+    assert!(err.message().contains("4096"), "{}", err.message());
     f.c.get_model(pb::GetModelRequest {
         model_id: big,
         include_values: false,

@@ -434,10 +434,12 @@ async fn limits_name_their_field_and_shapes_only_lifts_them() {
     assert_eq!(t.nodes.len(), 11);
     assert_eq!(t.reg_loss_node, None);
 
-    // Labels are required; unknown models are NOT_FOUND.
+    // Labels are required; unknown models are NOT_FOUND, malformed ids INVALID_ARGUMENT.
     req.labels.clear();
     assert_invalid(&c.trace_step(req.clone()).await.unwrap_err(), "labels");
     req.model_id = "nope".into();
+    assert_invalid(&c.trace_step(req.clone()).await.unwrap_err(), "model_id");
+    req.model_id = "0".repeat(32);
     assert_eq!(c.trace_step(req).await.unwrap_err().code(), Code::NotFound);
     server.stop().await;
 }

@@ -67,8 +67,8 @@ struct ServeArgs {
     /// (each compute thread takes one); more suits one big session on an idle machine.
     #[arg(long, env = "BACKPROP_MATMUL_THREADS", default_value_t = 1)]
     matmul_threads: usize,
-    /// Calls estimated at or below this many multiply-adds (rows × parameters × 2 for a
-    /// forward pass, × 6 with backward) compute on the network thread that received them:
+    /// Calls estimated at or below this many multiply-adds (about rows × parameters for
+    /// a forward pass, × 3 with backward) compute on the network thread that received them:
     /// for them the hand-off to a compute thread costs more than the math. 0 = never.
     #[arg(long, env = "BACKPROP_INLINE_MAX_WORK", default_value_t = backprop::service::trainer::DEFAULT_INLINE_MAX_WORK)]
     inline_max_work: u64,
@@ -92,11 +92,20 @@ struct ServeArgs {
     /// crash (kill -9) a session comes back no older than about this.
     #[arg(long, env = "BACKPROP_SAVE_INTERVAL_SECS", default_value_t = 5.0)]
     save_interval_secs: f64,
-    /// Memory all sessions together may hold (parameters and optimizer state), e.g.
-    /// `512MiB`, `8GiB` or a number of bytes; CreateModel/ImportModel beyond it get
-    /// RESOURCE_EXHAUSTED. 0 = no budget.
-    #[arg(long, env = "BACKPROP_MAX_MEMORY", default_value = "0", value_parser = parse_bytes)]
-    max_memory: u64,
+    /// Memory that sessions (parameters and optimizer state) and calls in flight (each
+    /// call's estimated peak, from arrival to answer) may hold together, e.g. `512MiB`,
+    /// `8GiB` or a number of bytes; beyond it calls get RESOURCE_EXHAUSTED. `auto` = half
+    /// of the container's cgroup limit, the address-space limit or the machine's memory,
+    /// whichever is smallest; 0 = no budget.
+    #[arg(long, env = "BACKPROP_MAX_MEMORY", default_value = "auto", value_parser = parse_memory)]
+    max_memory: MemoryFlag,
+    /// Estimated peak memory one call may take, at most (e.g. `1GiB`); a call beyond it
+    /// can never succeed and gets INVALID_ARGUMENT. 0 = the whole memory budget.
+    #[arg(long, env = "BACKPROP_MAX_CALL_MEMORY", default_value = "0", value_parser = parse_bytes)]
+    max_call_memory: u64,
+    /// Calls that may wait for one model's lock at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "BACKPROP_MAX_SESSION_WAITERS", default_value_t = backprop::session::budget::DEFAULT_MAX_SESSION_WAITERS)]
+    max_session_waiters: usize,
     /// Once listening, write the bound address (e.g. `127.0.0.1:40123`) to this file, so a
     /// script that started the server on port 0 learns its port.
     #[arg(long, env = "BACKPROP_ADDRESS_FILE")]
@@ -177,6 +186,43 @@ struct ServeArgs {
     /// exempt); it then gets DEADLINE_EXCEEDED. 0 = no default deadline.
     #[arg(long, env = "BACKPROP_DEFAULT_DEADLINE_SECS", default_value_t = 120)]
     default_deadline_secs: u64,
+}
+
+/// `--max-memory`: `auto` (a budget from the machine, see `session::budget`) or bytes.
+#[derive(Clone, Copy, Debug)]
+enum MemoryFlag {
+    Auto,
+    /// 0 = no budget.
+    Bytes(u64),
+}
+
+fn parse_memory(text: &str) -> Result<MemoryFlag, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        Ok(MemoryFlag::Auto)
+    } else {
+        parse_bytes(text).map(MemoryFlag::Bytes)
+    }
+}
+
+/// The `--max-memory` budget in bytes, `None` for no budget; `auto` is resolved here and
+/// logged, since a budget the operator did not write down should be visible.
+fn memory_budget(flag: MemoryFlag) -> Option<u64> {
+    match flag {
+        MemoryFlag::Bytes(0) => None,
+        MemoryFlag::Bytes(n) => Some(n),
+        MemoryFlag::Auto => match backprop::session::budget::default_memory_budget() {
+            Some((bytes, source)) => {
+                tracing::info!(bytes, ?source, "memory budget (--max-memory auto)");
+                Some(bytes)
+            }
+            None => {
+                tracing::warn!(
+                    "cannot tell this machine's memory; no memory budget (set --max-memory)"
+                );
+                None
+            }
+        },
+    }
 }
 
 /// `123`, `512KiB`, `64MiB`, `8GiB` (also KB/MB/GB as powers of 1000) → bytes.
@@ -264,7 +310,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             max_sessions: args.max_sessions,
             max_parameters: args.max_parameters,
             idle_ttl: (args.idle_ttl_secs > 0).then(|| Duration::from_secs(args.idle_ttl_secs)),
-            max_memory: (args.max_memory > 0).then_some(args.max_memory),
+            max_memory: memory_budget(args.max_memory),
+            max_call_memory: (args.max_call_memory > 0).then_some(args.max_call_memory),
+            max_session_waiters: args.max_session_waiters,
         },
         request_limits: RequestLimits {
             max_batch_elements: args.max_batch_elements,

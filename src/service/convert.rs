@@ -65,16 +65,19 @@ pub fn check_tensor(
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let got = t.values.len().max(t.values_f64.len());
+    // A malformed tensor (its shape overflows or disagrees with its values) is the
+    // client's mistake whatever its size; only a well-formed one over the limit is the
+    // retryable RESOURCE_EXHAUSTED.
     match expected {
-        Some(n) if n > max_elements => Err(Status::resource_exhausted(format!(
-            "{field}: {n} elements is more than this server's limit of {max_elements} per tensor"
-        ))),
-        Some(n) if n == got => Ok(shape),
-        Some(n) => Err(invalid(
+        None => Err(invalid(field, format!("shape {:?} overflows", t.shape))),
+        Some(n) if n != got => Err(invalid(
             field,
             format!("shape {:?} needs {n} values, got {got}", t.shape),
         )),
-        None => Err(invalid(field, format!("shape {:?} overflows", t.shape))),
+        Some(n) if n > max_elements => Err(Status::resource_exhausted(format!(
+            "{field}: {n} elements is more than this server's limit of {max_elements} per tensor"
+        ))),
+        Some(_) => Ok(shape),
     }
 }
 

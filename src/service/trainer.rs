@@ -1,6 +1,6 @@
-//! The `backprop.v1.Trainer` service: decode, validate what is cheap, take the session's
-//! lock in arrival order, run the math on the compute pool, encode. Nothing here does
-//! matrix work on the async runtime.
+//! The `backprop.v1.Trainer` service: decode, validate what is cheap, admit the call by
+//! its estimated cost (`limits`), take the session's lock in arrival order, run the math
+//! on the compute pool, encode. Nothing here does matrix work on the async runtime.
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,53 +14,31 @@ use super::convert::{
     WireScalar, check_tensor, labels, matrix, spec_from_proto, spec_to_proto, tensor_values,
     to_tensor,
 };
+use super::limits::{
+    Admission, Call, Cost, check_checkpoint_header, check_gradcheck, check_model_id,
+    check_spec_size, check_trace_size, runs_inline,
+};
 use super::status::invalid;
 use crate::engine::gradcheck::Elements;
 use crate::engine::ops::check_labels;
 use crate::model::{AnyModel, Losses, Model, Target, accuracy, predictions};
 use crate::pb;
 use crate::pb::trainer_server::Trainer;
-use crate::session::{ComputePool, PoolError, Session, SessionStore};
+use crate::session::{
+    ComputePool, PoolError, Reservation, Session, SessionGuard, SessionStore, WaitPlace,
+};
 use crate::with_model;
 
-/// Per-request limits that are not about sessions.
-#[derive(Debug, Clone)]
-pub struct RequestLimits {
-    /// Elements in one tensor of a request, at most.
-    pub max_batch_elements: usize,
-    /// Numeric-gradient evaluations (elements checked × batch rows × parameters) one
-    /// GradientCheck may cost, at most.
-    pub max_gradcheck_work: u64,
-}
-
-impl Default for RequestLimits {
-    fn default() -> Self {
-        RequestLimits {
-            max_batch_elements: 16 * 1024 * 1024,
-            max_gradcheck_work: 20_000_000_000,
-        }
-    }
-}
-
-/// Dimensions beyond this are absurd for a fully connected net, whatever the limits.
-const MAX_DIM: usize = 1 << 24;
-/// Hidden layers at most.
-const MAX_DEPTH: usize = crate::model::spec::MAX_HIDDEN_LAYERS;
-
-/// Work (multiply-adds, estimated as rows × parameters × 2 for a forward pass, × 6 for
-/// forward and backward) at or below which a call computes on the async worker that
-/// received it instead of the compute pool. Such calls take microseconds, less than the
-/// hand-off to a pool thread and back would cost them.
-pub const DEFAULT_INLINE_MAX_WORK: u64 = 200_000;
+pub use super::limits::{DEFAULT_INLINE_MAX_WORK, RequestLimits};
 
 #[derive(Clone)]
 pub struct TrainerService {
     store: SessionStore,
     pool: ComputePool,
-    limits: RequestLimits,
+    /// The request limits and the message limit (export chunks and every answer must
+    /// fit in it).
+    admission: Admission,
     inline_max_work: u64,
-    /// The server's message limit: export chunks must fit in it.
-    max_message_bytes: usize,
 }
 
 impl TrainerService {
@@ -68,15 +46,17 @@ impl TrainerService {
         TrainerService {
             store,
             pool,
-            limits,
+            admission: Admission {
+                limits,
+                max_message_bytes: 4 * 1024 * 1024,
+            },
             inline_max_work: DEFAULT_INLINE_MAX_WORK,
-            max_message_bytes: 4 * 1024 * 1024,
         }
     }
 
     /// Sets the message limit the server enforces (export chunks are sized to fit it).
     pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
-        self.max_message_bytes = bytes;
+        self.admission.max_message_bytes = bytes;
         self
     }
 
@@ -87,13 +67,13 @@ impl TrainerService {
     }
 
     /// Runs model math: on the compute pool, or right here when it is tiny (see
-    /// [`DEFAULT_INLINE_MAX_WORK`]). Either way a panic becomes an error.
+    /// [`runs_inline`]). Either way a panic becomes an error.
     async fn compute<R: Send + 'static>(
         &self,
         work: u64,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PoolError> {
-        if work <= self.inline_max_work {
+        if runs_inline(work, self.inline_max_work) {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
                 .map_err(|_| PoolError::Panicked("inline computation panicked".into()))
         } else {
@@ -128,7 +108,7 @@ impl TrainerService {
     /// Checks the batch tensor's shape cheaply (before any lock) and returns its rows.
     fn batch(&self, x: &Option<pb::Tensor>, session: &Session) -> Result<usize, Status> {
         let x = x.as_ref().ok_or_else(|| invalid("x", "required"))?;
-        let shape = check_tensor(x, "x", self.limits.max_batch_elements)?;
+        let shape = check_tensor(x, "x", self.admission.limits.max_batch_elements)?;
         match shape[..] {
             [0, _] => Err(invalid("x", "the batch is empty (N = 0)")),
             [n, d] if d == session.spec.input_dim => Ok(n),
@@ -140,6 +120,51 @@ impl TrainerService {
                 ),
             )),
         }
+    }
+
+    /// Estimates the call on `session`'s model and reserves its peak (plus the request
+    /// it holds while waiting) against the memory budget; see [`Admission::admit`].
+    fn admit(
+        &self,
+        session: &Session,
+        rows: usize,
+        call: Call,
+        request_bytes: u64,
+    ) -> Result<(Cost, Reservation), Status> {
+        self.admission
+            .admit(&self.store, &session.spec, rows, call, request_bytes)
+    }
+
+    /// A place among the calls waiting for `session`'s lock, or RESOURCE_EXHAUSTED when
+    /// `max_session_waiters` already wait.
+    fn wait_place(&self, session: &Session) -> Result<WaitPlace, Status> {
+        let max = self.store.limits().max_session_waiters;
+        session.waiters.try_enter(max).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "model_id: {max} calls already wait for this model (--max-session-waiters); \
+                 retry later"
+            ))
+        })
+    }
+
+    /// Shared access to the model, waiting in a bounded queue.
+    async fn read(&self, session: &Arc<Session>) -> Result<ReadGuard, Status> {
+        let _place = self.wait_place(session)?;
+        Ok(session.read().await)
+    }
+
+    /// Exclusive access to the model, waiting in a bounded queue; refused while the
+    /// session's last save failed (see `session::persist`).
+    async fn write(&self, session: &Arc<Session>) -> Result<WriteGuard, Status> {
+        let _place = self.wait_place(session)?;
+        Ok(session.write().await?)
+    }
+
+    /// The session `id` names, after checking the id's shape (so a malformed id is
+    /// never looked up or echoed whole).
+    fn session(&self, id: &str, tenant: &crate::session::Tenant) -> Result<Arc<Session>, Status> {
+        check_model_id(id)?;
+        Ok(self.store.get(id, tenant)?)
     }
 
     /// The labels as the engine takes them, checked before any lock (one per row of x,
@@ -154,6 +179,16 @@ impl TrainerService {
         check_labels(&y, rows, session.spec.num_classes)?;
         Ok(y)
     }
+}
+
+type ReadGuard = SessionGuard<tokio::sync::OwnedRwLockReadGuard<AnyModel>>;
+type WriteGuard = SessionGuard<tokio::sync::OwnedRwLockWriteGuard<AnyModel>>;
+
+/// Bytes a request's tensor holds on the wire side (f32 values or f64 values).
+fn tensor_bytes(t: &Option<pb::Tensor>) -> u64 {
+    t.as_ref().map_or(0, |t| {
+        4 * t.values.len() as u64 + 8 * t.values_f64.len() as u64
+    })
 }
 
 fn losses_pb(l: Losses) -> pb::Losses {
@@ -334,7 +369,7 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Forward", &req.model_id, rows, async {
             let y = if req.labels.is_empty() {
@@ -342,11 +377,14 @@ impl Trainer for TrainerService {
             } else {
                 Some(self.labels_for(req.labels, rows, &session)?)
             };
+            let call = Call::Forward {
+                labels: y.is_some(),
+            };
+            let (cost, _held) = self.admit(&session, rows, call, tensor_bytes(&req.x))?;
             let x = req.x.unwrap_or_default();
-            let work = 2 * rows as u64 * session.parameter_count;
-            let guard = session.read().await;
+            let guard = self.read(&session).await?;
             self.compute(
-                work,
+                cost.work,
                 move || with_model!(&*guard.guard, m => forward_typed(m, x, y)),
             )
             .await?
@@ -360,9 +398,10 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::BackwardResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Backward", &req.model_id, rows, async {
+            let request_bytes = tensor_bytes(&req.x) + tensor_bytes(&req.upstream);
             let target = match (req.labels.is_empty(), req.upstream) {
                 (false, Some(_)) => {
                     return Err(invalid("upstream", "give labels or upstream, not both"));
@@ -372,7 +411,8 @@ impl Trainer for TrainerService {
                 }
                 (false, None) => Ok(self.labels_for(req.labels, rows, &session)?),
                 (true, Some(up)) => {
-                    let shape = check_tensor(&up, "upstream", self.limits.max_batch_elements)?;
+                    let most = self.admission.limits.max_batch_elements;
+                    let shape = check_tensor(&up, "upstream", most)?;
                     let want = [rows, session.spec.num_classes];
                     if shape != want {
                         return Err(invalid(
@@ -383,11 +423,16 @@ impl Trainer for TrainerService {
                     Err(up)
                 }
             };
-            let (x, input_grad) = (req.x.unwrap_or_default(), req.return_input_grad);
-            let work = 6 * rows as u64 * session.parameter_count;
-            let guard = session.read().await;
+            let input_grad = req.return_input_grad;
+            let call = Call::Backward {
+                upstream: target.is_err(),
+                input_grad,
+            };
+            let (cost, _held) = self.admit(&session, rows, call, request_bytes)?;
+            let x = req.x.unwrap_or_default();
+            let guard = self.read(&session).await?;
             self.compute(
-                work,
+                cost.work,
                 move || with_model!(&*guard.guard, m => backward_typed(m, x, target, input_grad)),
             )
             .await?
@@ -401,15 +446,16 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::TrainStepResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("TrainStep", &req.model_id, rows, async {
             let y = self.labels_for(req.labels, rows, &session)?;
+            let request_bytes = tensor_bytes(&req.x);
+            let (cost, _held) = self.admit(&session, rows, Call::TrainStep, request_bytes)?;
             let x = req.x.unwrap_or_default();
-            let work = 6 * rows as u64 * session.parameter_count;
-            let mut guard = session.write().await?;
+            let mut guard = self.write(&session).await?;
             let s = session.clone();
-            self.compute(work, move || {
+            self.compute(cost.work, move || {
                 let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y));
                 if let Ok(r) = &r {
                     s.set_step(r.step);
@@ -428,7 +474,7 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::ApplyGradientsResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         self.observe("ApplyGradients", &req.model_id, 0, async {
             for g in &req.gradients {
                 let field = format!("gradients[{}]", g.name);
@@ -438,17 +484,19 @@ impl Trainer for TrainerService {
                     .ok_or_else(|| invalid(&field, "tensor is required"))?;
                 check_tensor(t, &field, self.store.limits().max_parameters as usize)?;
             }
-            let mut guard = session.write().await?;
+            let request_bytes = req.gradients.iter().map(|g| tensor_bytes(&g.tensor)).sum();
+            let call = Call::ApplyGradients;
+            let (cost, _held) = self.admit(&session, 0, call, request_bytes)?;
+            let mut guard = self.write(&session).await?;
             let s = session.clone();
             let grads = req.gradients;
-            self.pool
-                .run(move || {
-                    let step = with_model!(&mut *guard.guard, m => apply_typed(m, grads))?;
-                    s.set_step(step);
-                    Ok(pb::ApplyGradientsResponse { step })
-                })
-                .await?
-                .inspect(|r| self.store.updated(&session, r.step))
+            self.compute(cost.work, move || {
+                let step = with_model!(&mut *guard.guard, m => apply_typed(m, grads))?;
+                s.set_step(step);
+                Ok(pb::ApplyGradientsResponse { step })
+            })
+            .await?
+            .inspect(|r| self.store.updated(&session, r.step))
         })
         .await
     }
@@ -459,15 +507,16 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("Evaluate", &req.model_id, rows, async {
             let y = self.labels_for(req.labels, rows, &session)?;
+            let request_bytes = tensor_bytes(&req.x);
+            let (cost, _held) = self.admit(&session, rows, Call::Evaluate, request_bytes)?;
             let x = req.x.unwrap_or_default();
-            let work = 2 * rows as u64 * session.parameter_count;
-            let guard = session.read().await;
+            let guard = self.read(&session).await?;
             self.compute(
-                work,
+                cost.work,
                 move || with_model!(&*guard.guard, m => evaluate_typed(m, x, y)),
             )
             .await?
@@ -481,13 +530,13 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::GetModelResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         self.observe("GetModel", &req.model_id, 0, async {
             let values = req.include_values;
-            let guard = session.read().await;
+            let (cost, _held) = self.admit(&session, 0, Call::GetModel { values }, 0)?;
+            let guard = self.read(&session).await?;
             let (step, parameters) = self
-                .pool
-                .run(move || with_model!(&*guard.guard, m => (m.step(), parameters_typed(m, values))))
+                .compute(cost.work, move || with_model!(&*guard.guard, m => (m.step(), parameters_typed(m, values))))
                 .await?;
             Ok(pb::GetModelResponse {
                 model_id: session.id.to_string(),
@@ -530,6 +579,7 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::DeleteModelResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
+        check_model_id(&req.model_id)?;
         self.observe("DeleteModel", &req.model_id, 0, async {
             self.store.remove(&req.model_id, &tenant).await?;
             tracing::info!(model_id = %req.model_id, "deleted");
@@ -544,31 +594,14 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::GradientCheckResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("GradientCheck", &req.model_id, rows, async {
             let y = self.labels_for(req.labels, rows, &session)?;
-            let shapes = session.spec.parameter_shapes();
             let per = req.max_elements_per_parameter as u64;
-            let checks: u64 = shapes
-                .iter()
-                .map(|p| {
-                    let n = p.shape.iter().product::<usize>() as u64;
-                    if per == 0 { n } else { n.min(per) }
-                })
-                .sum();
-            let work = checks
-                .saturating_mul(rows as u64)
-                .saturating_mul(session.parameter_count);
-            if work > self.limits.max_gradcheck_work {
-                return Err(invalid(
-                    "max_elements_per_parameter",
-                    format!(
-                        "checking {checks} elements on {rows} rows is too much work for one call; \
-                         set max_elements_per_parameter lower or send fewer rows"
-                    ),
-                ));
-            }
+            let checks = check_gradcheck(&self.admission.limits, &session.spec, rows, per)?;
+            let call = Call::GradientCheck { checks };
+            let (cost, _held) = self.admit(&session, rows, call, tensor_bytes(&req.x))?;
             let elements = if per == 0 {
                 Elements::All
             } else {
@@ -578,10 +611,12 @@ impl Trainer for TrainerService {
                 }
             };
             let x = req.x.unwrap_or_default();
-            let guard = session.read().await;
-            self.pool
-                .run(move || with_model!(&*guard.guard, m => gradcheck_typed(m, x, y, elements)))
-                .await?
+            let guard = self.read(&session).await?;
+            self.compute(
+                cost.work,
+                move || with_model!(&*guard.guard, m => gradcheck_typed(m, x, y, elements)),
+            )
+            .await?
         })
         .await
     }
@@ -594,10 +629,11 @@ impl Trainer for TrainerService {
     ) -> Result<Response<Self::ExportModelStream>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         self.observe("ExportModel", &req.model_id, 0, async {
-            let chunk = checkpoint::chunk_size(req.chunk_bytes, self.max_message_bytes)?;
-            let guard = session.read().await;
+            let most = self.admission.max_message_bytes;
+            let chunk = checkpoint::chunk_size(req.chunk_bytes, most)?;
+            let guard = self.read(&session).await?;
             // Encoded under the read lock: one consistent snapshot of values, state, step.
             // Hashed on the pool too; the chunks are sliced lazily as they are sent.
             let file = self
@@ -621,10 +657,15 @@ impl Trainer for TrainerService {
         let stream = req.into_inner();
         self.observe("ImportModel", "", 0, async {
             let file = checkpoint::receive(stream, self.store.max_checkpoint_bytes()).await?;
+            check_checkpoint_header(&file)?;
+            // The file is held until decoded; the model it decodes to is admitted by its
+            // own size next.
+            let held = self.store.reserve(file.len() as u64)?;
             let decoded = self
                 .pool
                 .run(move || crate::checkpoint::decode(&file))
                 .await??;
+            drop(held);
             let model = decoded.model;
             check_spec_size(model.spec())?;
             self.store.admit(model.spec(), &tenant)?;
@@ -646,7 +687,7 @@ impl Trainer for TrainerService {
     ) -> Result<Response<pb::TraceStepResponse>, Status> {
         let tenant = tenant(&req);
         let req = req.into_inner();
-        let session = self.store.get(&req.model_id, &tenant)?;
+        let session = self.session(&req.model_id, &tenant)?;
         let rows = self.batch(&req.x, &session)?;
         self.observe("TraceStep", &req.model_id, rows, async {
             let y = self.labels_for(req.labels, rows, &session)?;
@@ -654,72 +695,22 @@ impl Trainer for TrainerService {
             if with_values {
                 check_trace_size(&session.spec, rows)?;
             }
+            // The whole answer (every node's and edge's values) is sized from the spec and
+            // refused over the message limit before anything is built.
+            let call = Call::Trace {
+                values: with_values,
+            };
+            let (cost, _held) = self.admit(&session, rows, call, tensor_bytes(&req.x))?;
             let x = req.x.unwrap_or_default();
-            // Backward once, then each edge's gate again on its own: about twice Backward.
-            let work = 12 * rows as u64 * session.parameter_count;
-            let guard = session.read().await;
+            let guard = self.read(&session).await?;
             self.compute(
-                work,
+                cost.work,
                 move || with_model!(&*guard.guard, m => trace_typed(m, x, y, with_values)),
             )
             .await?
         })
         .await
     }
-}
-
-/// Refuses absurd dimensions before validation multiplies them.
-fn check_spec_size(spec: &crate::model::ModelSpec) -> Result<(), Status> {
-    for (field, d) in [
-        ("spec.input_dim", spec.input_dim),
-        ("spec.num_classes", spec.num_classes),
-    ]
-    .into_iter()
-    .chain(spec.hidden.iter().map(|h| ("spec.hidden[].units", h.units)))
-    {
-        if d > MAX_DIM {
-            return Err(invalid(
-                field,
-                format!("{d} is beyond the largest dimension, {MAX_DIM}"),
-            ));
-        }
-    }
-    if spec.hidden.len() > MAX_DEPTH {
-        return Err(invalid(
-            "spec.hidden",
-            format!("at most {MAX_DEPTH} hidden layers"),
-        ));
-    }
-    Ok(())
-}
-
-/// Rows a TraceStep with values may have, at most: a picture beyond that is unreadable.
-pub const TRACE_MAX_ROWS: usize = 64;
-/// Elements one node value of a TraceStep with values may have, at most.
-pub const TRACE_MAX_NODE_ELEMENTS: usize = 4096;
-
-/// The limits of a trace with values, from the spec alone (before any lock or math).
-fn check_trace_size(spec: &crate::model::ModelSpec, rows: usize) -> Result<(), Status> {
-    if rows > TRACE_MAX_ROWS {
-        return Err(invalid(
-            "x",
-            format!(
-                "a trace with values takes at most {TRACE_MAX_ROWS} rows, got {rows}; \
-                 send fewer rows or set shapes_only"
-            ),
-        ));
-    }
-    let (what, n) = crate::model::trace::largest_value(spec, rows);
-    if n > TRACE_MAX_NODE_ELEMENTS {
-        return Err(invalid(
-            "shapes_only",
-            format!(
-                "{what} has {n} elements, more than the {TRACE_MAX_NODE_ELEMENTS} a trace \
-                 with values allows per node; set shapes_only for the structure alone"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn trace_typed<T: WireScalar>(

@@ -1,13 +1,16 @@
 //! Where models live between calls, apart from any transport: the session store (one lock
 //! per session, limits, idle reaping), session ids, the tenants that own sessions, the
 //! compute pool that runs the math off the async runtime, and the state directory that
-//! keeps sessions across restarts.
+//! keeps sessions across restarts; the memory reservations and queue places of calls in
+//! flight (`budget`).
+pub mod budget;
 pub mod id;
 pub mod persist;
 pub mod pool;
 pub mod store;
 pub mod tenant;
 
+pub use budget::{Reservation, WaitPlace};
 pub use id::SessionId;
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError};

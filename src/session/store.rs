@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use tokio::time::Instant;
 
+use super::budget::{Reservation, Reservations, Waiters};
 use super::id::SessionId;
 use super::persist::{Persister, Restored};
 use super::tenant::Tenant;
@@ -31,6 +32,11 @@ pub struct Limits {
     /// `ModelSpec::state_bytes`); CreateModel and ImportModel beyond it are refused.
     /// `None` = no budget.
     pub max_memory: Option<u64>,
+    /// Estimated peak bytes one call may take, at most (`service::limits`); `None` = the
+    /// whole memory budget (and no cap on a server without one).
+    pub max_call_memory: Option<u64>,
+    /// Calls that may wait for one session's lock at once (`budget::Waiters`).
+    pub max_session_waiters: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +46,8 @@ impl Default for Limits {
             max_parameters: 50_000_000,
             idle_ttl: None,
             max_memory: None,
+            max_call_memory: None,
+            max_session_waiters: super::budget::DEFAULT_MAX_SESSION_WAITERS,
         }
     }
 }
@@ -56,11 +64,17 @@ pub enum StoreError {
     TenantSessions { tenant: String, limit: usize },
     #[error("spec: the model has {got} parameters, more than this server's limit of {limit}")]
     TooManyParameters { got: u64, limit: u64 },
+    /// How much is free is not said: it would let one tenant watch another's activity.
     #[error(
-        "the server's memory budget ({budget} bytes for all sessions) has {free} bytes free; \
-         this model needs {need}; delete a session or ask for a smaller model"
+        "the server's memory budget ({budget} bytes, --max-memory) cannot hold {what} \
+         ({need} bytes) beside what sessions and calls in flight hold now; {hint}"
     )]
-    OverMemoryBudget { need: u64, free: u64, budget: u64 },
+    OverMemoryBudget {
+        need: u64,
+        budget: u64,
+        what: &'static str,
+        hint: &'static str,
+    },
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
     /// The state directory could not be written (or a file removed); the change was not
@@ -100,6 +114,8 @@ pub struct Session {
     /// doc). Set and cleared by the persister under `persist_lock`; a std `Mutex` as it
     /// is never held across an `.await`.
     pub(crate) unsaved: Mutex<Option<String>>,
+    /// Calls waiting for the lock, bounded by the service (see `budget::Waiters`).
+    pub waiters: Waiters,
 }
 
 impl Session {
@@ -182,6 +198,7 @@ impl Session {
             persisted_step: AtomicU64::new(0),
             saved_once: AtomicBool::new(false),
             unsaved: Mutex::new(None),
+            waiters: Waiters::default(),
         }
     }
 }
@@ -223,6 +240,8 @@ struct Shared {
     /// Sum of `state_bytes` over live sessions, for the memory budget. Changed only under
     /// the map's write lock, so admission cannot race past the budget.
     bytes_held: AtomicU64,
+    /// Bytes calls in flight reserved against the same budget (see `budget`).
+    reservations: Reservations,
 }
 
 impl SessionStore {
@@ -242,6 +261,7 @@ impl SessionStore {
                 limits,
                 persister,
                 bytes_held: AtomicU64::new(0),
+                reservations: Reservations::default(),
             }),
         }
     }
@@ -274,11 +294,38 @@ impl SessionStore {
             return Ok(());
         };
         let need = spec.state_bytes().unwrap_or(u64::MAX);
-        let free = budget.saturating_sub(self.bytes_held());
-        if need > free {
-            return Err(StoreError::OverMemoryBudget { need, free, budget });
+        let in_use = self.bytes_held() + self.shared.reservations.reserved();
+        if need > budget.saturating_sub(in_use) {
+            return Err(StoreError::OverMemoryBudget {
+                need,
+                budget,
+                what: "this model",
+                hint: "delete a session or ask for a smaller model",
+            });
         }
         Ok(())
+    }
+
+    /// Reserves `need` bytes of the memory budget for a call in flight, until the
+    /// returned guard drops; without a budget the guard holds nothing.
+    pub fn reserve(&self, need: u64) -> Result<Reservation, StoreError> {
+        let Some(budget) = self.shared.limits.max_memory else {
+            return Ok(Reservation::unlimited(need));
+        };
+        self.shared
+            .reservations
+            .try_reserve(need, self.bytes_held(), budget)
+            .ok_or(StoreError::OverMemoryBudget {
+                need,
+                budget,
+                what: "this call's estimated peak",
+                hint: "retry later, or send a smaller batch",
+            })
+    }
+
+    /// Bytes calls in flight hold against the memory budget now.
+    pub fn bytes_reserved(&self) -> u64 {
+        self.shared.reservations.reserved()
     }
 
     /// The largest checkpoint file ImportModel accepts: a model at the parameter limit,

@@ -21,10 +21,20 @@ impl<T: Scalar> SvmLoss<T> {
         let mut m = s.to_owned();
         for (mut row, &y) in m.rows_mut().into_iter().zip(&self.labels) {
             let sy = row[y];
-            row.mapv_inplace(|v| (v - sy + self.margin).max(T::zero()));
+            // Not `max(0)`: it drops a NaN, and a NaN score would then give a loss of 0.
+            row.mapv_inplace(|v| hinge(v - sy + self.margin));
             row[y] = T::zero();
         }
         m
+    }
+}
+
+/// `max(0, m)` that keeps a NaN margin NaN, so a NaN score shows in the loss.
+fn hinge<T: Scalar>(m: T) -> T {
+    if m.is_nan() || m > T::zero() {
+        m
+    } else {
+        T::zero()
     }
 }
 
@@ -67,6 +77,10 @@ impl<T: Scalar> Gate<T> for SvmLoss<T> {
                 if m > T::zero() {
                     count += T::one();
                     scale
+                } else if m.is_nan() {
+                    // A NaN margin has no gradient to give; NaN says so downstream.
+                    count = T::nan();
+                    T::nan()
                 } else {
                     T::zero()
                 }
@@ -74,5 +88,43 @@ impl<T: Scalar> Gate<T> for SvmLoss<T> {
             row[y] = -count * scale;
         }
         vec![Some(d.into_dyn())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn, arr0};
+
+    use crate::engine::{BackwardOptions, Graph};
+
+    fn loss_and_grad(scores: Vec<f32>, labels: &[usize]) -> (f32, ArrayD<f32>) {
+        let mut g = Graph::<f32>::new();
+        let n = labels.len();
+        let s = ArrayD::from_shape_vec(IxDyn(&[n, scores.len() / n]), scores).unwrap();
+        let s = g.leaf("s", s, true);
+        let l = g.svm_loss(s, labels, 1.0).unwrap();
+        let loss = g.value(l).sum();
+        let mut grads = g
+            .backward(
+                vec![(l, arr0(1.0f32).into_dyn())],
+                BackwardOptions::default(),
+            )
+            .unwrap();
+        (loss, grads.take(s).unwrap())
+    }
+
+    #[test]
+    fn a_nan_score_gives_a_nan_loss_and_gradient_never_a_hidden_zero() {
+        // Row 1 has a NaN among its other scores.
+        let (loss, grad) = loss_and_grad(vec![0.0, 1.0, -5.0, 0.0, f32::NAN, 0.0], &[0, 0]);
+        assert!(loss.is_nan(), "loss {loss}");
+        assert!(grad.iter().skip(3).any(|g| g.is_nan()), "{grad:?}");
+        // A NaN at the true class taints its whole row.
+        let (loss, _) = loss_and_grad(vec![f32::NAN, -9.0, -9.0], &[0]);
+        assert!(loss.is_nan(), "loss {loss}");
+        // Finite scores as before: row 0's margins are 2 and 0, row 1's 1 and 1; mean 2.
+        let (loss, grad) = loss_and_grad(vec![0.0, 1.0, -5.0, 0.0, 0.0, 0.0], &[0, 0]);
+        assert_eq!(loss, 2.0);
+        assert_eq!(grad.as_slice().unwrap(), &[-0.5, 0.5, 0.0, -1.0, 0.5, 0.5]);
     }
 }

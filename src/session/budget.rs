@@ -1,0 +1,238 @@
+//! What calls in flight may hold, apart from the sessions themselves: bytes reserved
+//! against the server's memory budget (a call's estimated peak, from before it queues
+//! until it returns) and places in one session's queue of callers waiting for its lock.
+//! Both are RAII guards, so every way out of a call (an error, a cancel, a panic caught
+//! on the pool) gives them back.
+//!
+//! Also here: the budget a server gets when none is configured, from the machine or the
+//! container it runs in ([`default_memory_budget`]).
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Bytes reserved by calls in flight. The sessions' own bytes are counted by the store;
+/// a reservation fits when both together stay within the budget.
+#[derive(Debug, Default)]
+pub struct Reservations {
+    reserved: Arc<AtomicU64>,
+}
+
+impl Reservations {
+    /// Bytes all live reservations hold now.
+    pub fn reserved(&self) -> u64 {
+        self.reserved.load(Ordering::Acquire)
+    }
+
+    /// Reserves `need` bytes if `held` (the sessions' bytes) plus what is reserved plus
+    /// `need` stays within `budget`; `None` otherwise (nothing is reserved then).
+    pub fn try_reserve(&self, need: u64, held: u64, budget: u64) -> Option<Reservation> {
+        let mut current = self.reserved.load(Ordering::Acquire);
+        loop {
+            let total = held.checked_add(current)?.checked_add(need)?;
+            if total > budget {
+                return None;
+            }
+            match self.reserved.compare_exchange_weak(
+                current,
+                current + need,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        reserved: Some(self.reserved.clone()),
+                        bytes: need,
+                    });
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+/// Bytes held against the memory budget until dropped.
+#[derive(Debug)]
+#[must_use = "the bytes are given back as soon as the reservation drops"]
+pub struct Reservation {
+    /// `None` for a server without a budget: nothing to give back.
+    reserved: Option<Arc<AtomicU64>>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// A reservation that holds nothing (the server has no memory budget).
+    pub fn unlimited(bytes: u64) -> Self {
+        Reservation {
+            reserved: None,
+            bytes,
+        }
+    }
+
+    /// The bytes this reservation holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reserved {
+            r.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Calls waiting for one session's lock at most, by default. Steps on one session run
+/// one at a time, so a deeper queue only holds more requests' memory for longer; a
+/// client pipelining more than this on one model should wait for answers.
+pub const DEFAULT_MAX_SESSION_WAITERS: usize = 64;
+
+/// Callers waiting for one session's lock. A place is taken before the wait starts and
+/// given back once the lock is held (or the call ends), so at most `max` calls wait on
+/// one session however many arrive: the rest are refused at once instead of piling up
+/// (each waiting call holds its request's memory).
+#[derive(Debug, Default)]
+pub struct Waiters {
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Waiters {
+    /// Calls waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// A place in the queue if fewer than `max` calls wait; `None` when it is full.
+    pub fn try_enter(&self, max: usize) -> Option<WaitPlace> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WaitPlace(self.waiting.clone()))
+    }
+}
+
+/// A place in a session's queue, given back when dropped.
+#[derive(Debug)]
+#[must_use = "the place is given back as soon as it drops"]
+pub struct WaitPlace(Arc<AtomicUsize>);
+
+impl Drop for WaitPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The fraction of the memory available to the process that the budget takes when none
+/// is configured. The budget counts what sessions hold and every call's *estimated* peak;
+/// the other half covers what the estimate does not see: the allocator's retained and
+/// fragmented heap (`malloc::keep_step_buffers` keeps freed step buffers on purpose),
+/// HTTP/2 buffers and windows (16 MiB per stream), responses being encoded after their
+/// call returned, thread stacks, and, in a container, the page cache charged to it.
+pub const DEFAULT_MEMORY_FRACTION: f64 = 0.5;
+
+/// Where a default budget came from, for the startup log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySource {
+    /// The cgroup v2 `memory.max` of the process's container.
+    CgroupV2,
+    /// The cgroup v1 `memory.limit_in_bytes`.
+    CgroupV1,
+    /// The address-space limit (`ulimit -v`, RLIMIT_AS).
+    AddressSpace,
+    /// The machine's `MemTotal` (`/proc/meminfo`).
+    MemTotal,
+}
+
+/// The memory this process can use: the smallest of its cgroup limit (v2, else v1), its
+/// address-space limit and the machine's total memory, with where it came from. `None`
+/// where none of them can be read (not Linux).
+pub fn available_memory() -> Option<(u64, MemorySource)> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let mut candidates = Vec::new();
+    // "max" (no limit) does not parse and is skipped; v1 reports "no limit" as a huge
+    // number, which MemTotal then undercuts.
+    if let Some(n) = read("/sys/fs/cgroup/memory.max").and_then(|t| t.trim().parse().ok()) {
+        candidates.push((n, MemorySource::CgroupV2));
+    } else if let Some(n) =
+        read("/sys/fs/cgroup/memory/memory.limit_in_bytes").and_then(|t| t.trim().parse().ok())
+    {
+        candidates.push((n, MemorySource::CgroupV1));
+    }
+    if let Some(n) = address_space_limit() {
+        candidates.push((n, MemorySource::AddressSpace));
+    }
+    if let Some(n) = read("/proc/meminfo").and_then(|t| mem_total(&t)) {
+        candidates.push((n, MemorySource::MemTotal));
+    }
+    candidates.into_iter().min_by_key(|&(n, _)| n)
+}
+
+/// The budget for a server given none: [`DEFAULT_MEMORY_FRACTION`] of
+/// [`available_memory`].
+pub fn default_memory_budget() -> Option<(u64, MemorySource)> {
+    available_memory().map(|(n, src)| ((n as f64 * DEFAULT_MEMORY_FRACTION) as u64, src))
+}
+
+/// `MemTotal:  16315836 kB` → bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+fn address_space_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit struct we own.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
+        (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_fit_beside_the_sessions_and_are_given_back() {
+        let r = Reservations::default();
+        let a = r
+            .try_reserve(600, 300, 1000)
+            .expect("600 + 300 fits in 1000");
+        assert_eq!(r.reserved(), 600);
+        assert!(r.try_reserve(101, 300, 1000).is_none(), "1001 > 1000");
+        let b = r.try_reserve(100, 300, 1000).expect("exactly 1000");
+        assert_eq!((a.bytes(), b.bytes(), r.reserved()), (600, 100, 700));
+        drop(a);
+        assert_eq!(r.reserved(), 100);
+        drop(b);
+        assert_eq!(r.reserved(), 0);
+        assert!(r.try_reserve(u64::MAX, 1, u64::MAX).is_none(), "overflow");
+    }
+
+    #[test]
+    fn a_session_queue_holds_at_most_max_waiters() {
+        let w = Waiters::default();
+        let places: Vec<_> = (0..3).map(|_| w.try_enter(3).expect("room")).collect();
+        assert!(w.try_enter(3).is_none());
+        assert_eq!(w.waiting(), 3);
+        drop(places);
+        assert_eq!(w.waiting(), 0);
+        assert!(w.try_enter(3).is_some());
+    }
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let text = "MemFree:  1 kB\nMemTotal:       16315836 kB\n";
+        assert_eq!(mem_total(text), Some(16_315_836 * 1024));
+        assert_eq!(mem_total("nothing"), None);
+    }
+}
