@@ -834,6 +834,23 @@ impl Call {
         matches!(self, Call::TrainStep(_) | Call::ApplyGradients(_))
     }
 
+    /// The id the call names (`None` for ListModels).
+    fn model_id(&self) -> Option<&str> {
+        Some(match self {
+            Call::Forward(r) => &r.model_id,
+            Call::Backward(r) => &r.model_id,
+            Call::TrainStep(r) => &r.model_id,
+            Call::ApplyGradients(r) => &r.model_id,
+            Call::Evaluate(r) => &r.model_id,
+            Call::GradientCheck(r) => &r.model_id,
+            Call::TraceStep(r) => &r.model_id,
+            Call::GetModel(r) => &r.model_id,
+            Call::ExportModel(r) => &r.model_id,
+            Call::DeleteModel(r) => &r.model_id,
+            Call::ListModels => return None,
+        })
+    }
+
     fn set_id(&mut self, id: String) {
         match self {
             Call::Forward(r) => r.model_id = id,
@@ -1469,11 +1486,20 @@ fn session_case(h: &Harness, case: Case) -> Result<(), TestCaseError> {
             (None, Ok(r)) => return Err(fail(format!("{what} on an unknown id answered {r:?}"))),
             (None, Err(s)) => {
                 check_refusal(what, s)?;
+                // An id of the server's shape (32 hex digits) is looked up and not found;
+                // anything else is refused as malformed before any lookup.
+                let id = call.model_id().unwrap_or_default();
+                let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
                 prop_assert_eq!(
                     s.code(),
-                    Code::NotFound,
-                    "{} on an unknown id: {:?}",
+                    if well_formed {
+                        Code::NotFound
+                    } else {
+                        Code::InvalidArgument
+                    },
+                    "{} on an unknown id {:?}: {:?}",
                     what,
+                    id,
                     s
                 );
                 prop_assert!(s.message().contains("model_id"), "{what}: {s:?}");
