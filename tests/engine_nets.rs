@@ -461,7 +461,10 @@ fn three_layer_net_overfits_50_samples_within_200_steps() {
     }
     let (_, losses) = model.net().evaluate(x.view(), &y).unwrap();
     let step = reached.unwrap_or_else(|| panic!("not 100% after 200 steps, loss {losses:?}"));
-    assert!(step <= 200);
+    // Seeded, so deterministic for one build: 100% at step 106 (x86-64, this crate's GEMM
+    // kernels). 150 leaves room for another CPU's rounding, and still fails a net that
+    // learns markedly slower (the loop's own bound, 200, made `step <= 200` a tautology).
+    assert!(step <= 150, "100% only at step {step}");
     assert!(losses.data.unwrap() < first.losses.data.unwrap() / 2.0);
 }
 
