@@ -8,9 +8,12 @@
 //!   comes within [`CALL_TIMEOUT`]; its code is OK or a client-error code with a message
 //!   (INVALID_ARGUMENT also names its field in a BadRequest detail); an oracle built from
 //!   the `.proto`'s contract says which requests must succeed and which must be refused;
-//!   a successful answer has the documented shapes; a refused or read-only call leaves the
-//!   model bit-identical (GetModel with values, before and after) and an accepted update
-//!   moves the step by exactly one.
+//!   a successful answer has the documented shapes, and every number in it is finite when
+//!   the inputs were tame; a refused or read-only call leaves the model's whole state
+//!   bit-identical (its ExportModel checkpoint, with every optimizer slot and Adam's t,
+//!   before and after), and after an accepted update the state equals a mirror: the state
+//!   before, updated by the engine alone. Tensors range up to the batch limit and just
+//!   over it.
 //! - `create_model_*`: random specs (dims 0 to 2³², unknown enum values, NaN, negative and
 //!   huge hyper-parameters, options that do not apply), checked against the documented
 //!   rules; every created model answers GetModel and Forward, then is deleted.
@@ -27,17 +30,22 @@
 //! - `import_model_*`: exported checkpoints, damaged (bit flips, truncation, hostile header
 //!   lengths, metadata, spec JSON and tensor entries, random bytes) and uploaded in
 //!   damaged ways (offsets, sizes, checksums, extra, swapped or no chunks). A sound
-//!   upload of an unchanged file must restore the fixture exactly; anything imported must
-//!   answer GetModel with finite values and train or refuse cleanly. ExportModel is part
+//!   upload of an unchanged file must restore the fixture's whole state; a refused one
+//!   creates no session (ListModels counts, here and for raw CreateModel/ImportModel
+//!   bodies); anything imported must hold finite values and train as the engine does or
+//!   refuse cleanly. ExportModel is part
 //!   of the session calls (chunk sizes, contiguity, checksum, the step in the file).
 //!
 //! Regression tests pin the bugs found here (each with its input and where it came from).
 //!
-//! Bounded and deterministic: a fixed number of cases per property and a fixed seed; no
-//! failure-persistence files. The whole file runs in well under a minute in a dev build:
-//! `cargo test --test fuzz_requests`. A longer run:
-//! `BACKPROP_FUZZ_CASES=20000 cargo test --release --test fuzz_requests`; another seed:
-//! `BACKPROP_FUZZ_SEED=7`. A failure prints the minimal failing input.
+//! Bounded: a fixed number of cases per property; a new seed every run (printed), so each
+//! CI run explores other inputs; no failure-persistence files. Each property asserts its
+//! outcome mix (least shares of accepted calls and of each refusal, decodable bodies), so
+//! a strategy that stops reaching an outcome fails. The whole file runs in about 15 s in
+//! a dev build: `cargo test --test fuzz_requests`. A longer run:
+//! `BACKPROP_FUZZ_CASES=20000 cargo test --release --test fuzz_requests`; the same run
+//! again: `BACKPROP_FUZZ_SEED=<the printed seed>`. A failure prints the seed and the
+//! minimal failing input.
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
