@@ -22,6 +22,20 @@ const WIDTHS: [usize; 3] = [4, 6, 5];
 /// The bound for whole nets in f64.
 const NET_BOUND: f64 = 1e-6;
 
+/// The largest error over all tensors; NaN if any is NaN (`f64::max` would drop it).
+fn worst_error(checks: &[gradcheck::TensorCheck]) -> f64 {
+    checks
+        .iter()
+        .map(|c| c.max_relative_error)
+        .fold(0.0, |a, e| {
+            if a.is_nan() || e.is_nan() {
+                f64::NAN
+            } else {
+                a.max(e)
+            }
+        })
+}
+
 fn hidden(depth: usize, activation: ActivationSpec) -> Vec<HiddenSpec> {
     WIDTHS[..depth]
         .iter()
@@ -147,10 +161,9 @@ fn check_depth(depth: usize) {
                     assert_eq!(checks.len(), model.net().params().len());
                     let checked: usize = checks.iter().map(|c| c.elements_checked).sum();
                     assert_eq!(checked, model.net().parameter_count());
-                    let worst = checks
-                        .iter()
-                        .map(|c| c.max_relative_error)
-                        .fold(0.0, f64::max);
+                    let worst = worst_error(&checks);
+                    // A NaN (which the checker never reports, see
+                    // `non_finite_gradients_are_infinite_errors`) fails too.
                     if worst.is_nan() || worst >= NET_BOUND {
                         failures.push(format!(
                             "depth {depth} {act:?} {loss:?} λ={l2} bias={bias}: {worst:e}"
@@ -448,7 +461,10 @@ fn three_layer_net_overfits_50_samples_within_200_steps() {
     }
     let (_, losses) = model.net().evaluate(x.view(), &y).unwrap();
     let step = reached.unwrap_or_else(|| panic!("not 100% after 200 steps, loss {losses:?}"));
-    assert!(step <= 200);
+    // Seeded, so deterministic for one build: 100% at step 106 (x86-64, this crate's GEMM
+    // kernels). 150 leaves room for another CPU's rounding, and still fails a net that
+    // learns markedly slower (the loop's own bound, 200, made `step <= 200` a tautology).
+    assert!(step <= 150, "100% only at step {step}");
     assert!(losses.data.unwrap() < first.losses.data.unwrap() / 2.0);
 }
 
@@ -740,4 +756,85 @@ fn model_from_values_checks_shapes_and_finiteness() {
         Model::<f64>::from_values(bad, vec![w, b]),
         Err(EngineError::InvalidSpec { .. })
     ));
+}
+
+/// A NaN or an infinity in the analytic gradient, or a loss that evaluates to NaN (the
+/// numeric side), is an infinite error at that element, never a perfect one: `f64::max`
+/// used to drop the NaN, so a NaN gradient passed every check.
+#[test]
+fn non_finite_gradients_are_infinite_errors() {
+    assert_eq!(gradcheck::relative_error(f64::NAN, 1.0), f64::INFINITY);
+    assert_eq!(gradcheck::relative_error(1.0, f64::NAN), f64::INFINITY);
+    assert_eq!(gradcheck::relative_error(f64::INFINITY, 1.0), f64::INFINITY);
+    assert_eq!(
+        gradcheck::relative_error(1.0, f64::NEG_INFINITY),
+        f64::INFINITY
+    );
+    // Finite but overflowing: |a − n| and |a| + |n| are both inf.
+    assert_eq!(
+        gradcheck::relative_error(f64::MAX, -f64::MAX),
+        f64::INFINITY
+    );
+    assert_eq!(gradcheck::relative_error(0.5, 0.5), 0.0);
+
+    // f(w) = Σ w², gradient 2w; element 2 of the analytic gradient replaced.
+    let w = ArrayD::from_shape_vec(vec![2, 2], vec![0.5, -1.0, 2.0, 0.25]).unwrap();
+    let sum_sq = |v: &Vec<ArrayD<f64>>| Ok(v[0].iter().map(|x| x * x).sum::<f64>());
+    let exact = w.mapv(|x| 2.0 * x);
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut analytic = exact.clone();
+        analytic[[1, 0]] = bad;
+        let mut state = vec![w.clone()];
+        let c = gradcheck::check(
+            &mut state,
+            &[analytic],
+            Elements::All,
+            |v, k| &mut v[k],
+            sum_sq,
+        )
+        .unwrap();
+        assert_eq!(c[0].max_relative_error, f64::INFINITY, "analytic {bad}");
+        assert_eq!(c[0].worst_element, Some(2), "analytic {bad}");
+        assert_eq!(c[0].elements_checked, 4);
+        assert_eq!(state[0], w, "every element restored");
+    }
+    // The correct gradient: tiny error, and the worst element is one of the four.
+    let mut state = vec![w.clone()];
+    let c = gradcheck::check(
+        &mut state,
+        std::slice::from_ref(&exact),
+        Elements::All,
+        |v, k| &mut v[k],
+        sum_sq,
+    )
+    .unwrap();
+    assert!(c[0].max_relative_error < 1e-8, "{c:?}");
+    assert!(c[0].worst_element.is_some_and(|i| i < 4), "{c:?}");
+    // A loss that is NaN when element 3 moves up: the numeric gradient there is NaN.
+    let mut state = vec![w.clone()];
+    let c = gradcheck::check(
+        &mut state,
+        std::slice::from_ref(&exact),
+        Elements::All,
+        |v, k| &mut v[k],
+        |v| {
+            let s = v[0].iter().map(|x| x * x).sum::<f64>();
+            Ok(if v[0][[1, 1]] > 0.25 { f64::NAN } else { s })
+        },
+    )
+    .unwrap();
+    assert_eq!(c[0].max_relative_error, f64::INFINITY);
+    assert_eq!(c[0].worst_element, Some(3));
+    // Nothing checked: no worst element, zero error.
+    let empty = ArrayD::<f64>::zeros(vec![0]);
+    let mut state = vec![empty.clone()];
+    let c = gradcheck::check(
+        &mut state,
+        &[empty],
+        Elements::All,
+        |v, k| &mut v[k],
+        sum_sq,
+    )
+    .unwrap();
+    assert_eq!((c[0].max_relative_error, c[0].worst_element), (0.0, None));
 }

@@ -8,9 +8,12 @@
 //!   comes within [`CALL_TIMEOUT`]; its code is OK or a client-error code with a message
 //!   (INVALID_ARGUMENT also names its field in a BadRequest detail); an oracle built from
 //!   the `.proto`'s contract says which requests must succeed and which must be refused;
-//!   a successful answer has the documented shapes; a refused or read-only call leaves the
-//!   model bit-identical (GetModel with values, before and after) and an accepted update
-//!   moves the step by exactly one.
+//!   a successful answer has the documented shapes, and every number in it is finite when
+//!   the inputs were tame; a refused or read-only call leaves the model's whole state
+//!   bit-identical (its ExportModel checkpoint, with every optimizer slot and Adam's t,
+//!   before and after), and after an accepted update the state equals a mirror: the state
+//!   before, updated by the engine alone. Tensors range up to the batch limit and just
+//!   over it.
 //! - `create_model_*`: random specs (dims 0 to 2³², unknown enum values, NaN, negative and
 //!   huge hyper-parameters, options that do not apply), checked against the documented
 //!   rules; every created model answers GetModel and Forward, then is deleted.
@@ -27,17 +30,22 @@
 //! - `import_model_*`: exported checkpoints, damaged (bit flips, truncation, hostile header
 //!   lengths, metadata, spec JSON and tensor entries, random bytes) and uploaded in
 //!   damaged ways (offsets, sizes, checksums, extra, swapped or no chunks). A sound
-//!   upload of an unchanged file must restore the fixture exactly; anything imported must
-//!   answer GetModel with finite values and train or refuse cleanly. ExportModel is part
+//!   upload of an unchanged file must restore the fixture's whole state; a refused one
+//!   creates no session (ListModels counts, here and for raw CreateModel/ImportModel
+//!   bodies); anything imported must hold finite values and train as the engine does or
+//!   refuse cleanly. ExportModel is part
 //!   of the session calls (chunk sizes, contiguity, checksum, the step in the file).
 //!
 //! Regression tests pin the bugs found here (each with its input and where it came from).
 //!
-//! Bounded and deterministic: a fixed number of cases per property and a fixed seed; no
-//! failure-persistence files. The whole file runs in well under a minute in a dev build:
-//! `cargo test --test fuzz_requests`. A longer run:
-//! `BACKPROP_FUZZ_CASES=20000 cargo test --release --test fuzz_requests`; another seed:
-//! `BACKPROP_FUZZ_SEED=7`. A failure prints the minimal failing input.
+//! Bounded: a fixed number of cases per property; a new seed every run (printed), so each
+//! CI run explores other inputs; no failure-persistence files. Each property asserts its
+//! outcome mix (least shares of accepted calls and of each refusal, decodable bodies), so
+//! a strategy that stops reaching an outcome fails. The whole file runs in about 15 s in
+//! a dev build: `cargo test --test fuzz_requests`. A longer run:
+//! `BACKPROP_FUZZ_CASES=20000 cargo test --release --test fuzz_requests`; the same run
+//! again: `BACKPROP_FUZZ_SEED=<the printed seed>`. A failure prints the seed and the
+//! minimal failing input.
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -48,11 +56,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use backprop::checkpoint;
+use backprop::engine::scalar::Scalar;
+use backprop::model::{AnyModel, Model};
 use backprop::pb;
 use backprop::server::Config;
 use backprop::service::RequestLimits;
 use backprop::session::Limits;
+use backprop::with_model;
 use common::{Client, TestServer, test_config};
+use ndarray::{Array2, ArrayD, IxDyn};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{
@@ -232,23 +245,60 @@ fn code_of<T>(r: &Result<T, Status>) -> String {
         .map_or_else(|s| format!("{:?}", s.code()), |_| "Ok".into())
 }
 
+/// A number, in decimal or `0x` hex.
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
+    let v = std::env::var(name).ok()?;
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
 }
 
-/// Runs `test` on `cases` generated values (BACKPROP_FUZZ_CASES overrides), fixed seed
-/// (BACKPROP_FUZZ_SEED overrides), no persistence files; panics with the minimal input.
+/// The run's seed: BACKPROP_FUZZ_SEED if set (to repeat a run), else a new one each run
+/// (from the clock), so that every CI run explores other inputs. Printed by [`check`].
+fn fuzz_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        env_u64("BACKPROP_FUZZ_SEED").unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            // One splitmix64 round, so that close clock readings give unrelated seeds.
+            let mut z = now ^ u64::from(std::process::id()).rotate_left(32);
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    })
+}
+
+/// The least share of a property's cases that must end in an outcome: `key` is a tally
+/// key without the property's name (e.g. `"any Ok"`), `share` a fraction of the cases.
+/// A strategy that stops reaching an outcome (every body undecodable, no update
+/// accepted) fails its property instead of passing quietly.
+type Share = (&'static str, f64);
+
+/// Below this many cases the shares are not asserted (a quick run with
+/// BACKPROP_FUZZ_CASES is too small for them to be stable).
+const SHARES_FROM_CASES: u32 = 1000;
+
+/// Runs `test` on `cases` generated values (BACKPROP_FUZZ_CASES overrides) from the run's
+/// seed ([`fuzz_seed`]), no persistence files; panics with the minimal input and the seed;
+/// then asserts the outcome mix (`shares`).
 fn check<S>(
     name: &str,
     cases: u32,
     strategy: S,
+    shares: &[Share],
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) where
     S: Strategy,
     S::Value: Debug,
 {
     let cases = env_u64("BACKPROP_FUZZ_CASES").map_or(cases, |n| n as u32);
-    let seed = env_u64("BACKPROP_FUZZ_SEED").unwrap_or(0x000b_acc9_0f00_0007);
+    let seed = fuzz_seed();
+    eprintln!("{name}: seed {seed} (BACKPROP_FUZZ_SEED={seed} repeats this run)");
     let config = ProptestConfig {
         cases,
         failure_persistence: None,
@@ -268,11 +318,26 @@ fn check<S>(
                 .filter(|(k, _)| k.starts_with(&format!("{name}: ")))
                 .collect();
             eprintln!("{name}: {cases} cases in {:.1?}; {mine:?}", start.elapsed());
+            if cases >= SHARES_FROM_CASES {
+                for &(key, share) in shares {
+                    let got = outcomes
+                        .get(&format!("{name}: {key}"))
+                        .copied()
+                        .unwrap_or(0);
+                    assert!(
+                        got as f64 >= share * cases as f64,
+                        "{name}: {key} in {got} of {cases} cases, expected at least {:.1}% \
+                         (BACKPROP_FUZZ_SEED={seed})",
+                        share * 100.0
+                    );
+                }
+            }
         }
-        Err(TestError::Fail(why, input)) => {
-            panic!("{name}: {why}\nseed {seed:#x}; minimal failing input:\n{input:#?}")
-        }
-        Err(TestError::Abort(why)) => panic!("{name}: aborted: {why}"),
+        Err(TestError::Fail(why, input)) => panic!(
+            "{name}: {why}\nBACKPROP_FUZZ_SEED={seed} repeats this run; \
+             minimal failing input:\n{input:#?}"
+        ),
+        Err(TestError::Abort(why)) => panic!("{name}: aborted: {why} (BACKPROP_FUZZ_SEED={seed})"),
     }
 }
 
@@ -287,9 +352,25 @@ struct Harness {
     /// Each fixture's current id: a fixture whose parameters left the tame range is
     /// replaced by a fresh one (see [`Harness::check_model`]).
     ids: Vec<Mutex<String>>,
-    /// GetModel (with values) of each live fixture as last seen.
-    snapshots: Vec<Mutex<pb::GetModelResponse>>,
+    /// Each live fixture's whole state as last seen.
+    snapshots: Vec<Mutex<Snapshot>>,
     deleted: String,
+}
+
+/// A fixture's whole state: its checkpoint file as ExportModel sends it (parameters,
+/// every optimizer slot — momentum, RMSProp cache, Adam's m and v —, Adam's t, the step,
+/// the id and owner) and the model decoded from it. GetModel shows only parameters and
+/// step, so a refused call that moved Adam's t would pass a GetModel comparison.
+#[derive(Clone)]
+struct Snapshot {
+    file: Vec<u8>,
+    model: AnyModel,
+}
+
+impl Snapshot {
+    fn step(&self) -> u64 {
+        self.model.step()
+    }
 }
 
 /// A fixture session: its spec, dims, dtype and parameters (name and shape, in order).
@@ -414,6 +495,11 @@ impl Harness {
                     .iter()
                     .map(|p| (p.name.clone(), p.shape.clone()))
                     .collect();
+                let file = export_of(&mut c, &id)
+                    .await
+                    .expect("export a fixture")
+                    .into_inner();
+                let state = snapshot_of(file, "a fixture").expect("a fixture's file");
                 ids.push(Mutex::new(id));
                 lives.push(Live {
                     spec,
@@ -423,7 +509,7 @@ impl Harness {
                     f64,
                     params,
                 });
-                snapshots.push(Mutex::new(snap));
+                snapshots.push(Mutex::new(state));
             }
             let (deleted, _) = common::create(&mut c, fixture_specs().remove(0)).await;
             c.delete_model(pb::DeleteModelRequest {
@@ -490,32 +576,52 @@ impl Harness {
         process_is_sane(&self.threads, what)
     }
 
-    /// The fixture is exactly as last seen, or (`stepped`) one step further, and holds
-    /// finite values; remembers it. A fixture whose parameters have grown beyond
-    /// [`TAME_PARAMETERS`] (accepted updates with huge gradients do that) is replaced by a
-    /// fresh one, so that the oracle's "must accept" stays true of tame requests.
-    async fn check_model(&self, i: usize, stepped: bool, what: &str) -> Result<(), TestCaseError> {
+    /// The fixture's whole state (its exported file, bit for bit) is exactly as last
+    /// seen, or (`update`) what the engine gives when it applies the same update to the
+    /// state last seen (a mirror: parameters, optimizer slots, Adam's t and the step, all
+    /// compared); it holds finite values (the file decodes); remembers it. A fixture whose
+    /// parameters have grown beyond [`TAME_PARAMETERS`] (accepted updates with huge
+    /// gradients do that) is replaced by a fresh one, so that the oracle's "must accept"
+    /// stays true of tame requests.
+    async fn check_model(
+        &self,
+        i: usize,
+        update: Option<&Call>,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
         let mut c = self.client();
         let id = self.id(i);
-        let now = values(&mut c, &id, what).await?;
-        let before = self.snapshots[i].lock().expect("snapshot").clone();
-        if stepped {
-            prop_assert_eq!(now.step, before.step + 1, "{}: an accepted update", what);
-        } else {
-            prop_assert!(
-                now.encode_to_vec() == before.encode_to_vec(),
-                "{what}: the model changed\nbefore: {before:?}\nafter: {now:?}"
-            );
+        let file = within(what, export_of(&mut c, &id))
+            .await?
+            .map_err(|s| fail(format!("{what}: ExportModel of the fixture failed: {s:?}")))?;
+        let now = snapshot_of(file, what)?;
+        let before = std::mem::replace(
+            &mut *self.snapshots[i].lock().expect("snapshot"),
+            now.clone(),
+        );
+        // The snapshot is now what the server holds, even if the checks below fail: the
+        // shrinking that follows a failure then fails only on calls that change it again.
+        match update {
+            None => prop_assert!(
+                now.file == before.file,
+                "{what}: the model's state changed (its checkpoint differs)\n{}",
+                differences(&before.model, &now.model)
+            ),
+            Some(call) => {
+                let mut mirror = before.model.clone();
+                with_model!(&mut mirror, m => mirror_update(m, call)).map_err(|e| {
+                    fail(format!("{what}: accepted, but the engine refuses it: {e}"))
+                })?;
+                prop_assert!(
+                    now.model == mirror,
+                    "{what}: the accepted update is not the engine's\n{}",
+                    differences(&mirror, &now.model)
+                );
+            }
         }
-        if let Some(p) = non_finite(&now) {
-            return Err(fail(format!("{what}: {} holds a non-finite value", p.name)));
-        }
-        let tame = now.parameters.iter().all(|p| {
-            let v = p.value.as_ref().expect("values");
-            v.values.iter().all(|x| x.abs() <= TAME_PARAMETERS as f32)
-                && v.values_f64.iter().all(|x| x.abs() <= TAME_PARAMETERS)
-        });
-        *self.snapshots[i].lock().expect("snapshot") = now;
+        let tame = with_model!(&now.model, m => m.net().params().iter().all(|p| {
+            p.value.iter().all(|v| v.as_f64().abs() <= TAME_PARAMETERS)
+        }));
         if !tame {
             tally("session calls", "fixture", "replaced");
             self.replace(i).await?;
@@ -541,8 +647,10 @@ impl Harness {
         .await?
         .map_err(|s| fail(format!("CreateModel of a fixture: {s:?}")))?
         .model_id;
-        let snap = values(&mut c, &new, "a new fixture").await?;
-        *self.snapshots[i].lock().expect("snapshot") = snap;
+        let file = within("ExportModel", export_of(&mut c, &new))
+            .await?
+            .map_err(|s| fail(format!("ExportModel of a new fixture: {s:?}")))?;
+        *self.snapshots[i].lock().expect("snapshot") = snapshot_of(file, "a new fixture")?;
         *self.ids[i].lock().expect("ids") = new;
         Ok(())
     }
@@ -585,6 +693,94 @@ fn non_finite(m: &pb::GetModelResponse) -> Option<&pb::ParameterInfo> {
             v.values.iter().any(|x| !x.is_finite()) || v.values_f64.iter().any(|x| !x.is_finite())
         })
     })
+}
+
+/// A model's checkpoint file, by ExportModel (default chunks).
+async fn export_of(c: &mut Client, id: &str) -> Result<tonic::Response<Vec<u8>>, Status> {
+    let req = pb::ExportModelRequest {
+        model_id: id.to_string(),
+        chunk_bytes: 0,
+    };
+    let mut stream = c.export_model(req).await?.into_inner();
+    let mut file = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        file.extend_from_slice(&chunk.data);
+    }
+    Ok(tonic::Response::new(file))
+}
+
+/// How many sessions ListModels shows.
+async fn model_count(c: &mut Client) -> Result<usize, TestCaseError> {
+    Ok(
+        within("ListModels", c.list_models(pb::ListModelsRequest {}))
+            .await?
+            .map_err(|s| fail(format!("ListModels failed: {s:?}")))?
+            .models
+            .len(),
+    )
+}
+
+/// A file and its decoded model; a file that does not decode (e.g. a non-finite value,
+/// which the decoder refuses) fails the case.
+fn snapshot_of(file: Vec<u8>, what: &str) -> Result<Snapshot, TestCaseError> {
+    let model = checkpoint::decode(&file)
+        .map_err(|e| {
+            fail(format!(
+                "{what}: the exported checkpoint does not decode: {e}"
+            ))
+        })?
+        .model;
+    Ok(Snapshot { file, model })
+}
+
+/// What differs between two states, for a failure report.
+fn differences(want: &AnyModel, got: &AnyModel) -> String {
+    format!("expected (or before): {want:?}\ngot: {got:?}")
+}
+
+/// A wire tensor's values in the model's dtype, as the contract says they are read:
+/// f32 values widened exactly, f64 values rounded to nearest for an f32 model.
+fn wire_values<T: Scalar>(t: &pb::Tensor) -> Vec<T> {
+    if t.values_f64.is_empty() {
+        t.values.iter().map(|&v| T::of(f64::from(v))).collect()
+    } else {
+        t.values_f64.iter().map(|&v| T::of(v)).collect()
+    }
+}
+
+/// Applies an accepted update to the mirror with the engine alone.
+fn mirror_update<T: Scalar>(m: &mut Model<T>, call: &Call) -> Result<(), String> {
+    match call {
+        Call::TrainStep(r) => {
+            let x = r.x.as_ref().ok_or("no x")?;
+            let &[n, d] = &x.shape[..] else {
+                return Err(format!("x of shape {:?}", x.shape));
+            };
+            let x = Array2::from_shape_vec((n as usize, d as usize), wire_values::<T>(x))
+                .map_err(|e| e.to_string())?;
+            let labels: Vec<usize> = r.labels.iter().map(|&l| l as usize).collect();
+            m.train_step(x.view(), &labels)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Call::ApplyGradients(r) => {
+            let named = r
+                .gradients
+                .iter()
+                .map(|g| {
+                    let t = g.tensor.as_ref().ok_or("a gradient without a tensor")?;
+                    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+                    ArrayD::from_shape_vec(IxDyn(&shape), wire_values::<T>(t))
+                        .map(|a| (g.name.clone(), a))
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            m.apply_gradients(named)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!("{} is not an update", other.name())),
+    }
 }
 
 /// Awaits a call; no answer within [`CALL_TIMEOUT`] fails the case as a hang.
@@ -680,9 +876,20 @@ enum Carrier {
 /// values, sometimes 0 rows, a random shape, a count off by a little or a lot, both
 /// value fields, or nasty numbers.
 fn tensor(rows: Option<u32>, cols: u32) -> BoxedStrategy<pb::Tensor> {
+    // Up to the batch limit, and just over it, with as many values as the shape says: the
+    // size-dependent paths (the limit's RESOURCE_EXHAUSTED, TraceStep's 64 rows, the
+    // numeric-gradient budget, big buffers through the codec) are reachable.
+    let most = (MAX_BATCH_ELEMENTS / cols.max(1) as usize) as u32;
     let rows = match rows {
         Some(n) => Just(n).boxed(),
-        None => (1u32..=12).boxed(),
+        None => prop_oneof![
+            60 => 1u32..=12,
+            6 => 13u32..=200,
+            1 => 201u32..=most.max(201),
+            1 => Just(most),
+            1 => Just(most + 1),
+        ]
+        .boxed(),
     };
     let shape = prop_oneof![
         8 => rows.prop_map(move |n| vec![n, cols]),
@@ -692,7 +899,9 @@ fn tensor(rows: Option<u32>, cols: u32) -> BoxedStrategy<pb::Tensor> {
     shape
         .prop_flat_map(|shape| {
             let product = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
-            let exact = product.filter(|&n| n <= 64).map(|n| n as usize);
+            let exact = product
+                .filter(|&n| n <= 2 * MAX_BATCH_ELEMENTS as u64)
+                .map(|n| n as usize);
             let count = match exact {
                 Some(n) => prop_oneof![
                     10 => Just(n),
@@ -711,10 +920,17 @@ fn tensor(rows: Option<u32>, cols: u32) -> BoxedStrategy<pb::Tensor> {
             (Just(shape), count, carrier)
         })
         .prop_flat_map(|(shape, count, carrier)| {
-            let values = prop_oneof![
-                4 => vec(-3.0f64..3.0, count),
-                1 => vec(number(), count),
-            ];
+            let values = if count <= SMALL {
+                prop_oneof![
+                    4 => vec(-3.0f64..3.0, count),
+                    1 => vec(number(), count),
+                ]
+                .boxed()
+            } else {
+                (any::<u64>(), any::<bool>())
+                    .prop_map(move |(seed, nasty)| many_values(count, seed, nasty))
+                    .boxed()
+            };
             (Just(shape), Just(carrier), values)
         })
         .prop_map(|(shape, carrier, v)| {
@@ -733,6 +949,35 @@ fn tensor(rows: Option<u32>, cols: u32) -> BoxedStrategy<pb::Tensor> {
         .boxed()
 }
 
+/// Above this many elements a vector is drawn from one seed (see [`many_values`]):
+/// proptest's per-element value trees would take hundreds of bytes per element.
+const SMALL: usize = 256;
+
+/// splitmix64: the generator behind the big vectors.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `count` values in [-3, 3) from `seed`; `nasty` puts a NaN, an infinity or an f32
+/// overflow at a few places.
+fn many_values(count: usize, seed: u64, nasty: bool) -> Vec<f64> {
+    let mut state = seed;
+    let mut v: Vec<f64> = (0..count)
+        .map(|_| (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64 * 6.0 - 3.0)
+        .collect();
+    if nasty {
+        for bad in [f64::NAN, f64::INFINITY, 1e39] {
+            let at = (splitmix(&mut state) % count as u64) as usize;
+            v[at] = bad;
+        }
+    }
+    v
+}
+
 /// Rows of a batch tensor, if it is a matrix.
 fn rows_of(x: &Option<pb::Tensor>) -> u32 {
     x.as_ref()
@@ -749,7 +994,26 @@ fn labels(rows: u32, c: u32) -> BoxedStrategy<Vec<u32>> {
         1 => Just(u32::MAX),
         1 => any::<u32>(),
     ];
-    let n = rows.min(64) as usize;
+    let n = rows.min(2 * MAX_BATCH_ELEMENTS as u32) as usize;
+    if n > SMALL {
+        // Drawn from one seed; sometimes one label out of range, or one short.
+        return (any::<u64>(), 0u8..8)
+            .prop_map(move |(seed, how)| {
+                let mut state = seed;
+                let mut l: Vec<u32> = (0..n)
+                    .map(|_| (splitmix(&mut state) % c as u64) as u32)
+                    .collect();
+                match how {
+                    0 => l[n / 2] = c,
+                    1 => {
+                        l.pop();
+                    }
+                    _ => {}
+                }
+                l
+            })
+            .boxed();
+    }
     prop_oneof![
         12 => vec(0..c, n),
         2 => vec(label, n),
@@ -1061,14 +1325,16 @@ impl Expect {
 const TAME: f64 = 1e3;
 const TAME_PARAMETERS: f64 = 1e2;
 
-/// A tensor against its expected shape (`None` = any), in the model's dtype.
-fn tensor_expect(t: &pb::Tensor, want: &[Option<u32>], f64_model: bool) -> Expect {
+/// A tensor against its expected shape (`None` = any) and the server's limit on its
+/// elements, in the model's dtype.
+fn tensor_expect(t: &pb::Tensor, want: &[Option<u32>], f64_model: bool, max: u64) -> Expect {
     if !t.values.is_empty() && !t.values_f64.is_empty() {
         return Expect::Refuse;
     }
     let count = t.values.len().max(t.values_f64.len()) as u128;
     let product: u128 = t.shape.iter().map(|&d| d as u128).product();
     if product != count
+        || product > max as u128
         || t.shape.len() != want.len()
         || t.shape
             .iter()
@@ -1111,7 +1377,7 @@ fn labels_expect(l: &[u32], rows: u32, c: u32) -> Expect {
 
 fn x_expect(x: &Option<pb::Tensor>, l: &Live) -> Expect {
     x.as_ref().map_or(Expect::Refuse, |x| {
-        tensor_expect(x, &[None, Some(l.d)], l.f64)
+        tensor_expect(x, &[None, Some(l.d)], l.f64, MAX_BATCH_ELEMENTS as u64)
     })
 }
 
@@ -1144,7 +1410,12 @@ fn expect(call: &Call, l: &Live) -> Expect {
             let rows = rows_of(&r.x);
             let target = match (r.labels.is_empty(), &r.upstream) {
                 (false, None) => labels_expect(&r.labels, rows, l.c),
-                (true, Some(up)) => tensor_expect(up, &[Some(rows), Some(l.c)], l.f64),
+                (true, Some(up)) => tensor_expect(
+                    up,
+                    &[Some(rows), Some(l.c)],
+                    l.f64,
+                    MAX_BATCH_ELEMENTS as u64,
+                ),
                 _ => Expect::Refuse,
             };
             x_expect(&r.x, l).and(target)
@@ -1162,9 +1433,16 @@ fn expect(call: &Call, l: &Live) -> Expect {
                 e
             }
         }
-        // The fixtures are small: every node of a trace fits the with-values limits for
-        // any batch that fits in 64 values.
-        Call::TraceStep(r) => x_expect(&r.x, l).and(labels_expect(&r.labels, rows_of(&r.x), l.c)),
+        // With values a trace takes at most 64 rows; the fixtures are small, so every
+        // node of such a trace fits the with-values limit on elements.
+        Call::TraceStep(r) => {
+            let e = x_expect(&r.x, l).and(labels_expect(&r.labels, rows_of(&r.x), l.c));
+            if !r.shapes_only && rows_of(&r.x) > 64 {
+                Expect::Refuse
+            } else {
+                e
+            }
+        }
         Call::ApplyGradients(r) => {
             let mut seen = vec![false; l.params.len()];
             let mut e = Expect::Accept;
@@ -1176,11 +1454,9 @@ fn expect(call: &Call, l: &Live) -> Expect {
                     return Expect::Refuse;
                 }
                 let want: Vec<Option<u32>> = l.params[i].1.iter().map(|&d| Some(d)).collect();
-                e = e.and(
-                    g.tensor
-                        .as_ref()
-                        .map_or(Expect::Refuse, |t| tensor_expect(t, &want, l.f64)),
-                );
+                e = e.and(g.tensor.as_ref().map_or(Expect::Refuse, |t| {
+                    tensor_expect(t, &want, l.f64, MAX_PARAMETERS)
+                }));
             }
             if seen.iter().all(|&s| s) {
                 e
@@ -1197,13 +1473,14 @@ fn expect(call: &Call, l: &Live) -> Expect {
     }
 }
 
-/// Whether some tensor of the request claims more elements than the server takes.
+/// Whether some tensor of the request claims more elements than the server takes for it
+/// (a batch: the batch limit; a gradient: the parameter limit).
 fn claims_too_much(call: &Call) -> bool {
-    let big = |t: &Option<pb::Tensor>| {
-        t.as_ref().is_some_and(|t| {
-            t.shape.iter().map(|&d| d as u128).product::<u128>() > MAX_PARAMETERS as u128
-        })
+    let over = |t: &Option<pb::Tensor>, max: usize| {
+        t.as_ref()
+            .is_some_and(|t| t.shape.iter().map(|&d| d as u128).product::<u128>() > max as u128)
     };
+    let big = |t: &Option<pb::Tensor>| over(t, MAX_BATCH_ELEMENTS);
     match call {
         Call::Forward(r) => big(&r.x),
         Call::Backward(r) => big(&r.x) || big(&r.upstream),
@@ -1211,7 +1488,10 @@ fn claims_too_much(call: &Call) -> bool {
         Call::Evaluate(r) => big(&r.x),
         Call::GradientCheck(r) => big(&r.x),
         Call::TraceStep(r) => big(&r.x),
-        Call::ApplyGradients(r) => r.gradients.iter().any(|g| big(&g.tensor)),
+        Call::ApplyGradients(r) => r
+            .gradients
+            .iter()
+            .any(|g| over(&g.tensor, MAX_PARAMETERS as usize)),
         _ => false,
     }
 }
@@ -1311,6 +1591,97 @@ fn in_unit(what: &str, a: f64) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Every number in the answer is finite: for tame inputs (what the oracle accepts), a
+/// NaN or an infinity in an OK answer is a bug, not a result.
+fn finite_reply(reply: &Reply) -> Result<(), TestCaseError> {
+    fn tensor(what: &str, t: &Option<pb::Tensor>) -> Result<(), TestCaseError> {
+        if let Some(t) = t {
+            let bad = t
+                .values
+                .iter()
+                .map(|&v| f64::from(v))
+                .chain(t.values_f64.iter().copied());
+            if let Some((k, v)) = bad.enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(fail(format!(
+                    "{what}[{k}] = {v} in an OK answer to tame inputs"
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn number(what: &str, v: f64) -> Result<(), TestCaseError> {
+        prop_assert!(v.is_finite(), "{what} = {v} in an OK answer to tame inputs");
+        Ok(())
+    }
+    fn losses(what: &str, l: &Option<pb::Losses>) -> Result<(), TestCaseError> {
+        if let Some(l) = l {
+            for v in [l.data_loss, Some(l.reg_loss), l.total_loss]
+                .into_iter()
+                .flatten()
+            {
+                number(&format!("{what} losses"), v)?;
+            }
+        }
+        Ok(())
+    }
+    match reply {
+        Reply::Forward(r) => {
+            tensor("Forward scores", &r.scores)?;
+            losses("Forward", &r.losses)?;
+            r.accuracy
+                .map_or(Ok(()), |a| number("Forward accuracy", a))?;
+        }
+        Reply::Backward(r) => {
+            losses("Backward", &r.losses)?;
+            for g in &r.gradients {
+                tensor(&format!("Backward {}", g.name), &g.tensor)?;
+            }
+            tensor("Backward dX", &r.input_grad)?;
+        }
+        Reply::TrainStep(r) => {
+            losses("TrainStep", &r.losses)?;
+            number("TrainStep accuracy", r.accuracy)?;
+        }
+        Reply::Evaluate(r) => {
+            losses("Evaluate", &r.losses)?;
+            number("Evaluate accuracy", r.accuracy)?;
+        }
+        Reply::GradientCheck(r) => {
+            number("GradientCheck max_relative_error", r.max_relative_error)?;
+            for e in &r.errors {
+                number(&format!("GradientCheck {}", e.name), e.max_relative_error)?;
+            }
+        }
+        Reply::TraceStep(r) => {
+            losses("TraceStep", &r.losses)?;
+            for n in &r.nodes {
+                tensor(&format!("TraceStep node {} value", n.id), &n.value)?;
+                tensor(&format!("TraceStep node {} grad", n.id), &n.grad)?;
+                for e in &n.edges {
+                    tensor(
+                        &format!("TraceStep node {} local_grad", n.id),
+                        &e.local_grad,
+                    )?;
+                    tensor(
+                        &format!("TraceStep node {} downstream", n.id),
+                        &e.downstream,
+                    )?;
+                }
+            }
+        }
+        Reply::GetModel(r) => {
+            for p in &r.parameters {
+                tensor(&format!("GetModel {}", p.name), &p.value)?;
+            }
+        }
+        Reply::ApplyGradients(_)
+        | Reply::ExportModel(_)
+        | Reply::DeleteModel
+        | Reply::ListModels(_) => {}
+    }
+    Ok(())
+}
+
 /// What a successful answer must hold, for the fixture `l` and the request that asked.
 fn check_success(
     call: &Call,
@@ -1395,6 +1766,13 @@ fn check_success(
                 let n: u64 = p.1.iter().map(|&d| d as u64).product();
                 let want = if per == 0 { n } else { n.min(per) };
                 prop_assert_eq!(e.elements_checked, want, "{} elements checked", p.0);
+                prop_assert!(
+                    e.worst_element.is_some_and(|k| k < n),
+                    "{}: worst element {:?} of {}",
+                    p.0,
+                    e.worst_element,
+                    n
+                );
             }
         }
         (Call::TraceStep(q), Reply::TraceStep(r)) => {
@@ -1480,6 +1858,7 @@ fn session_case(h: &Harness, case: Case) -> Result<(), TestCaseError> {
         let what = call.name();
         let reply = send(&mut c, &call).await?;
         tally("session calls", what, &code_of(&reply));
+        tally("session calls", "any", &code_of(&reply));
         match (case.target.fixture(), &reply) {
             // Not a fixture's id: the model cannot be found (ListModels names none).
             (None, Ok(Reply::ListModels(_))) => {}
@@ -1509,11 +1888,11 @@ fn session_case(h: &Harness, case: Case) -> Result<(), TestCaseError> {
                 if matches!(case.target, Target::Upper(_)) && s.code() == Code::NotFound =>
             {
                 check_refusal(what, s)?;
-                h.check_model(i, false, what).await?;
+                h.check_model(i, None, what).await?;
             }
             (Some(i), _) => {
                 let l = &h.lives[i];
-                let step_before = h.snapshots[i].lock().expect("snapshot").step;
+                let step_before = h.snapshots[i].lock().expect("snapshot").step();
                 let expected = expect(&call, l);
                 tally(
                     "session calls",
@@ -1527,6 +1906,9 @@ fn session_case(h: &Harness, case: Case) -> Result<(), TestCaseError> {
                             "{what}: accepted, but the contract says refuse"
                         );
                         check_success(&call, r, l, &h.id(i), step_before)?;
+                        if expected == Expect::Accept {
+                            finite_reply(r)?;
+                        }
                     }
                     Err(s) => {
                         check_refusal(what, s)?;
@@ -1546,8 +1928,8 @@ fn session_case(h: &Harness, case: Case) -> Result<(), TestCaseError> {
                         }
                     }
                 }
-                h.check_model(i, reply.is_ok() && call.updates(), what)
-                    .await?;
+                let update = (reply.is_ok() && call.updates()).then_some(&call);
+                h.check_model(i, update, what).await?;
             }
         }
         h.healthy(what).await
@@ -1558,7 +1940,16 @@ fn session_case(h: &Harness, case: Case) -> Result<(), TestCaseError> {
 fn session_calls_answer_with_client_codes_and_leave_models_intact() {
     let h = Harness::start();
     let strategy = case_strategy(h.lives.clone());
-    check("session calls", 8000, strategy, |case| {
+    let shares = [
+        ("any Ok", 0.2),
+        ("expected Accept, got Ok", 0.2),
+        ("TrainStep Ok", 0.025),
+        ("ApplyGradients Ok", 0.02),
+        ("any InvalidArgument", 0.3),
+        ("any NotFound", 0.05),
+        ("any ResourceExhausted", 0.01),
+    ];
+    check("session calls", 6000, strategy, &shares, |case| {
         session_case(&h, case)
     });
     h.finish();
@@ -1993,6 +2384,7 @@ fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<(), TestCaseE
             SpecVerdict::Invalid => "invalid",
         };
         tally("CreateModel specs", kind, &code_of(&r));
+        tally("CreateModel specs", "any", &code_of(&r));
         let created = match (r, verdict) {
             (Err(s), v) => {
                 check_refusal("CreateModel", &s)?;
@@ -2127,7 +2519,8 @@ fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<(), TestCaseE
 fn create_model_answers_every_spec_by_the_documented_rules() {
     let h = Harness::start();
     let specs = prop_oneof![2 => model_spec(), 1 => model_spec().prop_map(sanitized)];
-    check("CreateModel specs", 5000, specs, |spec| {
+    let shares = [("any Ok", 0.2), ("any InvalidArgument", 0.2)];
+    check("CreateModel specs", 5000, specs, &shares, |spec| {
         create_case(&h, spec)
     });
     h.finish();
@@ -2468,6 +2861,27 @@ enum Mutation {
     Append(Hex),
     /// A hostile tensor as the request's tensor (or gradient); merges into the one there.
     HostileTensor(Hex),
+    /// A well-formed field appended: still decodable, but with other contents (an unknown
+    /// field, skipped; or a valid tensor, merged into the one there, so shape and value
+    /// counts change).
+    WellFormed(Hex),
+}
+
+/// A field that decodes: unknown fields of every wire type (skipped by the decoder), or a
+/// valid tensor as field 2 (merged: shapes and values appended).
+fn well_formed_field() -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        2 => (16u32..2000, any::<u64>()).prop_map(|(f, v)| [key(f, 0), varint(v)].concat()),
+        1 => (16u32..2000, any::<u64>()).prop_map(|(f, v)| [key(f, 1), v.to_le_bytes().to_vec()].concat()),
+        1 => (16u32..2000, any::<u32>()).prop_map(|(f, v)| [key(f, 5), v.to_le_bytes().to_vec()].concat()),
+        2 => (16u32..2000, vec(any::<u8>(), 0..24)).prop_map(|(f, b)| ld(f, &b)),
+        3 => (vec(0u32..6, 0..4), vec(-3.0f32..3.0, 0..12), vec(-3.0f64..3.0, 0..6)).prop_map(
+            |(shape, values, values_f64)| {
+                ld(2, &reference::Tensor { shape, values, values_f64 }.encode_to_vec())
+            }
+        ),
+    ]
+    .boxed()
 }
 
 fn mutation() -> BoxedStrategy<Mutation> {
@@ -2479,6 +2893,7 @@ fn mutation() -> BoxedStrategy<Mutation> {
         2 => (1u32..=6, 0u8..=7, prop_oneof![Just(u64::MAX), Just(1u64 << 31), 0u64..300], vec(any::<u8>(), 0..12))
             .prop_map(|(f, w, v, tail)| Mutation::Append(Hex([key(f, w), varint(v), tail].concat()))),
         3 => hostile_tensor().prop_map(|t| Mutation::HostileTensor(Hex(t))),
+        14 => well_formed_field().prop_map(|f| Mutation::WellFormed(Hex(f))),
     ]
     .boxed()
 }
@@ -2502,7 +2917,7 @@ fn mutate(method: &str, mut b: Vec<u8>, m: &Mutation) -> Vec<u8> {
             let end = (i + n).min(b.len());
             b.drain(i..end);
         }
-        Mutation::Append(bytes) => b.extend(&bytes.0),
+        Mutation::Append(bytes) | Mutation::WellFormed(bytes) => b.extend(&bytes.0),
         Mutation::HostileTensor(t) => match method {
             "ApplyGradients" => b.extend(ld(2, &[ld(1, b"layers.0.weight"), ld(2, &t.0)].concat())),
             "Backward" if t.0.len() % 2 == 1 => b.extend(ld(4, &t.0)),
@@ -2576,7 +2991,9 @@ fn raw_strategy(
         made_from: "a valid request".into(),
         body: Hex(b),
     });
-    prop_oneof![5 => mutated, 2 => random, 1 => unchanged].boxed()
+    // Mutations mostly keep the body decodable (well-formed fields appended), so most
+    // cases reach the server's validation and not only its decoder.
+    prop_oneof![6 => mutated, 1 => random, 2 => unchanged].boxed()
 }
 
 fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> {
@@ -2594,8 +3011,32 @@ fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> {
         .and_then(|(_, id)| h.ids().iter().position(|f| f.eq_ignore_ascii_case(id)));
     h.case(async {
         let what = case.method;
+        let creates = matches!(what, "CreateModel" | "ImportModel");
+        let sessions = if creates {
+            model_count(&mut h.client()).await?
+        } else {
+            0
+        };
         let answer = raw_call(h, what, case.body.0.clone()).await?;
         tally("raw bodies", what, &code_of(&answer));
+        tally("raw bodies", "any", &code_of(&answer));
+        tally(
+            "raw bodies",
+            "body",
+            if ours.is_ok() {
+                "decodable"
+            } else {
+                "undecodable"
+            },
+        );
+        if creates && answer.is_err() {
+            prop_assert_eq!(
+                model_count(&mut h.client()).await?,
+                sessions,
+                "{}: refused, yet a session was created",
+                what
+            );
+        }
         match (&ours, &answer) {
             (Err(e), Err(s)) => {
                 // gRPC (and tonic) answer an undecodable request with INTERNAL.
@@ -2629,8 +3070,18 @@ fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> {
             }
         }
         if let Some(i) = fixture {
-            let updates = matches!(what, "TrainStep" | "ApplyGradients");
-            h.check_model(i, answer.is_ok() && updates, what).await?;
+            // An accepted update, as the typed request the server decoded.
+            let body = &case.body.0[..];
+            let update = match (what, &answer) {
+                ("TrainStep", Ok(_)) => {
+                    pb::TrainStepRequest::decode(body).ok().map(Call::TrainStep)
+                }
+                ("ApplyGradients", Ok(_)) => pb::ApplyGradientsRequest::decode(body)
+                    .ok()
+                    .map(Call::ApplyGradients),
+                _ => None,
+            };
+            h.check_model(i, update.as_ref(), what).await?;
         }
         h.healthy(what).await
     })
@@ -2643,7 +3094,17 @@ fn raw_bodies_for_every_method_are_decoded_or_refused() {
         .map(|i| h.rt.block_on(export_file(&h, i)).expect("export"))
         .collect();
     let strategy = raw_strategy(h.lives.clone(), h.ids(), h.deleted.clone(), files);
-    check("raw bodies", 8000, strategy, |case| raw_case(&h, case));
+    let shares = [
+        ("body decodable", 0.45),
+        ("body undecodable", 0.2),
+        ("any Ok", 0.1),
+        ("any InvalidArgument", 0.15),
+        ("any NotFound", 0.02),
+        ("any ResourceExhausted", 0.003),
+    ];
+    check("raw bodies", 6000, strategy, &shares, |case| {
+        raw_case(&h, case)
+    });
 
     // Beyond the message limit: RESOURCE_EXHAUSTED before anything is decoded.
     h.rt.block_on(async {
@@ -2760,64 +3221,91 @@ fn agree(
 
 #[test]
 fn tensor_codec_agrees_with_prost_on_any_bytes() {
+    // A valid tensor with well-formed fields glued on (decodable, merged or skipped),
+    // as often as the hostile kinds.
+    let valid = (
+        vec(0u32..6, 0..4),
+        vec(any::<f32>(), 0..12),
+        vec(any::<f64>(), 0..6),
+    )
+        .prop_map(|(shape, values, values_f64)| {
+            reference::Tensor {
+                shape,
+                values,
+                values_f64,
+            }
+            .encode_to_vec()
+        });
     let bytes = prop_oneof![
         3 => hostile_tensor(),
         1 => vec(any::<u8>(), 0..96),
         1 => (hostile_tensor(), vec(mutation(), 1..=2))
             .prop_map(|(t, ms)| ms.iter().fold(t, |b, m| mutate("Tensor", b, m))),
+        6 => (valid, vec(well_formed_field(), 0..=3)).prop_map(|(t, fields)| {
+            // A tensor's own fields: an unknown one is skipped, field 2 (a tensor inside)
+            // is read as packed f32 values, which may or may not be whole.
+            [t, fields.concat()].concat()
+        }),
     ];
     let strategy = (
         bytes.prop_map(Hex),
         vec(any::<usize>(), 0..4),
         any::<bool>(),
     );
-    check("Tensor codec", 20000, strategy, |(b, cuts, prefilled)| {
-        let b = &b.0;
-        // Decoding from one piece: the same answer as prost, and no allocation much larger
-        // than the message (a Vec holds at most 4 bytes per input byte, doubled by growth).
-        THREAD_LARGEST.with(|c| c.set(0));
-        let ours = pb::Tensor::decode(&b[..]);
-        let largest = THREAD_LARGEST.with(Cell::get);
-        let theirs = reference::Tensor::decode(&b[..]);
-        agree("contiguous", &ours, &theirs)?;
-        tally(
-            "Tensor codec",
-            "decode",
-            if ours.is_ok() { "Ok" } else { "Err" },
-        );
-        prop_assert!(
-            largest <= 8 * b.len() + 256,
-            "decoding {} bytes allocated {largest} bytes at once",
-            b.len()
-        );
-        // In pieces (the fallback path): the same.
-        agree("split", &pb::Tensor::decode(split(b, &cuts)), &theirs)?;
-        // Merged into a tensor that already holds values: appended, as prost appends.
-        if prefilled {
-            let mut o = pb::Tensor {
-                shape: vec![1],
-                values: vec![0.5],
-                values_f64: vec![-0.5],
-            };
-            let mut t = reference::Tensor {
-                shape: vec![1],
-                values: vec![0.5],
-                values_f64: vec![-0.5],
-            };
-            let (ro, rt) = (o.merge(split(b, &cuts)), t.merge(&b[..]));
-            prop_assert_eq!(
-                ro.is_ok(),
-                rt.is_ok(),
-                "merge: ours {:?}, prost's {:?}",
-                ro,
-                rt
+    let shares = [("decode Ok", 0.35), ("decode Err", 0.3)];
+    check(
+        "Tensor codec",
+        20000,
+        strategy,
+        &shares,
+        |(b, cuts, prefilled)| {
+            let b = &b.0;
+            // Decoding from one piece: the same answer as prost, and no allocation much larger
+            // than the message (a Vec holds at most 4 bytes per input byte, doubled by growth).
+            THREAD_LARGEST.with(|c| c.set(0));
+            let ours = pb::Tensor::decode(&b[..]);
+            let largest = THREAD_LARGEST.with(Cell::get);
+            let theirs = reference::Tensor::decode(&b[..]);
+            agree("contiguous", &ours, &theirs)?;
+            tally(
+                "Tensor codec",
+                "decode",
+                if ours.is_ok() { "Ok" } else { "Err" },
             );
-            if ro.is_ok() {
-                prop_assert!(same_tensor(&o, &t), "merge: ours {o:?}, prost's {t:?}");
+            prop_assert!(
+                largest <= 8 * b.len() + 256,
+                "decoding {} bytes allocated {largest} bytes at once",
+                b.len()
+            );
+            // In pieces (the fallback path): the same.
+            agree("split", &pb::Tensor::decode(split(b, &cuts)), &theirs)?;
+            // Merged into a tensor that already holds values: appended, as prost appends.
+            if prefilled {
+                let mut o = pb::Tensor {
+                    shape: vec![1],
+                    values: vec![0.5],
+                    values_f64: vec![-0.5],
+                };
+                let mut t = reference::Tensor {
+                    shape: vec![1],
+                    values: vec![0.5],
+                    values_f64: vec![-0.5],
+                };
+                let (ro, rt) = (o.merge(split(b, &cuts)), t.merge(&b[..]));
+                prop_assert_eq!(
+                    ro.is_ok(),
+                    rt.is_ok(),
+                    "merge: ours {:?}, prost's {:?}",
+                    ro,
+                    rt
+                );
+                if ro.is_ok() {
+                    prop_assert!(same_tensor(&o, &t), "merge: ours {o:?}, prost's {t:?}");
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 /// Regression (found by this file, fixed in 14fcb1c): `weight_scale` was only checked to be
@@ -3203,10 +3691,12 @@ fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
         let chunks = case.chunking.chunks(&file);
         let first_total = chunks.first().map_or(0, |c| c.total_bytes);
         let mut c = h.client();
+        let sessions = model_count(&mut c).await?;
         let r = import(&mut c, chunks).await?;
         let edit = format!("{:?}", case.edit);
         let edit = edit.split(['(', ' ']).next().unwrap_or("");
         tally("ImportModel", edit, &code_of(&r));
+        tally("ImportModel", "any", &code_of(&r));
         let sound = case.chunking.sound(file.len());
         let unchanged = file == original;
         match r {
@@ -3215,6 +3705,12 @@ fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
                 prop_assert!(
                     !(sound && unchanged),
                     "ImportModel refused an exported file: {s:?}"
+                );
+                prop_assert_eq!(
+                    model_count(&mut c).await?,
+                    sessions,
+                    "a refused ImportModel created a session: {:?}",
+                    s
                 );
                 let limit = MAX_PARAMETERS * 24 + (16 << 20);
                 if s.code() == Code::ResourceExhausted {
@@ -3234,11 +3730,18 @@ fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
                         p.name
                     )));
                 }
+                let imported = within("ExportModel", export_of(&mut c, &r.model_id))
+                    .await?
+                    .map_err(|s| fail(format!("ExportModel of an imported model: {s:?}")))?;
+                let imported = snapshot_of(imported, "an imported model")?;
                 if unchanged {
-                    // The same model: values, step and spec.
+                    // The same model: values, optimizer state, step and spec.
                     let fixture = h.snapshots[i].lock().expect("snapshot").clone();
-                    prop_assert_eq!(&got.parameters, &fixture.parameters, "imported values");
-                    prop_assert_eq!((got.step, &got.spec), (fixture.step, &fixture.spec));
+                    prop_assert!(
+                        imported.model == fixture.model,
+                        "an unchanged file imported as another state\n{}",
+                        differences(&fixture.model, &imported.model)
+                    );
                 }
                 // It trains, or refuses to with a client error and stays as it was.
                 let spec = got.spec.clone().expect("spec");
@@ -3250,24 +3753,39 @@ fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseError> {
                         .collect(),
                     values_f64: vec![],
                 };
-                let step = within(
-                    "TrainStep",
-                    c.train_step(pb::TrainStepRequest {
-                        model_id: r.model_id.clone(),
-                        x: Some(x),
-                        labels: (0..n).map(|k| k % spec.num_classes).collect(),
-                    }),
-                )
-                .await?;
-                let after = values(&mut c, &r.model_id, "an imported model").await?;
+                let train = pb::TrainStepRequest {
+                    model_id: r.model_id.clone(),
+                    x: Some(x),
+                    labels: (0..n).map(|k| k % spec.num_classes).collect(),
+                };
+                let step = within("TrainStep", c.train_step(train.clone())).await?;
+                let after = within("ExportModel", export_of(&mut c, &r.model_id))
+                    .await?
+                    .map_err(|s| fail(format!("ExportModel of an imported model: {s:?}")))?;
+                let after = snapshot_of(after, "an imported model after TrainStep")?;
                 match step {
-                    Ok(t) => prop_assert_eq!((t.step, after.step), (got.step + 1, got.step + 1)),
+                    Ok(t) => {
+                        prop_assert_eq!((t.step, after.step()), (got.step + 1, got.step + 1));
+                        let mut mirror = imported.model.clone();
+                        with_model!(&mut mirror, m => mirror_update(m, &Call::TrainStep(train)))
+                            .map_err(|e| {
+                                fail(format!(
+                                    "an imported model trained, the engine refuses: {e}"
+                                ))
+                            })?;
+                        prop_assert!(
+                            after.model == mirror,
+                            "TrainStep on an imported model is not the engine's\n{}",
+                            differences(&mirror, &after.model)
+                        );
+                    }
                     Err(s) => {
                         check_refusal("TrainStep on an imported model", &s)?;
                         prop_assert!(!unchanged, "a re-imported fixture cannot train: {s:?}");
                         prop_assert!(
-                            after.encode_to_vec() == got.encode_to_vec(),
-                            "a refused step changed the model"
+                            after.file == imported.file,
+                            "a refused step changed the model\n{}",
+                            differences(&imported.model, &after.model)
                         );
                     }
                 }
@@ -3295,7 +3813,15 @@ fn import_model_takes_exported_files_and_refuses_damaged_ones() {
             edit,
             chunking,
         });
-    check("ImportModel", 3000, strategy, |case| import_case(&h, case));
+    let shares = [
+        ("any Ok", 0.07),
+        ("any InvalidArgument", 0.4),
+        ("any ResourceExhausted", 0.005),
+        ("None Ok", 0.05),
+    ];
+    check("ImportModel", 3000, strategy, &shares, |case| {
+        import_case(&h, case)
+    });
     h.finish();
 }
 

@@ -238,3 +238,265 @@ async fn per_tenant_session_limits() {
         .expect("room again after a delete");
     srv.stop().await;
 }
+
+/// What another tenant's call on Alice's model must answer.
+enum Scope {
+    /// Names a model: NOT_FOUND, exactly as for an unknown id.
+    Model,
+    /// Names no model (checked otherwise below: ListModels does not show hers; what
+    /// CreateModel and ImportModel make is Bob's).
+    None,
+}
+
+/// Every Trainer method and how it is scoped (the calls themselves are in [`call_as`]).
+/// A new RPC that is not in this table fails
+/// `every_rpc_keeps_tenants_apart`; one in it that forgets the tenant check answers
+/// something other than NOT_FOUND there.
+fn cross_tenant_calls() -> Vec<(&'static str, Scope)> {
+    vec![
+        ("CreateModel", Scope::None),
+        ("Forward", Scope::Model),
+        ("Backward", Scope::Model),
+        ("TrainStep", Scope::Model),
+        ("ApplyGradients", Scope::Model),
+        ("Evaluate", Scope::Model),
+        ("GetModel", Scope::Model),
+        ("ListModels", Scope::None),
+        ("DeleteModel", Scope::Model),
+        ("GradientCheck", Scope::Model),
+        ("TraceStep", Scope::Model),
+        ("ExportModel", Scope::Model),
+        ("ImportModel", Scope::None),
+    ]
+}
+
+/// The call's status; no model id (it made none).
+fn none<T>(r: Result<T, tonic::Status>) -> Result<Option<String>, tonic::Status> {
+    r.map(|_| None)
+}
+
+/// Bob calls `method` on Alice's model `a` with a request that would succeed for her.
+async fn call_as(
+    c: &mut Authed,
+    method: &str,
+    a: &str,
+    file: &[u8],
+) -> Result<Option<String>, tonic::Status> {
+    let b = Batch::random(4, 3, 2, 1);
+    let id = a.to_string();
+    let grads = vec![
+        named(
+            "layers.0.weight",
+            &ndarray::ArrayD::<f32>::zeros(vec![3, 2]),
+        ),
+        named("layers.0.bias", &ndarray::ArrayD::<f32>::zeros(vec![2])),
+    ];
+    let x = Some(b.tensor::<f32>());
+    let labels = b.labels.clone();
+    match method {
+        "CreateModel" => c
+            .create_model(pb::CreateModelRequest {
+                spec: Some(wire_spec(3, &[], 2)),
+            })
+            .await
+            .map(|r| Some(r.into_inner().model_id)),
+        "Forward" => none(
+            c.forward(pb::ForwardRequest {
+                model_id: id,
+                x,
+                labels,
+            })
+            .await,
+        ),
+        "Backward" => none(
+            c.backward(pb::BackwardRequest {
+                model_id: id,
+                x,
+                labels,
+                upstream: None,
+                return_input_grad: true,
+            })
+            .await,
+        ),
+        "TrainStep" => none(
+            c.train_step(pb::TrainStepRequest {
+                model_id: id,
+                x,
+                labels,
+            })
+            .await,
+        ),
+        "ApplyGradients" => none(
+            c.apply_gradients(pb::ApplyGradientsRequest {
+                model_id: id,
+                gradients: grads,
+            })
+            .await,
+        ),
+        "Evaluate" => none(
+            c.evaluate(pb::EvaluateRequest {
+                model_id: id,
+                x,
+                labels,
+            })
+            .await,
+        ),
+        "GetModel" => none(
+            c.get_model(pb::GetModelRequest {
+                model_id: id,
+                include_values: true,
+            })
+            .await,
+        ),
+        "ListModels" => none(c.list_models(pb::ListModelsRequest {}).await),
+        "DeleteModel" => none(
+            c.delete_model(pb::DeleteModelRequest { model_id: id })
+                .await,
+        ),
+        "GradientCheck" => none(
+            c.gradient_check(pb::GradientCheckRequest {
+                model_id: id,
+                x,
+                labels,
+                max_elements_per_parameter: 0,
+            })
+            .await,
+        ),
+        "TraceStep" => none(
+            c.trace_step(pb::TraceStepRequest {
+                model_id: id,
+                x,
+                labels,
+                shapes_only: false,
+            })
+            .await,
+        ),
+        // The stream's first message: a leak would show there (the weights).
+        "ExportModel" => {
+            let mut s = c
+                .export_model(pb::ExportModelRequest {
+                    model_id: id,
+                    chunk_bytes: 0,
+                })
+                .await?
+                .into_inner();
+            none(s.message().await)
+        }
+        "ImportModel" => {
+            let sha: String = {
+                use sha2::Digest;
+                sha2::Sha256::digest(file)
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect()
+            };
+            let chunk = pb::CheckpointChunk {
+                data: file.to_vec().into(),
+                offset: 0,
+                total_bytes: file.len() as u64,
+                sha256: sha,
+            };
+            c.import_model(tokio_stream::iter([chunk]))
+                .await
+                .map(|r| Some(r.into_inner().model_id))
+        }
+        other => panic!("no call for {other} in call_as"),
+    }
+}
+
+/// Walks every Trainer method (the list comes from the service's own descriptor set):
+/// each call Bob makes on Alice's model is NOT_FOUND with the words an unknown id gets,
+/// none changes her model (its checkpoint is bit-identical afterwards), ListModels does
+/// not show it, and what CreateModel and ImportModel make is Bob's, not hers.
+#[tokio::test]
+async fn every_rpc_keeps_tenants_apart() {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptors");
+    let mut methods: Vec<String> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "backprop.v1")
+        .flat_map(|f| f.service.iter())
+        .filter(|s| s.name() == "Trainer")
+        .flat_map(|s| s.method.iter().map(|m| m.name().to_string()))
+        .collect();
+    methods.sort();
+    let table = cross_tenant_calls();
+    let mut covered: Vec<String> = table.iter().map(|(m, _)| m.to_string()).collect();
+    covered.sort();
+    assert_eq!(
+        covered, methods,
+        "the cross-tenant table must name every Trainer method exactly once"
+    );
+
+    let srv = server().await;
+    let (mut alice, mut bob) = (as_tenant(&srv, ALICE), as_tenant(&srv, BOB));
+    let a = create_as(&mut alice).await.unwrap();
+    let b = Batch::random(4, 3, 2, 1);
+    alice
+        .train_step(pb::TrainStepRequest {
+            model_id: a.clone(),
+            x: Some(b.tensor::<f32>()),
+            labels: b.labels.clone(),
+        })
+        .await
+        .expect("she trains her model");
+    let export = |c: &mut Authed, id: String| {
+        let mut c = c.clone();
+        async move {
+            let mut s = c
+                .export_model(pb::ExportModelRequest {
+                    model_id: id,
+                    chunk_bytes: 0,
+                })
+                .await?
+                .into_inner();
+            let mut file = Vec::new();
+            while let Some(m) = s.message().await? {
+                file.extend_from_slice(&m.data);
+            }
+            Ok::<_, tonic::Status>(file)
+        }
+    };
+    let hers = export(&mut alice, a.clone()).await.expect("her export");
+    let unknown = "0".repeat(32);
+    for (method, scope) in &table {
+        let r = call_as(&mut bob, method, &a, &hers).await;
+        match scope {
+            Scope::Model => {
+                let err = r.expect_err(method);
+                assert_eq!(err.code(), Code::NotFound, "{method}: {err:?}");
+                // The very answer an unknown id gets: nothing tells "someone else's".
+                let never = call_as(&mut bob, method, &unknown, &hers)
+                    .await
+                    .expect_err(method);
+                assert_eq!(
+                    err.message(),
+                    never.message().replace(&unknown, &a),
+                    "{method}"
+                );
+            }
+            Scope::None => {
+                if let Some(made) = r.unwrap_or_else(|e| panic!("{method}: {e:?}")) {
+                    assert_ne!(made, a, "{method}");
+                    assert!(ids_of(&mut bob).await.contains(&made), "{method}: Bob's");
+                    assert!(
+                        !ids_of(&mut alice).await.contains(&made),
+                        "{method}: not hers"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            export(&mut alice, a.clone()).await.expect("still hers"),
+            hers,
+            "{method} by another tenant changed her model"
+        );
+        assert!(
+            !ids_of(&mut bob).await.contains(&a),
+            "{method}: Bob lists hers"
+        );
+    }
+    assert_eq!(ids_of(&mut alice).await, vec![a]);
+    srv.stop().await;
+}

@@ -1,6 +1,10 @@
 //! Numeric gradients by central differences, `(f(w + h) − f(w − h)) / 2h` with h = 1e-5
 //! in f64, and the relative error `|a − n| / max(1e-8, |a| + |n|)` against an analytic
 //! gradient. Used by the tests for every gate and net, and by the GradientCheck RPC.
+//!
+//! A NaN or an infinity on either side (the analytic gradient, or a loss evaluation
+//! behind the numeric one) is an infinite error: it is the worst thing a check can find,
+//! and `f64::max` would otherwise drop a NaN and report the element as perfect.
 use ndarray::ArrayD;
 
 use super::error::{EngineError, Result};
@@ -9,16 +13,25 @@ use super::rng::Rng;
 /// The step of the central difference.
 pub const H: f64 = 1e-5;
 
-/// `|a − n| / max(1e-8, |a| + |n|)`.
+/// `|a − n| / max(1e-8, |a| + |n|)`; infinite if either side is NaN or infinite.
 pub fn relative_error(analytic: f64, numeric: f64) -> f64 {
-    (analytic - numeric).abs() / (analytic.abs() + numeric.abs()).max(1e-8)
+    if !analytic.is_finite() || !numeric.is_finite() {
+        return f64::INFINITY;
+    }
+    let e = (analytic - numeric).abs() / (analytic.abs() + numeric.abs()).max(1e-8);
+    // Two finite values can still overflow |a − n| or |a| + |n| (inf / inf is NaN).
+    if e.is_nan() { f64::INFINITY } else { e }
 }
 
 /// The outcome for one tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorCheck {
+    /// Never NaN: a non-finite gradient is `f64::INFINITY`.
     pub max_relative_error: f64,
     pub elements_checked: usize,
+    /// The row-major index of the element with the largest error (the first such one,
+    /// so the first non-finite one if any); `None` when no element was checked.
+    pub worst_element: Option<usize>,
 }
 
 /// Which elements of each tensor to check.
@@ -68,6 +81,7 @@ pub fn check<S>(
             .as_slice()
             .unwrap_or_else(|| unreachable!("standard layout is contiguous"));
         let mut worst = 0.0f64;
+        let mut worst_element = None;
         for &i in &indices {
             let original = flat(tensor(state, k))[i];
             flat(tensor(state, k))[i] = original + H;
@@ -76,11 +90,16 @@ pub fn check<S>(
             let minus = f(state);
             flat(tensor(state, k))[i] = original;
             let numeric = (plus? - minus?) / (2.0 * H);
-            worst = worst.max(relative_error(a[i], numeric));
+            let e = relative_error(a[i], numeric);
+            if worst_element.is_none() || e > worst {
+                worst = e;
+                worst_element = Some(i);
+            }
         }
         out.push(TensorCheck {
             max_relative_error: worst,
             elements_checked: indices.len(),
+            worst_element,
         });
     }
     Ok(out)

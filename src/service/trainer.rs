@@ -327,6 +327,7 @@ fn gradcheck_typed<T: WireScalar>(
             name: p.name.clone(),
             max_relative_error: c.max_relative_error,
             elements_checked: c.elements_checked as u64,
+            worst_element: c.worst_element.map(|i| i as u64),
         })
         .collect();
     Ok(pb::GradientCheckResponse {

@@ -1,5 +1,7 @@
 """The digits client, run as a user would, against the real server: held-out accuracy
-≥ 0.95 with each loss, and the same numbers on a second run (everything is seeded)."""
+≥ 0.964 with each loss (the lowest the README reports, over seeds 0–15 and two server
+builds; this run is seed 0), and the same numbers on a second run (everything is
+seeded)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def test_digits_accuracy_and_determinism(server_address, loss):
     assert first["loss"] == loss
     assert first["test_examples"] == 450 and first["train_examples"] == 1347
     assert first["steps"] == first["epochs"] * 22  # ceil(1347 / 64) batches per epoch
-    assert first["test_accuracy"] >= 0.95, first
+    # The README's figure: 0.964 was the worst seed; a run below it breaks that claim.
+    assert first["test_accuracy"] >= 0.964, first
     assert first["train_accuracy"] >= first["test_accuracy"] - 0.05, first
 
     second = run_digits(server_address, "--loss", loss)
