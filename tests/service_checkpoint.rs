@@ -185,10 +185,10 @@ async fn models_larger_than_the_message_limit_stream_in_chunks() {
         })
         .await
         .unwrap_err();
-    // tonic's own limit on the encoded answer, with the sizes in its message.
-    assert_eq!(too_big.code(), Code::OutOfRange, "{too_big:?}");
+    // Refused before the work (admission by cost), with the limit and the way out.
+    assert_eq!(too_big.code(), Code::InvalidArgument, "{too_big:?}");
     assert!(
-        too_big.message().contains("too large") && too_big.message().contains("65536"),
+        too_big.message().contains("65536") && too_big.message().contains("ExportModel"),
         "{too_big:?}"
     );
     let (file, chunks) = export(&mut c, &id, 0).await;
