@@ -274,5 +274,7 @@ async fn a_failed_save_is_counted_as_an_error() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    srv.stop().await;
+    // The session's last steps are not on disk, so the shutdown must say so.
+    let err = srv.stop_with_error().await;
+    assert!(err.contains("could not be saved"), "{err}");
 }

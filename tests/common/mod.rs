@@ -141,6 +141,20 @@ impl TestServer {
         returned_at
     }
 
+    /// Fires the shutdown future and returns `run`'s error, panicking if it returned Ok
+    /// (e.g. a shutdown that could not save every session must fail).
+    pub async fn stop_with_error(mut self) -> String {
+        self.trigger_shutdown();
+        let task = self.task.take().expect("server task");
+        let (result, _) = tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked");
+        result
+            .expect_err("server::run should have failed")
+            .to_string()
+    }
+
     pub async fn stop(self) {
         self.stop_within(Duration::from_secs(3)).await;
     }
