@@ -1,4 +1,4 @@
-//! Workload W1 (../shared/BENCH.md) on our engine: one TrainStep of the CIFAR-sized
+//! Workload W1 (bench/README.md) on our engine: one TrainStep of the CIFAR-sized
 //! two-layer net, timed step by step, printed as one JSON line with the same fields as
 //! `bench/numpy_w1.py`, so `bench/w1_compare.sh` can set the two side by side.
 //!
