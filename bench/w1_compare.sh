@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Workload W1 (../shared/BENCH.md), our engine against the numpy reference, in one run on
+# Workload W1 (bench/README.md), our engine against the numpy reference, in one run on
 # one machine, at the same thread count: prints a table and writes JSON under
 # bench/results/<UTC time>/.
 #

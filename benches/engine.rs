@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the engine on the BENCH.md workloads (../shared/BENCH.md).
+//! Criterion benchmarks of the engine on the BENCH.md workloads (bench/README.md).
 //!
 //! - `w1/train_step`: one W1 TrainStep (3072-100 ReLU-10, N = 200, SVM, L2, SGD, f32).
 //! - `forward/w1_scores`: W1's scores only (the Forward RPC's math).

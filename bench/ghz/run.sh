@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load-test the server with ghz: workloads W1 and W2 of ../shared/BENCH.md, through server
+# Load-test the server with ghz: workloads W1 and W2 of bench/README.md, through server
 # reflection (no .proto needed). Writes ghz's JSON reports and a summary under
 # bench/results/ghz/<UTC time>/.
 #

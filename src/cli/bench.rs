@@ -1,5 +1,5 @@
 //! `backprop bench`: a load generator for a running server, like ghz or redis-benchmark,
-//! for the workloads of `../shared/BENCH.md`. It creates the sessions a workload needs,
+//! for the workloads of `bench/README.md`. It creates the sessions a workload needs,
 //! warms up, drives the calls from `--concurrency` tokio tasks over `--connections`
 //! HTTP/2 connections for `--total` calls or `--duration` seconds, prints requests/s,
 //! p50/p90/p99/max latency and errors by gRPC code, writes the same figures as JSON
@@ -36,7 +36,7 @@ use crate::pb;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// What to run (../shared/BENCH.md): W1 TrainStep, W2 Forward or TrainStep (each
+    /// What to run (bench/README.md): W1 TrainStep, W2 Forward or TrainStep (each
     /// followed by health Checks for the ratio), W3 session creation, or health Checks.
     #[arg(long, value_enum)]
     pub workload: Workload,

@@ -1,4 +1,4 @@
-//! The workloads of `../shared/BENCH.md` as wire messages, for `backprop bench`: the W1
+//! The workloads of `bench/README.md` as wire messages, for `backprop bench`: the W1
 //! and W2 model specs and their seeded batches. The batch recipe is the one in
 //! `examples/w1_step.rs` (which keeps its own copy, for the engine benches), so the server
 //! here trains on the same numbers the in-process benches do.

@@ -45,7 +45,7 @@ pub enum Command {
     Delete(models::DeleteArgs),
     /// Ask the server's gRPC health service; exit 0 iff SERVING.
     Health(health::HealthArgs),
-    /// Load-test the server with a workload of ../shared/BENCH.md (like ghz).
+    /// Load-test the server with a workload of bench/README.md (like ghz).
     Bench(bench::BenchArgs),
     /// Draw a model's computational graph on a small batch (SVG, DOT or JSON).
     Graph(graph::GraphArgs),
