@@ -4,9 +4,9 @@
 //! its batches in the engine up to the restored step) no older than the save interval
 //! allows, and every file on disk decodes.
 mod common;
+mod common_process;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,92 +14,25 @@ use backprop::model::Model;
 use backprop::pb;
 use backprop::service::convert::spec_from_proto;
 use common::*;
+use common_process::Binary;
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
 
-/// The server binary started on 127.0.0.1:0 with a state directory.
-struct Process {
-    child: Child,
-    client: Client,
+/// The server binary on 127.0.0.1:0 keeping its sessions in `state` (a directory inside
+/// a scratch directory, which holds the address file and the server's stderr).
+async fn start(state: &Path, extra: &[&str]) -> Binary {
+    let state_arg = state.to_str().expect("utf-8 path");
+    let args: Vec<&str> = ["--state-dir", state_arg]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    Binary::start(state.parent().expect("scratch dir"), &args).await
 }
 
-impl Process {
-    async fn start(dir: &Path, extra: &[&str]) -> Self {
-        let address_file = dir.with_extension(format!("addr-{}", std::process::id()));
-        let _ = std::fs::remove_file(&address_file);
-        let child = Command::new(env!("CARGO_BIN_EXE_backprop"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--compute-threads", "2"])
-            .arg("--address-file")
-            .arg(&address_file)
-            .arg("--state-dir")
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start backprop serve");
-        let start = Instant::now();
-        let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&address_file)
-                && !a.is_empty()
-            {
-                break a;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        Process {
-            child,
-            client: Client::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let r = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(r, 0, "kill({signal})");
-    }
-
-    /// Waits for the process to exit; returns whether it exited successfully.
-    async fn wait(mut self) -> bool {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.success();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "server did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("persist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+/// A fresh scratch directory for one test and the state directory inside it.
+fn state_dir(name: &str) -> PathBuf {
+    let state = common_process::scratch(&format!("persist-{name}")).join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    state
 }
 
 const D: usize = 6;
@@ -275,10 +208,10 @@ async fn check_restored(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_keeps_every_acknowledged_step() {
-    let dir = scratch("sigterm");
+    let dir = state_dir("sigterm");
     // Saves happen only on create and at shutdown, so the shutdown save is what is tested.
     let quiet = ["--save-interval-secs", "3600", "--save-every-steps", "0"];
-    let server = Process::start(&dir, &quiet).await;
+    let server = start(&dir, &quiet).await;
     let mut c = server.client.clone();
     let ids = create_sessions(&mut c, 4).await;
     let (acks, trainers) = train_all(&c, &ids, &vec![0; ids.len()]);
@@ -287,10 +220,10 @@ async fn sigterm_keeps_every_acknowledged_step() {
     for t in trainers {
         t.await.expect("trainer");
     }
-    assert!(server.wait().await, "graceful exit");
+    assert!(server.wait().await.success(), "graceful exit");
     files_are_whole(&dir, ids.len());
 
-    let server = Process::start(&dir, &quiet).await;
+    let server = start(&dir, &quiet).await;
     let mut c = server.client.clone();
     let mut lasts = vec![];
     for a in &acks {
@@ -307,7 +240,7 @@ async fn sigterm_keeps_every_acknowledged_step() {
     let bounds = |k: u64| (lasts[k as usize], lasts[k as usize] + 1);
     check_restored(&mut c, &ids, &mut replays, bounds, 0).await;
     server.signal(libc::SIGTERM);
-    assert!(server.wait().await);
+    assert!(server.wait().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,9 +252,9 @@ async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
     // README's "about one interval old at most" (a save starts within one interval of any
     // acknowledged step, and is on disk one save later).
     const SLACK: Duration = Duration::from_millis(200);
-    let dir = scratch("kill9");
+    let dir = state_dir("kill9");
     let flags = ["--save-interval-secs", "0.2", "--save-every-steps", "50"];
-    let mut server = Process::start(&dir, &flags).await;
+    let mut server = start(&dir, &flags).await;
     let mut c = server.client.clone();
     let ids = create_sessions(&mut c, 3).await;
     let mut from: Vec<u64> = vec![0; ids.len()];
@@ -340,7 +273,7 @@ async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
         for t in trainers {
             t.await.expect("trainer");
         }
-        assert!(!server.wait().await, "killed, not exited");
+        assert!(!server.wait().await.success(), "killed, not exited");
         files_are_whole(&dir, ids.len());
 
         let window = Duration::from_secs_f64(INTERVAL) + SLACK;
@@ -353,7 +286,7 @@ async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
                 .map_or(from[k], |t| a.at(t).max(from[k]));
             bounds.push((floor, a.last().max(from[k]) + 1));
         }
-        server = Process::start(&dir, &flags).await;
+        server = start(&dir, &flags).await;
         c = server.client.clone();
         from = check_restored(&mut c, &ids, &mut replays, |k| bounds[k as usize], round).await;
         floors_that_bit += bounds
@@ -369,5 +302,5 @@ async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
          {tested} session-rounds: too few to mean anything"
     );
     server.signal(libc::SIGTERM);
-    assert!(server.wait().await);
+    assert!(server.wait().await.success());
 }

@@ -73,15 +73,19 @@ impl Binary {
             .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code.
-    pub async fn terminate(mut self) -> Option<i32> {
+    /// Sends `signal` (e.g. `libc::SIGTERM`, `libc::SIGKILL`) to the server.
+    pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let r = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(r, 0, "kill(SIGTERM)");
+        let r = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(r, 0, "kill({signal})");
+    }
+
+    /// Waits (bounded) for the process to exit and returns how it ended.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
+                return status;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
@@ -89,6 +93,12 @@ impl Binary {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code.
+    pub async fn terminate(self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.wait().await.code()
     }
 }
 
