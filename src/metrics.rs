@@ -39,6 +39,15 @@ pub const STATE_SAVES: &str = "backprop_state_saves_total";
 pub const UNSAVED_SESSIONS: &str = "backprop_unsaved_sessions";
 /// Histogram: seconds one session save took (encode, write, fsync, rename).
 pub const STATE_SAVE_DURATION: &str = "backprop_state_save_seconds";
+/// Gauge: bytes the live sessions hold (parameters and optimizer state), as the memory
+/// budget counts them.
+pub const MEMORY_SESSIONS: &str = "backprop_memory_sessions_bytes";
+/// Gauge: bytes calls in flight hold against the memory budget (their estimated peaks,
+/// uploads as they arrive); 0 on a server without a budget, which does not count them.
+pub const MEMORY_RESERVED: &str = "backprop_memory_reserved_bytes";
+/// Gauge: the memory budget (`--max-memory`, or the default from the machine); absent
+/// on a server without one.
+pub const MEMORY_BUDGET: &str = "backprop_memory_budget_bytes";
 /// Counter: queued jobs skipped because their caller had gone (deadline passed,
 /// cancelled) before a compute thread took them.
 pub const EXPIRED: &str = "backprop_expired_jobs_total";
@@ -62,6 +71,9 @@ pub struct Gauges {
     pub sessions: usize,
     pub parameters: u64,
     pub queue_depth: usize,
+    pub memory_sessions: u64,
+    pub memory_reserved: u64,
+    pub memory_budget: Option<u64>,
 }
 
 /// A handle to one server's metrics, or to none.
@@ -209,6 +221,11 @@ impl Metrics {
             metrics::gauge!(SESSIONS).set(now.sessions as f64);
             metrics::gauge!(PARAMETERS).set(now.parameters as f64);
             metrics::gauge!(QUEUE_DEPTH).set(now.queue_depth as f64);
+            metrics::gauge!(MEMORY_SESSIONS).set(now.memory_sessions as f64);
+            metrics::gauge!(MEMORY_RESERVED).set(now.memory_reserved as f64);
+            if let Some(budget) = now.memory_budget {
+                metrics::gauge!(MEMORY_BUDGET).set(budget as f64);
+            }
             if let Some(bytes) = resident_memory_bytes() {
                 metrics::gauge!(RESIDENT_MEMORY).set(bytes as f64);
             }
@@ -244,6 +261,15 @@ fn describe() {
     describe_gauge!(QUEUE_DEPTH, "Jobs waiting for a compute thread");
     describe_gauge!(SESSIONS, "Live sessions");
     describe_gauge!(PARAMETERS, "Parameters held by all live sessions");
+    describe_gauge!(
+        MEMORY_SESSIONS,
+        "Bytes the live sessions hold (parameters and optimizer state)"
+    );
+    describe_gauge!(
+        MEMORY_RESERVED,
+        "Bytes calls in flight hold against the memory budget (estimated peaks, uploads)"
+    );
+    describe_gauge!(MEMORY_BUDGET, "The memory budget in bytes");
     describe_gauge!(RESIDENT_MEMORY, "Resident memory of the process, in bytes");
     describe_counter!(
         STATE_SAVES,
@@ -288,6 +314,9 @@ mod tests {
             sessions: 3,
             parameters: 1234,
             queue_depth: 0,
+            memory_sessions: 4936,
+            memory_reserved: 77,
+            memory_budget: Some(1 << 20),
         });
         for line in [
             r#"backprop_requests_total{method="Forward",code="OK"} 2"#,
@@ -299,6 +328,9 @@ mod tests {
             "backprop_sessions 3",
             "backprop_parameters 1234",
             "backprop_compute_queue_depth 0",
+            "backprop_memory_sessions_bytes 4936",
+            "backprop_memory_reserved_bytes 77",
+            "backprop_memory_budget_bytes 1048576",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

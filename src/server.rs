@@ -218,6 +218,9 @@ pub async fn run(
             sessions: store.len(),
             parameters: store.parameters_held(),
             queue_depth: pool.queued(),
+            memory_sessions: store.bytes_held(),
+            memory_reserved: store.bytes_reserved(),
+            memory_budget: store.limits().max_memory,
         })
     });
     let trainer = TrainerService::new(store.clone(), pool, config.request_limits.clone())

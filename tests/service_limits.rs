@@ -498,3 +498,106 @@ async fn a_checkpoint_header_beyond_any_allowed_model_is_refused_before_decoding
     assert!(list_ids(&mut c).await.is_empty());
     srv.stop().await;
 }
+
+/// Waits (bounded) until the server's calls in flight hold at least `bytes` against the
+/// budget, and returns what they hold.
+async fn until_reserved(srv: &TestServer, bytes: f64) -> f64 {
+    for _ in 0..200 {
+        let held = scrape(srv).await["backprop_memory_reserved_bytes"];
+        if held >= bytes {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("calls in flight never held {bytes} bytes");
+}
+
+#[tokio::test]
+async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives() {
+    let mut config = test_config();
+    config.limits.max_memory = Some(10 << 20);
+    let srv = TestServer::with_metrics(config).await;
+    let mut c = srv.trainer();
+    // ~1.06M f32 parameters: a checkpoint of about 4.25 MB, exported and then deleted so
+    // the sessions hold nothing.
+    let (id, _) = create(
+        &mut c,
+        wire_spec(1024, &[layer(1024, pb::Activation::Relu)], 10),
+    )
+    .await;
+    let mut export = c
+        .export_model(pb::ExportModelRequest {
+            model_id: id.clone(),
+            chunk_bytes: 1 << 20,
+        })
+        .await
+        .expect("ExportModel")
+        .into_inner();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = export.message().await.expect("chunk") {
+        chunks.push(chunk);
+    }
+    let total = chunks[0].total_bytes;
+    assert!((4_200_000..4_400_000).contains(&total), "{total} bytes");
+    assert_eq!(chunks.len(), 5);
+    c.delete_model(pb::DeleteModelRequest { model_id: id })
+        .await
+        .expect("DeleteModel");
+    let budget = 10u64 << 20;
+    // Alone, an upload fits: the file (4.25 MB) and the model it decodes into (as much
+    // again) are under the 10.5 MB budget.
+    let alone = c
+        .import_model(tokio_stream::iter(chunks.clone()))
+        .await
+        .expect("one upload fits")
+        .into_inner();
+    c.delete_model(pb::DeleteModelRequest {
+        model_id: alone.model_id,
+    })
+    .await
+    .expect("DeleteModel");
+
+    // A slow upload sends three of its five chunks and waits: its 4 MiB buffer is held.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for chunk in &chunks[..3] {
+        tx.send(chunk.clone()).await.unwrap();
+    }
+    let mut slow_client = srv.trainer();
+    let slow = tokio::spawn(async move {
+        slow_client
+            .import_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let held = until_reserved(&srv, (3u64 << 20) as f64).await;
+    assert_eq!(held, (4u64 << 20) as f64, "the buffer grew 1, 2, 4 MiB");
+
+    // Beside it, a whole upload cannot also hold its file and its decoded model.
+    let e = c
+        .import_model(tokio_stream::iter(chunks.clone()))
+        .await
+        .unwrap_err();
+    assert_code(&e, Code::ResourceExhausted, "memory budget");
+    assert!(
+        e.message().contains(&format!("({budget} bytes, --max-memory)"))
+            && e.message().contains("this upload")
+            && !e.message().contains("free"),
+        "{}",
+        e.message()
+    );
+    assert!(list_ids(&mut c).await.is_empty(), "the refused upload created nothing");
+    assert_eq!(
+        scrape(&srv).await["backprop_memory_reserved_bytes"],
+        held,
+        "the refused upload gave back all it held"
+    );
+
+    // The slow upload is cut off: what it held comes back, and the same upload fits.
+    drop(tx);
+    let e = slow.await.unwrap().unwrap_err();
+    assert_code(&e, Code::InvalidArgument, "truncated");
+    assert_eq!(scrape(&srv).await["backprop_memory_reserved_bytes"], 0.0);
+    c.import_model(tokio_stream::iter(chunks))
+        .await
+        .expect("fits once the slow upload is gone");
+    srv.stop().await;
+}

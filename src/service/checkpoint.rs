@@ -18,8 +18,8 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 /// `chunk_bytes` is raised to it. Every chunk costs a message of framing and bookkeeping
 /// on the way out, so tiny chunks would multiply a file's size in memory and time.
 pub const MIN_CHUNK_BYTES: usize = 64 * 1024;
-/// Memory reserved for an upload before its data arrives.
-const RESERVE_AT_MOST: usize = 1 << 20;
+/// Memory an upload's buffer takes at once when it first grows (less for a smaller file).
+const FIRST_BUFFER: usize = 1 << 20;
 /// Room left in a message for the chunk's other fields and framing.
 const CHUNK_OVERHEAD: usize = 1024;
 
@@ -98,9 +98,14 @@ pub fn split(file: Vec<u8>, chunk: usize) -> impl Iterator<Item = pb::Checkpoint
 /// the declared size (at most `max_bytes`, else RESOURCE_EXHAUSTED before anything is
 /// buffered) and that its SHA-256 matches. Any failure (including the client cancelling)
 /// returns before anything is created.
+///
+/// `hold(n)` is called before the buffer grows by `n` bytes, so what an upload holds
+/// counts against the memory budget while the rest of it arrives (many slow uploads
+/// cannot add up past the budget); its error ends the upload.
 pub async fn receive(
     mut stream: Streaming<pb::CheckpointChunk>,
     max_bytes: u64,
+    mut hold: impl FnMut(u64) -> Result<(), Status>,
 ) -> Result<Vec<u8>, Status> {
     let first = stream
         .message()
@@ -128,7 +133,7 @@ pub async fn receive(
     }
     // Grown as data arrives, not reserved at the declared size: a tiny message claiming
     // a gigabyte must not cost a gigabyte.
-    let mut file = Vec::with_capacity((total as usize).min(RESERVE_AT_MOST));
+    let mut file = Vec::new();
     let mut next = Some(first);
     while let Some(chunk) = next {
         if chunk.offset != file.len() as u64 {
@@ -156,6 +161,7 @@ pub async fn receive(
                 format!("more bytes than the {total} declared in total_bytes"),
             ));
         }
+        grow(&mut file, chunk.data.len(), total as usize, &mut hold)?;
         file.extend_from_slice(&chunk.data);
         next = stream.message().await?;
     }
@@ -178,4 +184,22 @@ pub async fn receive(
         ));
     }
     Ok(file)
+}
+
+/// Makes room in `file` for `more` bytes of a `total`-byte upload, doubling (never past
+/// `total`) so the copies stay few, and holds each increase of capacity first.
+fn grow(
+    file: &mut Vec<u8>,
+    more: usize,
+    total: usize,
+    hold: &mut impl FnMut(u64) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let need = file.len() + more;
+    if need <= file.capacity() {
+        return Ok(());
+    }
+    let capacity = need.max(file.capacity() * 2).max(FIRST_BUFFER).min(total);
+    hold((capacity - file.capacity()) as u64)?;
+    file.reserve_exact(capacity - file.len());
+    Ok(())
 }

@@ -657,11 +657,23 @@ impl Trainer for TrainerService {
         let tenant = tenant(&req);
         let stream = req.into_inner();
         self.observe("ImportModel", "", 0, async {
-            let file = checkpoint::receive(stream, self.store.max_checkpoint_bytes()).await?;
+            // What has arrived is held against the budget while the rest arrives, then
+            // as much again for the model it decodes into; once decoded, the model is
+            // admitted by its own size.
+            let mut held = self.store.reserve(0)?;
+            let file = checkpoint::receive(stream, self.store.max_checkpoint_bytes(), |more| {
+                self.store
+                    .grow(&mut held, more, "this upload", "retry later, or import when fewer uploads are in flight")
+                    .map_err(Status::from)
+            })
+            .await?;
             check_checkpoint_header(&file)?;
-            // The file is held until decoded; the model it decodes to is admitted by its
-            // own size next.
-            let held = self.store.reserve(file.len() as u64)?;
+            self.store.grow(
+                &mut held,
+                file.len() as u64,
+                "this upload and the model it decodes into",
+                "retry later",
+            )?;
             let decoded = self
                 .pool
                 .run(move || crate::checkpoint::decode(&file))

@@ -25,28 +25,21 @@ impl Reservations {
     /// Reserves `need` bytes if `held` (the sessions' bytes) plus what is reserved plus
     /// `need` stays within `budget`; `None` otherwise (nothing is reserved then).
     pub fn try_reserve(&self, need: u64, held: u64, budget: u64) -> Option<Reservation> {
-        let mut current = self.reserved.load(Ordering::Acquire);
-        loop {
-            let total = held.checked_add(current)?.checked_add(need)?;
-            if total > budget {
-                return None;
-            }
-            match self.reserved.compare_exchange_weak(
-                current,
-                current + need,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    return Some(Reservation {
-                        reserved: Some(self.reserved.clone()),
-                        bytes: need,
-                    });
-                }
-                Err(now) => current = now,
-            }
-        }
+        try_add(&self.reserved, need, held, budget).then(|| Reservation {
+            reserved: Some(self.reserved.clone()),
+            bytes: need,
+        })
     }
+}
+
+/// Adds `need` to `reserved` if `held + reserved + need` stays within `budget`.
+fn try_add(reserved: &AtomicU64, need: u64, held: u64, budget: u64) -> bool {
+    reserved
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            let total = held.checked_add(current)?.checked_add(need)?;
+            (total <= budget).then_some(current + need)
+        })
+        .is_ok()
 }
 
 /// Bytes held against the memory budget until dropped.
@@ -70,6 +63,20 @@ impl Reservation {
     /// The bytes this reservation holds.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Holds `more` bytes too if they fit beside `held` (the sessions' bytes), all other
+    /// reservations and this one within `budget`; unchanged and `false` otherwise. For
+    /// what grows while a call runs (an upload as its chunks arrive).
+    pub fn try_grow(&mut self, more: u64, held: u64, budget: u64) -> bool {
+        let fits = match &self.reserved {
+            Some(r) => try_add(r, more, held, budget),
+            None => true,
+        };
+        if fits {
+            self.bytes = self.bytes.saturating_add(more);
+        }
+        fits
     }
 }
 
@@ -216,6 +223,23 @@ mod tests {
         drop(b);
         assert_eq!(r.reserved(), 0);
         assert!(r.try_reserve(u64::MAX, 1, u64::MAX).is_none(), "overflow");
+    }
+
+    #[test]
+    fn a_reservation_grows_only_within_the_budget_and_gives_all_of_it_back() {
+        let r = Reservations::default();
+        let other = r.try_reserve(200, 300, 1000).expect("fits");
+        let mut upload = r.try_reserve(0, 300, 1000).expect("nothing fits");
+        assert!(upload.try_grow(400, 300, 1000));
+        assert!(upload.try_grow(100, 300, 1000), "exactly 1000");
+        assert!(!upload.try_grow(1, 300, 1000), "1001 > 1000");
+        assert_eq!((upload.bytes(), r.reserved()), (500, 700));
+        drop(upload);
+        assert_eq!(r.reserved(), 200);
+        drop(other);
+        assert_eq!(r.reserved(), 0);
+        let mut free = Reservation::unlimited(5);
+        assert!(free.try_grow(u64::MAX - 5, 0, 0), "no budget, no refusal");
     }
 
     #[test]

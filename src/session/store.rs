@@ -323,6 +323,30 @@ impl SessionStore {
             })
     }
 
+    /// Grows `reservation` by `more` bytes, or refuses with RESOURCE_EXHAUSTED when the
+    /// budget cannot hold them now (`what` and `hint` go into the message). For uploads,
+    /// which hold what has arrived against the budget while the rest arrives.
+    pub fn grow(
+        &self,
+        reservation: &mut Reservation,
+        more: u64,
+        what: &'static str,
+        hint: &'static str,
+    ) -> Result<(), StoreError> {
+        let Some(budget) = self.shared.limits.max_memory else {
+            return Ok(());
+        };
+        if reservation.try_grow(more, self.bytes_held(), budget) {
+            return Ok(());
+        }
+        Err(StoreError::OverMemoryBudget {
+            need: reservation.bytes() + more,
+            budget,
+            what,
+            hint,
+        })
+    }
+
     /// Bytes calls in flight hold against the memory budget now.
     pub fn bytes_reserved(&self) -> u64 {
         self.shared.reservations.reserved()
