@@ -39,7 +39,7 @@ pub struct Config {
     /// After shutdown is asked for, how long in-flight calls may take to finish.
     pub shutdown_grace: Duration,
     /// Calls estimated at or below this many multiply-adds compute on the async worker
-    /// instead of the pool (0 = never); see `service::trainer::DEFAULT_INLINE_MAX_WORK`.
+    /// instead of the pool (0 = never); see `service::rpc::DEFAULT_INLINE_MAX_WORK`.
     pub inline_max_work: u64,
     /// Keep sessions in this directory across restarts (`None`: in memory only).
     pub persist: Option<PersistConfig>,
@@ -140,7 +140,7 @@ impl Default for Config {
             queue_depth: 1024,
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
-            inline_max_work: crate::service::trainer::DEFAULT_INLINE_MAX_WORK,
+            inline_max_work: crate::service::rpc::DEFAULT_INLINE_MAX_WORK,
             persist: None,
             auth: None,
             tls: None,

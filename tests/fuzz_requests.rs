@@ -97,7 +97,7 @@ const MAX_PARAMETERS: u64 = 20_000;
 const MAX_BATCH_ELEMENTS: usize = 100_000;
 const MAX_GRADCHECK_WORK: u64 = 20_000;
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Not configurable: see `service::trainer` (MAX_DIM, MAX_DEPTH) and `model::spec`.
+/// Not configurable: see `service::limits` (MAX_DIM, MAX_DEPTH) and `model::spec`.
 const MAX_DIM: u64 = 1 << 24;
 const MAX_DEPTH: usize = 128;
 const MAX_PIECES: u32 = 16;

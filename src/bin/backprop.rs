@@ -70,7 +70,7 @@ struct ServeArgs {
     /// Calls estimated at or below this many multiply-adds (about rows × parameters for
     /// a forward pass, × 3 with backward) compute on the network thread that received them:
     /// for them the hand-off to a compute thread costs more than the math. 0 = never.
-    #[arg(long, env = "BACKPROP_INLINE_MAX_WORK", default_value_t = backprop::service::trainer::DEFAULT_INLINE_MAX_WORK)]
+    #[arg(long, env = "BACKPROP_INLINE_MAX_WORK", default_value_t = backprop::service::rpc::DEFAULT_INLINE_MAX_WORK)]
     inline_max_work: u64,
     /// Calls that may wait for a compute thread before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "BACKPROP_QUEUE_DEPTH", default_value_t = 1024)]

@@ -8,7 +8,7 @@ pub mod convert;
 pub mod health;
 pub mod limits;
 pub mod status;
-pub mod trainer;
+pub mod rpc;
 
 pub use limits::RequestLimits;
-pub use trainer::TrainerService;
+pub use rpc::TrainerService;

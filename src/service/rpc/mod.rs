@@ -8,17 +8,17 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::auth::tenant;
-use super::checkpoint;
-use super::convert::{
+use crate::service::auth::tenant;
+use crate::service::checkpoint;
+use crate::service::convert::{
     WireScalar, check_tensor, labels, matrix, spec_from_proto, spec_to_proto, tensor_values,
     to_tensor,
 };
-use super::limits::{
+use crate::service::limits::{
     Admission, Call, Cost, check_checkpoint_header, check_gradcheck, check_model_id,
     check_spec_size, check_trace_size, runs_inline,
 };
-use super::status::invalid;
+use crate::service::status::invalid;
 use crate::engine::gradcheck::Elements;
 use crate::engine::ops::check_labels;
 use crate::model::{AnyModel, Losses, Model, Target, accuracy, predictions};
@@ -29,7 +29,7 @@ use crate::session::{
 };
 use crate::with_model;
 
-pub use super::limits::{DEFAULT_INLINE_MAX_WORK, RequestLimits};
+pub use crate::service::limits::{DEFAULT_INLINE_MAX_WORK, RequestLimits};
 
 #[derive(Clone)]
 pub struct TrainerService {
