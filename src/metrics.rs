@@ -17,7 +17,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 pub const REQUESTS: &str = "backprop_requests_total";
 /// Seconds from a call's arrival to its status, by `method`.
 pub const REQUEST_DURATION: &str = "backprop_request_duration_seconds";
-/// Optimizer steps taken (TrainStep and ApplyGradients that answered OK).
+/// Optimizer steps taken, counted by each RPC that steps where it steps (today TrainStep
+/// and ApplyGradients).
 pub const TRAIN_STEPS: &str = "backprop_train_steps_total";
 /// Calls refused to protect the server, by `reason`: `queue_full` (the compute queue) or
 /// `message_too_large` (over `--max-message-mib`).

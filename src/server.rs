@@ -225,7 +225,8 @@ pub async fn run(
     });
     let trainer = TrainerService::new(store.clone(), pool, config.request_limits.clone())
         .with_inline_max_work(config.inline_max_work)
-        .with_max_message_bytes(config.max_message_bytes);
+        .with_max_message_bytes(config.max_message_bytes)
+        .with_metrics(metrics.clone());
     let auth = Authenticate::new(config.auth.clone());
     let trainer = SizeLimitIsResourceExhausted(
         Authenticated::new(

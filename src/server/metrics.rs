@@ -115,9 +115,6 @@ impl Call {
     fn record(self, code: tonic::Code) {
         let elapsed: Duration = self.start.elapsed();
         self.metrics.request(self.method, code_name(code), elapsed);
-        if code == tonic::Code::Ok && matches!(self.method, "TrainStep" | "ApplyGradients") {
-            self.metrics.train_step();
-        }
     }
 }
 

@@ -53,6 +53,25 @@ pub fn runs_inline(work: u64, inline_max_work: u64) -> bool {
     work <= inline_max_work
 }
 
+/// Multiply-adds one random draw costs, as [`Cost::work`] counts them: a seeded normal
+/// sample (a few uniform draws and a logarithm) takes about as long as 16 of them.
+const WORK_PER_DRAW: u64 = 16;
+/// Multiply-adds one byte of checkpoint costs to encode or decode and hash (SHA-256 runs
+/// at roughly a byte per multiply-add's time, and the copy beside it).
+const WORK_PER_CHECKPOINT_BYTE: u64 = 2;
+
+/// The work of drawing a new model's initial parameters.
+pub fn init_work(spec: &ModelSpec) -> u64 {
+    spec.parameter_count()
+        .unwrap_or(u64::MAX)
+        .saturating_mul(WORK_PER_DRAW)
+}
+
+/// The work of encoding (or decoding) and hashing a checkpoint of `bytes` bytes.
+pub fn checkpoint_work(bytes: u64) -> u64 {
+    bytes.saturating_mul(WORK_PER_CHECKPOINT_BYTE)
+}
+
 /// Dimensions beyond this are absurd for a fully connected net, whatever the limits.
 pub const MAX_DIM: usize = 1 << 24;
 /// Hidden layers at most.

@@ -7,8 +7,8 @@ pub mod checkpoint;
 pub mod convert;
 pub mod health;
 pub mod limits;
-pub mod status;
 pub mod rpc;
+pub mod status;
 
 pub use limits::RequestLimits;
 pub use rpc::TrainerService;

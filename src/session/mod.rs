@@ -13,6 +13,6 @@ pub mod tenant;
 pub use budget::{Reservation, WaitPlace};
 pub use id::SessionId;
 pub use persist::{PersistConfig, Persister};
-pub use pool::{ComputePool, PoolError};
+pub use pool::{ComputePool, PoolError, run_caught};
 pub use store::{Limits, Session, SessionGuard, SessionStore, StoreError};
 pub use tenant::Tenant;

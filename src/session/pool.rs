@@ -25,6 +25,19 @@ pub enum PoolError {
     Closed,
 }
 
+/// Runs `f` here, a panic caught and returned with its message: the one panic path, for
+/// pool workers and for calls small enough to compute where they arrived.
+pub fn run_caught<R>(f: impl FnOnce() -> R) -> Result<R, PoolError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        PoolError::Panicked(msg)
+    })
+}
+
 /// A cheap handle to the pool; the threads end when the last handle is dropped.
 #[derive(Clone)]
 pub struct ComputePool {
@@ -95,15 +108,7 @@ impl ComputePool {
                 tracing::debug!("skipping a job whose caller has gone (deadline or cancel)");
                 return;
             }
-            let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                PoolError::Panicked(msg)
-            });
-            let _ = done.send(r);
+            let _ = done.send(run_caught(f));
         });
         self.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {

@@ -1,0 +1,78 @@
+//! ExportModel and ImportModel: a session's checkpoint file streamed out in chunks made
+//! as the transport asks for them, and streamed in with what has arrived held against
+//! the memory budget (the chunk format is `service::checkpoint`).
+use tonic::{Request, Response, Status, Streaming};
+
+use super::TrainerService;
+use super::call::split;
+use crate::pb;
+use crate::service::checkpoint::{self, ChunkStream, Outgoing};
+use crate::service::convert::spec_to_proto;
+use crate::service::limits::{check_checkpoint_header, check_spec_size, checkpoint_work};
+
+pub async fn export(
+    svc: &TrainerService,
+    req: Request<pb::ExportModelRequest>,
+) -> Result<Response<ChunkStream>, Status> {
+    let (tenant, req) = split(req);
+    let on = svc.on_session(&req.model_id, &tenant)?;
+    on.observe("ExportModel", async {
+        let chunk = checkpoint::chunk_size(req.chunk_bytes, svc.admission.max_message_bytes)?;
+        let guard = on.read().await?;
+        // Encoded under the read lock: one consistent snapshot of values, state, step.
+        // Hashed too; the chunks are sliced lazily as they are sent.
+        let work = checkpoint_work(on.session.spec.state_bytes().unwrap_or(u64::MAX));
+        let file = svc
+            .run(work, move || {
+                let file = crate::checkpoint::encode(&guard.guard, &[]);
+                drop(guard);
+                file.map(Outgoing::new)
+            })
+            .await??;
+        Ok(file.stream(chunk))
+    })
+    .await
+}
+
+pub async fn import(
+    svc: &TrainerService,
+    req: Request<Streaming<pb::CheckpointChunk>>,
+) -> Result<Response<pb::ImportModelResponse>, Status> {
+    let (tenant, stream) = split(req);
+    svc.observe("ImportModel", "", 0, async {
+        // What has arrived is held against the budget while the rest arrives, then as
+        // much again for the model it decodes into; once decoded, the model is admitted
+        // by its own size.
+        let mut held = svc.store.reserve(0)?;
+        let most = svc.store.max_checkpoint_bytes();
+        let file = checkpoint::receive(stream, most, |more| {
+            let (what, hint) = (
+                "this upload",
+                "retry later, or import when fewer uploads are in flight",
+            );
+            Ok(svc.store.grow(&mut held, more, what, hint)?)
+        })
+        .await?;
+        check_checkpoint_header(&file)?;
+        let what = "this upload and the model it decodes into";
+        svc.store
+            .grow(&mut held, file.len() as u64, what, "retry later")?;
+        let work = checkpoint_work(file.len() as u64);
+        let decoded = svc
+            .run(work, move || crate::checkpoint::decode(&file))
+            .await??;
+        drop(held);
+        let model = decoded.model;
+        check_spec_size(model.spec())?;
+        svc.store.admit(model.spec(), &tenant)?;
+        let session = svc.store.insert(model, &tenant).await?;
+        tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, step = session.step(), "imported");
+        Ok(pb::ImportModelResponse {
+            model_id: session.id.to_string(),
+            parameter_count: session.parameter_count,
+            spec: Some(spec_to_proto(&session.spec)),
+            step: session.step(),
+        })
+    })
+    .await
+}

@@ -1,0 +1,105 @@
+//! TrainStep and ApplyGradients: the RPCs that change a model. Each takes the session's
+//! exclusive lock in arrival order, steps all-or-nothing (a refused step leaves values,
+//! optimizer state and step as they were) and records the step where it is taken.
+use tonic::{Request, Response, Status};
+
+use super::TrainerService;
+use super::call::{split, tensor_bytes};
+use super::math::losses_pb;
+use crate::model::Model;
+use crate::pb;
+use crate::service::convert::{WireScalar, check_tensor, matrix, tensor_values};
+use crate::service::limits::Call;
+use crate::service::status::invalid;
+use crate::with_model;
+
+pub async fn train_step(
+    svc: &TrainerService,
+    req: Request<pb::TrainStepRequest>,
+) -> Result<Response<pb::TrainStepResponse>, Status> {
+    let (tenant, req) = split(req);
+    let on = svc.on_batch(&req.model_id, &tenant, &req.x)?;
+    on.observe("TrainStep", async {
+        let y = on.labels(req.labels)?;
+        let admitted = on.admit(Call::TrainStep, tensor_bytes(&req.x))?;
+        let x = req.x.unwrap_or_default();
+        let mut guard = on.write().await?;
+        let session = on.session.clone();
+        let r = on
+            .compute(admitted, move || {
+                let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y))?;
+                session.set_step(r.step);
+                Ok(r)
+            })
+            .await?;
+        on.stepped(r.step);
+        Ok(r)
+    })
+    .await
+}
+
+pub async fn apply_gradients(
+    svc: &TrainerService,
+    req: Request<pb::ApplyGradientsRequest>,
+) -> Result<Response<pb::ApplyGradientsResponse>, Status> {
+    let (tenant, req) = split(req);
+    let on = svc.on_session(&req.model_id, &tenant)?;
+    on.observe("ApplyGradients", async {
+        let most = svc.store.limits().max_parameters as usize;
+        for g in &req.gradients {
+            let field = format!("gradients[{}]", g.name);
+            let t = g
+                .tensor
+                .as_ref()
+                .ok_or_else(|| invalid(&field, "tensor is required"))?;
+            check_tensor(t, &field, most)?;
+        }
+        let request_bytes = req.gradients.iter().map(|g| tensor_bytes(&g.tensor)).sum();
+        let admitted = on.admit(Call::ApplyGradients, request_bytes)?;
+        let mut guard = on.write().await?;
+        let session = on.session.clone();
+        let grads = req.gradients;
+        let step = on
+            .compute(admitted, move || {
+                let step = with_model!(&mut *guard.guard, m => apply_typed(m, grads))?;
+                session.set_step(step);
+                Ok(step)
+            })
+            .await?;
+        on.stepped(step);
+        Ok(pb::ApplyGradientsResponse { step })
+    })
+    .await
+}
+
+fn train_typed<T: WireScalar>(
+    m: &mut Model<T>,
+    x: pb::Tensor,
+    y: Vec<usize>,
+) -> Result<pb::TrainStepResponse, Status> {
+    let x = matrix::<T>(x, "x")?;
+    let r = m.train_step(x.view(), &y)?;
+    Ok(pb::TrainStepResponse {
+        losses: Some(losses_pb(r.losses)),
+        accuracy: r.accuracy,
+        step: r.step,
+    })
+}
+
+fn apply_typed<T: WireScalar>(
+    m: &mut Model<T>,
+    grads: Vec<pb::NamedTensor>,
+) -> Result<u64, Status> {
+    let named = grads
+        .into_iter()
+        .map(|g| {
+            let field = format!("gradients[{}]", g.name);
+            let t = g
+                .tensor
+                .ok_or_else(|| invalid(&field, "tensor is required"))?;
+            check_tensor(&t, &field, usize::MAX)?;
+            Ok((g.name, tensor_values::<T>(t, &field)?))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(m.apply_gradients(named)?)
+}
