@@ -4,7 +4,8 @@
 //! - [`model`]: specs, nets of named parameters, optimizers, models of either dtype.
 //! - [`checkpoint`]: a model's whole state as one safetensors file (export, import, disk).
 //! - [`session`]: the session store (a lock per session), ids, and the compute pool.
-//! - [`service`]: the `backprop.v1.Trainer` gRPC implementation, a thin layer over those.
+//! - [`service`]: the `backprop.v1.Trainer` gRPC implementation, a thin layer over those:
+//!   one file per group of RPCs in `service::rpc`, admission by cost in `service::limits`.
 //! - [`server`]: `run(listener, config, shutdown)` with health and reflection beside it.
 //! - [`render`]: a traced graph as Graphviz DOT, a self-laid-out SVG, or JSON.
 //! - [`malloc`]: allocator settings that keep step buffers in the process.

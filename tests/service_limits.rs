@@ -515,7 +515,7 @@ async fn until_reserved(srv: &TestServer, bytes: f64) -> f64 {
 #[tokio::test]
 async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives() {
     let mut config = test_config();
-    config.limits.max_memory = Some(10 << 20);
+    config.limits.max_memory = Some(7 << 20);
     let srv = TestServer::with_metrics(config).await;
     let mut c = srv.trainer();
     // ~1.06M f32 parameters: a checkpoint of about 4.25 MB, exported and then deleted so
@@ -543,9 +543,9 @@ async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives
     c.delete_model(pb::DeleteModelRequest { model_id: id })
         .await
         .expect("DeleteModel");
-    let budget = 10u64 << 20;
-    // Alone, an upload fits: the file (4.25 MB) and the model it decodes into (as much
-    // again) are under the 10.5 MB budget.
+    let budget = 7u64 << 20;
+    // Alone, an upload fits: the file (4.25 MB) while it arrives, then the model it
+    // decodes into, are each under the 7.3 MB budget.
     let alone = c
         .import_model(tokio_stream::iter(chunks.clone()))
         .await
@@ -571,20 +571,25 @@ async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives
     let held = until_reserved(&srv, (3u64 << 20) as f64).await;
     assert_eq!(held, (4u64 << 20) as f64, "the buffer grew 1, 2, 4 MiB");
 
-    // Beside it, a whole upload cannot also hold its file and its decoded model.
+    // Beside it, a second upload is refused as soon as its buffer would grow past what
+    // the budget has left (its third growth, to 4 MiB: 4 + 4 > 7 MiB).
     let e = c
         .import_model(tokio_stream::iter(chunks.clone()))
         .await
         .unwrap_err();
     assert_code(&e, Code::ResourceExhausted, "memory budget");
     assert!(
-        e.message().contains(&format!("({budget} bytes, --max-memory)"))
+        e.message()
+            .contains(&format!("({budget} bytes, --max-memory)"))
             && e.message().contains("this upload")
             && !e.message().contains("free"),
         "{}",
         e.message()
     );
-    assert!(list_ids(&mut c).await.is_empty(), "the refused upload created nothing");
+    assert!(
+        list_ids(&mut c).await.is_empty(),
+        "the refused upload created nothing"
+    );
     assert_eq!(
         scrape(&srv).await["backprop_memory_reserved_bytes"],
         held,

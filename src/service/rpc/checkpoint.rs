@@ -40,9 +40,10 @@ pub async fn import(
 ) -> Result<Response<pb::ImportModelResponse>, Status> {
     let (tenant, stream) = split(req);
     svc.observe("ImportModel", "", 0, async {
-        // What has arrived is held against the budget while the rest arrives, then as
-        // much again for the model it decodes into; once decoded, the model is admitted
-        // by its own size.
+        // What has arrived is held against the budget while the rest arrives and while
+        // it decodes; the decoded model is then admitted by its own size. (The model's
+        // copy made during the decode, beside the file, is the kind of transient the
+        // budget's headroom is for: see `session::budget::DEFAULT_MEMORY_FRACTION`.)
         let mut held = svc.store.reserve(0)?;
         let most = svc.store.max_checkpoint_bytes();
         let file = checkpoint::receive(stream, most, |more| {
@@ -54,9 +55,6 @@ pub async fn import(
         })
         .await?;
         check_checkpoint_header(&file)?;
-        let what = "this upload and the model it decodes into";
-        svc.store
-            .grow(&mut held, file.len() as u64, what, "retry later")?;
         let work = checkpoint_work(file.len() as u64);
         let decoded = svc
             .run(work, move || crate::checkpoint::decode(&file))
