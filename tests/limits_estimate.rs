@@ -5,8 +5,8 @@
 //! the estimate, for several nets (ReLU, maxout, deep no-bias tanh, f64 softmax with
 //! Adam) and every call the estimator knows.
 //!
-//! One test only: the allocator counts the whole process, so nothing may run beside it.
-mod common;
+//! One test only, in a binary of its own: the allocator counts the whole process, so
+//! nothing may run beside it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +18,8 @@ use backprop::service::convert::spec_from_proto;
 use backprop::service::limits::{Call, estimate};
 use backprop::service::{RequestLimits, TrainerService};
 use backprop::session::{ComputePool, Limits, SessionStore};
-use common::*;
 use prost::Message;
+use support::*;
 use tonic::Request;
 
 struct Counting;

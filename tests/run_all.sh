@@ -15,7 +15,7 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "Graphviz (tests/trace.rs renders the traced graph with dot)"
+step "Graphviz (tests/service/trace.rs renders the traced graph with dot)"
 # Installed from the apt sources this machine already has configured; none is added.
 if ! command -v dot >/dev/null 2>&1; then
     if ! command -v apt-get >/dev/null 2>&1; then

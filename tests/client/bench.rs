@@ -3,7 +3,6 @@
 //! counted, no errors, ordered percentiles, the health ratio for W2) and the server must
 //! be left without the sessions the run created. No timing is asserted: these machines
 //! are shared and noisy.
-mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,8 +10,8 @@ use std::process::Command;
 use backprop::pb;
 use backprop::server::Config;
 use backprop::service::RequestLimits;
-use common::{TestServer, test_config};
 use serde_json::Value;
+use support::{TestServer, test_config};
 
 struct Run {
     code: i32,

@@ -1,6 +1,5 @@
 //! Checkpoints: a model saved at step k and restored continues bit-identically, for
 //! every optimizer and both dtypes; a damaged file is refused with what is wrong.
-mod common_engine;
 
 use std::collections::HashMap;
 
@@ -10,9 +9,9 @@ use backprop::engine::rng::Rng;
 use backprop::model::{
     ActivationSpec, AnyModel, DType, HiddenSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
 };
-use common_engine::{all_optimizers, gaussian2, labels};
 use ndarray::Array2;
 use safetensors::SafeTensors;
+use support::engine::{all_optimizers, gaussian2, labels};
 
 fn spec(optimizer: OptimizerSpec, dtype: DType, activation: ActivationSpec) -> ModelSpec {
     let mut s = ModelSpec::new(

@@ -1,7 +1,6 @@
 //! Every gate and activation against central differences in f64 (issue 2: relative error
 //! < 1e-7 away from kinks), plus the routing rules a numeric check cannot see: max sends
 //! ties to its first input, and fan-out adds the gradients of both paths.
-mod common_engine;
 
 use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::ops::{
@@ -14,8 +13,8 @@ use backprop::engine::ops::{
 };
 use backprop::engine::rng::Rng;
 use backprop::engine::{Activation, BackwardOptions, EngineError, GradStore, Graph, NodeId};
-use common_engine::{coefficients, gate_check, gaussian, labels, min_distance, push_from_kinks};
 use ndarray::{ArrayD, IxDyn, arr0, arr1, arr2};
+use support::engine::{coefficients, gate_check, gaussian, labels, min_distance, push_from_kinks};
 
 /// Away from kinks, rounding is the only error left: h = 1e-5 gives ~1e-10.
 const SMOOTH: f64 = 1e-7;

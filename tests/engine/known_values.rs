@@ -1,15 +1,14 @@
 //! Numbers known in advance: the lecture's SVM example, the initial losses of a net with
 //! tiny weights, the L2 term, the forward formulas, and seeded initialization pinned to
 //! exact bits.
-mod common_engine;
 
 use backprop::engine::Graph;
 use backprop::engine::rng::Rng;
 use backprop::model::{
     ActivationSpec, AnyModel, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Net, Target,
 };
-use common_engine::{gaussian, gaussian2, labels, spec, svm};
 use ndarray::{Array1, Array2, ArrayD, arr2};
+use support::engine::{gaussian, gaussian2, labels, spec, svm};
 
 /// The lecture gives the scores with one column per image (cat, car, frog images) and
 /// one row per class (cat, car, frog). As N×C rows, one per image:

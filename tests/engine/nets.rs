@@ -1,7 +1,6 @@
 //! Whole nets: gradient checks over depth × activation × loss × λ × bias, the
 //! upstream-gradient target and dX, a 3-layer net that overfits, parameter naming, and
 //! spec validation.
-mod common_engine;
 
 use backprop::engine::EngineError;
 use backprop::engine::gradcheck::{self, Elements};
@@ -11,8 +10,8 @@ use backprop::model::{
     ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Net, OptimizerSpec,
     Target, accuracy, predictions,
 };
-use common_engine::{gaussian2, labels, spec, svm};
 use ndarray::{Array2, ArrayD, Axis};
+use support::engine::{gaussian2, labels, spec, svm};
 
 const D: usize = 5;
 const C: usize = 3;

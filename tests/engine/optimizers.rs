@@ -1,15 +1,14 @@
 //! The update rules against hand-computed values, and all-or-nothing updates: a rejected
 //! update or a bad batch leaves every parameter, every optimizer state slot and the step
 //! count exactly as they were.
-mod common_engine;
 
 use backprop::engine::EngineError;
 use backprop::engine::rng::Rng;
 use backprop::model::{
     ActivationSpec, DType, HiddenSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
 };
-use common_engine::{all_optimizers, bits_f32, bits_f64, gaussian2, labels};
 use ndarray::{Array2, ArrayD, IxDyn};
+use support::engine::{all_optimizers, bits_f32, bits_f64, gaussian2, labels};
 
 /// A 1 → 2 linear model with bias: `layers.0.weight` = [[1, −2]], `layers.0.bias` =
 /// [0.5, 0]. Flattened, the parameters are p = [1, −2, 0.5, 0].

@@ -2,15 +2,13 @@
 //! `--auth-tokens`, mutual TLS and `--metrics-listen`, and the client subcommands with
 //! `--token`/`BACKPROP_TOKEN`, `--tls-ca`, `--tls-cert`, `--tls-key`. At the end, the
 //! server's own log (debug level) holds model ids but no token.
-#[path = "common/pki.rs"]
-mod pki;
 
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pki::Pki;
+use support::pki::Pki;
 
 const ALICE: &str = "alice-token-0123456789abcdef";
 const BOB: &str = "bob-token-fedcba9876543210";

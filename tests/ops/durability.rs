@@ -5,8 +5,6 @@
 //! CreateModel that cannot be saved leaves nothing behind; a delete that cannot remove
 //! the file leaves the session served (and so does the idle reaper); a SIGTERM that
 //! cannot save everything makes the binary exit non-zero.
-mod common;
-mod common_process;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,8 +12,8 @@ use std::time::{Duration, Instant};
 use backprop::pb;
 use backprop::server::Config;
 use backprop::session::{Limits, PersistConfig};
-use common::*;
-use common_process::{Binary, Tmpfs, scratch, stderr};
+use support::process::{Binary, Tmpfs, scratch, stderr};
+use support::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -2,11 +2,10 @@
 //! model of several MB, the real server's peak memory grows by a small multiple of the
 //! file, not by tens of bytes per byte of it, and the chunks reassemble to exactly the
 //! file a default export sends, checksum included.
-mod common_process;
 
 use backprop::pb;
 use backprop::service::checkpoint::{MIN_CHUNK_BYTES, sha256_hex};
-use common_process::{Binary, scratch};
+use support::process::{Binary, scratch};
 use tokio_stream::StreamExt;
 
 /// 1024 → 1024 → 10 with Adam in f32: about 1.06 M parameters, a 12.7 MB checkpoint.

@@ -6,14 +6,13 @@
 //!   ~65 GB of activations) on Forward, Evaluate, TrainStep and Backward;
 //! - a trace of a deep maxout net, every node within its per-node limit;
 //! - many concurrent 4 MB TrainSteps on one session.
-mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backprop::pb;
-use common::*;
+use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -3,8 +3,6 @@
 //! kills, every session comes back at a consistent snapshot (bit-identical to replaying
 //! its batches in the engine up to the restored step) no older than the save interval
 //! allows, and every file on disk decodes.
-mod common;
-mod common_process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +11,8 @@ use std::time::{Duration, Instant};
 use backprop::model::Model;
 use backprop::pb;
 use backprop::service::convert::spec_from_proto;
-use common::*;
-use common_process::Binary;
+use support::process::Binary;
+use support::*;
 use tokio::sync::Mutex;
 
 /// The server binary on 127.0.0.1:0 keeping its sessions in `state` (a directory inside
@@ -30,7 +28,7 @@ async fn start(state: &Path, extra: &[&str]) -> Binary {
 
 /// A fresh scratch directory for one test and the state directory inside it.
 fn state_dir(name: &str) -> PathBuf {
-    let state = common_process::scratch(&format!("persist-{name}")).join("state");
+    let state = support::process::scratch(&format!("persist-{name}")).join("state");
     std::fs::create_dir_all(&state).expect("state dir");
     state
 }

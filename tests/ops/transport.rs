@@ -6,8 +6,6 @@
 //! connection age (GOAWAY, then in-flight calls finish within the grace), the default
 //! deadline, and the startup refusals. Raw HTTP/2 frames where a well-behaved client
 //! library would hide the behaviour.
-#[path = "common/pki.rs"]
-mod pki;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use backprop::pb;
 use backprop::pb::trainer_client::TrainerClient;
-use pki::Pki;
+use support::pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;

@@ -1,12 +1,11 @@
 //! `--auth-tokens`: calls without a known bearer token are UNAUTHENTICATED (health stays
 //! open); tenants never see each other's sessions; per-tenant session limits. That no
 //! token reaches the logs is checked on the real binary's output, in `ops_cli.rs`.
-mod common;
 
 use backprop::pb;
 use backprop::pb::trainer_client::TrainerClient;
 use backprop::service::auth::Tokens;
-use common::*;
+use support::*;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;

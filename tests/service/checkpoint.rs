@@ -2,12 +2,11 @@
 //! bit-identically with the original; models bigger than the message limit stream in
 //! chunks; a truncated, reordered, oversized or corrupted upload (or one with a negative
 //! second moment) is refused with a clear error and creates nothing.
-mod common;
 
 use backprop::pb;
 use backprop::service::checkpoint::{MIN_CHUNK_BYTES, sha256_hex};
-use common::*;
 use prost::bytes::Bytes;
+use support::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 

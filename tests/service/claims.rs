@@ -3,7 +3,6 @@
 //! session's lock does no work; a full compute queue is refused at once (while the queue
 //! is still full, not after waiting); the idle reaper removes the session's file; a save
 //! that fails is counted in `backprop_state_saves_total{outcome="error"}`.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use backprop::pb;
 use backprop::server::Config;
 use backprop::service::convert::spec_from_proto;
 use backprop::session::{Limits, PersistConfig};
-use common::*;
+use support::*;
 use tonic::Code;
 
 fn scratch(name: &str) -> PathBuf {

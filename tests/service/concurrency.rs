@@ -2,7 +2,6 @@
 //! serialized: 32 sessions trained at once end bit-identical to the same sessions trained
 //! one at a time (and to the engine); 50 TrainSteps fired at one session at once each get
 //! their own step number, and no update is lost or torn.
-mod common;
 
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use backprop::model::{
     ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
 };
 use backprop::pb;
-use common::*;
+use support::*;
 use tokio::sync::Barrier;
 
 const SESSIONS: usize = 32;

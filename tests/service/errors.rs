@@ -2,7 +2,6 @@
 //! `google.rpc.BadRequest` field violation for INVALID_ARGUMENT), and leaves the model
 //! bit-identical: parameters and step (GetModel before and after, and against an engine
 //! mirror), and optimizer state (the next TrainStep still matches the mirror exactly).
-mod common;
 
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use backprop::model::{
 };
 use backprop::pb;
 use backprop::server::Config;
-use common::*;
+use support::*;
 use tonic::{Code, Status};
 
 const D: usize = 3;

@@ -5,7 +5,6 @@
 //! merely taken now. Calls waiting on one session are bounded; malformed ids and shapes
 //! are the client's mistake; a checkpoint header too big for any allowed model is refused
 //! before it is parsed.
-mod common;
 
 use std::time::Duration;
 
@@ -13,9 +12,9 @@ use backprop::pb;
 use backprop::service::convert::spec_from_proto;
 use backprop::service::limits::{Call, estimate};
 use backprop::session::Limits;
-use common::*;
 use prost::Message;
 use prost::bytes::Bytes;
+use support::*;
 use tonic::Code;
 
 /// The `R` of "send at most R rows" in a refusal.

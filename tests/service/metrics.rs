@@ -1,11 +1,10 @@
 //! `--metrics-listen`: `/metrics` after known traffic moved each counter by exactly the
 //! calls made, with the status code of each, and the gauges show the server's state.
-mod common;
 
 use std::time::Duration;
 
 use backprop::pb;
-use common::*;
+use support::*;
 use tonic::Code;
 
 fn requests(method: &str, code: &str) -> String {

@@ -2,14 +2,13 @@
 //! shutdown starts), server reflection v1 and v1alpha (grpcurl, ghz), idle sessions
 //! dropped after the TTL, and graceful shutdown that lets an in-flight call finish within
 //! a bounded grace period.
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backprop::pb;
-use common::*;
+use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;

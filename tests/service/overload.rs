@@ -1,14 +1,13 @@
 //! Overload: a call whose deadline passes while it waits for a compute thread does no
 //! work (a timed-out TrainStep is not applied), and the `max_memory` budget refuses
 //! CreateModel and ImportModel beyond it until memory is freed.
-mod common;
 
 use std::time::{Duration, Instant};
 
 use backprop::pb;
 use backprop::session::Limits;
-use common::*;
 use prost::bytes::Bytes;
+use support::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 

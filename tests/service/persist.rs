@@ -1,7 +1,6 @@
 //! The state directory in process: sessions (created, imported, trained) come back after
 //! a graceful stop with every value; a delete removes the file; damaged files at start
 //! are moved aside without stopping the server; unfinished writes are cleared.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use backprop::pb;
 use backprop::server::Config;
 use backprop::session::PersistConfig;
-use common::*;
+use support::*;
 use tonic::Code;
 
 fn scratch(name: &str) -> PathBuf {

@@ -2,7 +2,6 @@
 //! checked against the engine called directly with the same spec and seed (same seed →
 //! bit-identical parameters → bit-identical scores, losses and gradients), and where cheap
 //! against the lecture's formulas computed here by hand.
-mod common;
 
 use backprop::engine::gradcheck::Elements;
 use backprop::engine::ops::gelu::GeluForm;
@@ -10,8 +9,8 @@ use backprop::model::{
     ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Losses, ModelSpec, OptimizerSpec, Target,
 };
 use backprop::pb;
-use common::*;
 use ndarray::Array2;
+use support::*;
 use tonic::Code;
 
 fn hidden(units: usize, activation: ActivationSpec) -> HiddenSpec {

@@ -2,16 +2,13 @@
 //! itself (rcgen), a TLS client trains; a plaintext client, a client that does not trust
 //! the server's CA, and under mutual TLS a client without a certificate or with one from
 //! another CA, are all refused.
-mod common;
-#[path = "common/pki.rs"]
-mod pki;
 
 use std::time::Duration;
 
 use backprop::pb;
 use backprop::pb::trainer_client::TrainerClient;
-use common::*;
-use pki::Pki;
+use support::pki::Pki;
+use support::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 fn server_config(pki: &Pki, mutual: bool) -> backprop::server::Config {

@@ -4,14 +4,13 @@
 //! values, every edge's downstream gradient equals local × upstream, and every node's
 //! gradient is the sum of what its out-edges send back. Then the limits, a model left
 //! unchanged, and the DOT and SVG renderings of the same trace.
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use backprop::pb;
 use backprop::render;
-use common::*;
 use ndarray::{Array2, ArrayD, Axis, Ix2, IxDyn};
+use support::*;
 use tonic::Code;
 
 /// A wire tensor as f64, whatever the model's dtype.

@@ -3,7 +3,6 @@
 //! The harness turns a gate's output `Y` into a scalar `L = Σ(Y ⊙ R)` with a fixed random
 //! `R` (a mul gate, then a sum gate), backpropagates from `L` with `Graph::backward`, and
 //! compares the gradient of every input with central differences of the same `L`.
-#![allow(dead_code)] // each test crate uses a different subset
 
 use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::rng::Rng;

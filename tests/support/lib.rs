@@ -2,7 +2,14 @@
 //! `127.0.0.1:0`, hands out tonic clients, stops it through its shutdown future; plus
 //! helpers to build requests, compare wire tensors with the engine bit for bit, and check
 //! that a rejected call left its model exactly as it was.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//!
+//! One crate every test binary depends on (a dev-dependency named `support`): `engine`
+//! (seeded data and the gate harness), `process` (the real binary as a child process, a
+//! tmpfs to fill), `pki` (certificates made by the tests).
+
+pub mod engine;
+pub mod pki;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
 //! Certificates made by the tests themselves (rcgen): a trusted CA, a server certificate
 //! for 127.0.0.1 and localhost, a client certificate, and an untrusted CA with a client
 //! certificate of its own, as PEM files in a scratch folder that goes when dropped.
-//! Included with `#[path]` by the tests that need it.
-#![allow(dead_code)] // each test binary uses a different part
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};

@@ -1,7 +1,6 @@
 //! The real server binary, started by a test on 127.0.0.1:0, and the disk conditions only
 //! a real file system gives: a tmpfs of a fixed size (to fill) that can be remounted
 //! read-only. Mounting needs root; a test that cannot mount fails, it never skips.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +22,7 @@ impl Binary {
         let address_file = scratch.join("address");
         let _ = std::fs::remove_file(&address_file);
         let log = std::fs::File::create(scratch.join("stderr.log")).expect("stderr log");
-        let child = Command::new(env!("CARGO_BIN_EXE_backprop"))
+        let child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--compute-threads", "2"])
             .arg("--address-file")
             .arg(&address_file)
@@ -109,6 +108,30 @@ impl Drop for Binary {
     }
 }
 
+/// The build's output directory (`target/`): the test binary runs from
+/// `target/<profile>/deps/`. Read at run time, since cargo sets `CARGO_BIN_EXE_*` and
+/// `CARGO_TARGET_TMPDIR` only for the test crates themselves, not for this library.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps/", exe.display()))
+        .to_path_buf()
+}
+
+/// The `backprop` binary cargo built beside the test binary (`target/<profile>/`; it
+/// builds it for every integration test).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .expect("target/<profile>/")
+        .join(format!("backprop{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "no server binary at {}", bin.display());
+    bin
+}
+
 /// What the last server started in `scratch` wrote to stderr.
 pub fn stderr(scratch: &Path) -> String {
     std::fs::read_to_string(scratch.join("stderr.log")).unwrap_or_default()
@@ -116,7 +139,7 @@ pub fn stderr(scratch: &Path) -> String {
 
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir = target_dir().join("tmp").join(format!("{name}-{}", std::process::id()));
     if dir.join("state").exists() {
         let _ = Command::new("umount")
             .arg("-l")

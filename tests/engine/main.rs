@@ -1,0 +1,9 @@
+//! The engine and model layer, in process, no server: every gate's gradient against
+//! central differences, known values computed by hand, whole nets, the optimizers' update
+//! rules, the checkpoint codec, and the wire `Tensor` codec.
+mod checkpoint;
+mod gates;
+mod known_values;
+mod nets;
+mod optimizers;
+mod pb_tensor;

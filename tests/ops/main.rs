@@ -1,0 +1,10 @@
+//! Operations on the real binary: `backprop serve` started as a child process on
+//! 127.0.0.1:0 with real flags, signals, file systems (tmpfs, read-only) and sockets:
+//! transport limits, memory limits under `ulimit`, durability, restarts after SIGTERM and
+//! `kill -9`, the export stream's memory, the server's command line.
+mod cli;
+mod durability;
+mod export_stream;
+mod limits;
+mod persist_restart;
+mod transport;
