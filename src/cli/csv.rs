@@ -2,8 +2,11 @@
 //! and numeric feature columns, an optional header row. Every rejection names the line and
 //! the column (field, 1-based) at fault; nothing in a file can panic this code.
 //!
-//! Deliberately small: comma-separated, fields trimmed, one pair of surrounding double
-//! quotes stripped; quoted fields containing commas are not supported.
+//! Records are split by the `csv` crate (RFC 4180: quoted fields may hold commas, quotes
+//! and line breaks); fields are trimmed; blank lines are skipped. What a field means (a
+//! number, a label, a header) is decided here.
+use csv::{ReaderBuilder, StringRecord, Trim};
+
 use super::error::DataError;
 
 #[derive(Debug, Clone, Copy)]
@@ -44,16 +47,40 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
         message,
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty());
-
-    let Some((first_no, first)) = lines.next() else {
-        return Err(err(None, None, "empty file: no rows".into()));
+    // Flexible: rows of another width are reported here, with their line and column.
+    let mut reader = ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records().filter_map(|r| match r {
+        // A line of blanks is one empty field: skipped like an empty line.
+        Ok(rec) if rec.len() == 1 && rec[0].is_empty() => None,
+        Ok(rec) => Some(Ok((rec.position().map_or(0, |p| p.byte()), rec))),
+        Err(e) => Some(Err(e)),
+    });
+    // The line a record starts on, counting every line of the file (the reader's own
+    // count skips blank lines). Only needed for messages.
+    let line_at = |byte: u64| {
+        let bytes = text.as_bytes();
+        let mut end = (byte as usize).min(bytes.len());
+        // A record after blank lines is reported from where the blank lines begin.
+        while end < bytes.len() && matches!(bytes[end], b'\n' | b'\r') {
+            end += 1;
+        }
+        bytes[..end].iter().filter(|&&b| b == b'\n').count() + 1
     };
-    let first_fields: Vec<&str> = first.split(',').map(clean).collect();
+    let csv_error = |e: csv::Error| {
+        let line = e.position().map(|p| line_at(p.byte()));
+        err(line, None, format!("not readable as CSV: {e}"))
+    };
+
+    let (first_byte, first) = match records.next() {
+        None => return Err(err(None, None, "empty file: no rows".into())),
+        Some(r) => r.map_err(csv_error)?,
+    };
+    let first_no = line_at(first_byte);
+    let first_fields: Vec<&str> = first.iter().collect();
     let width = first_fields.len();
     if width < 2 {
         return Err(err(
@@ -80,12 +107,12 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
 
     let mut features = Vec::new();
     let mut labels = Vec::new();
-    let data_lines = (!is_header)
-        .then_some((first_no, first))
-        .into_iter()
-        .chain(lines);
-    for (line_no, line) in data_lines {
-        let fields: Vec<&str> = line.split(',').map(clean).collect();
+    let first_row: Option<Result<(u64, StringRecord), csv::Error>> =
+        (!is_header).then(|| Ok((first_byte, first.clone())));
+    for r in first_row.into_iter().chain(records) {
+        let (byte, record) = r.map_err(csv_error)?;
+        let line_no = line_at(byte);
+        let fields: Vec<&str> = record.iter().collect();
         if fields.len() != width {
             let col = fields.len().min(width) + 1;
             let what = if fields.len() < width {
@@ -137,14 +164,6 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
         classes,
         header,
     })
-}
-
-/// A field without surrounding blanks and one pair of surrounding double quotes.
-fn clean(field: &str) -> &str {
-    let f = field.trim();
-    f.strip_prefix('"')
-        .and_then(|f| f.strip_suffix('"'))
-        .map_or(f, str::trim)
 }
 
 fn number(field: &str) -> Result<f64, String> {
@@ -212,6 +231,31 @@ mod tests {
         assert_eq!(d.labels, [1, 0]);
         assert_eq!(d.features, [2.0, 3.0, -1.5, 400.0]);
         assert_eq!((d.dim, d.classes), (2, 2));
+    }
+
+    #[test]
+    fn quoted_fields_may_hold_commas_quotes_and_line_breaks() {
+        let t = "label,\"height, cm\",\"say \"\"hi\"\"\"\n1,\"2\",3\n0,\" 4 \",5\n";
+        let d = parse("d.csv", t, OPTS).unwrap();
+        assert_eq!(
+            d.header.as_deref(),
+            Some(&["label", "height, cm", "say \"hi\""].map(String::from)[..])
+        );
+        assert_eq!(d.features, [2.0, 3.0, 4.0, 5.0]);
+        // A quoted comma is one field, so this row has two columns, not three.
+        let e = fail("0,1,2\n1,\"2,5\"\n", OPTS);
+        assert_eq!(
+            e,
+            "d.csv:2:3: too few columns: found 2, expected 3 (as on line 1)"
+        );
+        // A quoted line break keeps the next record's line number right.
+        let e = fail("name,x\n\"a\nb\",1\n0,zz\n", OPTS);
+        assert_eq!(e, "d.csv:2:1: label: \"a\\nb\" is not a number");
+        let e = fail("name,x\n0,1\n\n0,zz\n", OPTS);
+        assert_eq!(
+            e, "d.csv:4:2: \"zz\" is not a number",
+            "blank lines still count"
+        );
     }
 
     #[test]
