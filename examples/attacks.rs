@@ -41,7 +41,10 @@ type Client = TrainerClient<Channel>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser, Debug, Clone, Serialize)]
-#[command(about = "Re-run issue 13's attacks against a backprop server and tally them")]
+#[command(
+    about = "Re-run issue 13's attacks against a backprop server and tally them",
+    args_override_self = true
+)]
 struct Args {
     /// Server address, host:port.
     #[arg(long, required_unless_present = "list")]
@@ -59,6 +62,10 @@ struct Args {
     /// Run only these attacks (comma-separated; `--list` names them).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Attack>,
+    /// Write the names of the attacks not run (the server died first) to this file,
+    /// comma-separated, for a rerun with `--only` against a fresh server.
+    #[arg(long)]
+    not_run: Option<PathBuf>,
     /// Print the attacks and exit.
     #[arg(long)]
     list: bool,
@@ -658,6 +665,32 @@ fn raise_fd_limit() -> u64 {
     n
 }
 
+/// A loopback source address of its own for each call (127.0.0.2, .3, …) when the
+/// server is on loopback: the server closes silent sockets first, so their ports stay in
+/// TIME_WAIT on its side for a minute, and a new connection from the same address and
+/// port would wait a second for the kernel to sort that out.
+fn fresh_source(server: &str) -> Option<std::net::IpAddr> {
+    use std::sync::atomic::AtomicU8;
+    static NEXT: AtomicU8 = AtomicU8::new(2);
+    let ip = server.parse::<std::net::SocketAddr>().ok()?.ip();
+    ip.is_loopback().then(|| {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, k))
+    })
+}
+
+async fn connect_from(source: Option<std::net::IpAddr>, address: String) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(address).await;
+    };
+    let to: std::net::SocketAddr = address
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    socket.connect(to).await
+}
+
 /// Waits until the peer closes `s` (EOF or reset), discarding what it sends; the time it
 /// took, or `None` if still open after `within`.
 async fn closed_within(s: &mut TcpStream, within: Duration, buf: usize) -> Option<Duration> {
@@ -981,10 +1014,20 @@ async fn deep_trace(ctx: &Ctx) -> Result<Tally, Error> {
 // ---------------------------------------------------------------------------------------
 // Silent sockets
 
+/// What became of one silent socket.
+enum Silent {
+    ConnectFailed,
+    ConnectTimedOut,
+    /// Closed by the server this long after it connected.
+    Closed(f64),
+    Open(TcpStream),
+}
+
 /// `n` sockets that connect and send nothing. A probe must be served while they are open
 /// (at the cap: once the first are closed), and the server must close every one of them,
 /// those over the cap after waiting in the listen backlog.
 async fn idle_sockets(ctx: &Ctx, n: usize) -> Result<Tally, Error> {
+    use std::sync::atomic::AtomicUsize;
     let mut tally = Tally::new("connections");
     let fds = raise_fd_limit() as usize;
     let n = if n + 200 > fds {
@@ -996,63 +1039,77 @@ async fn idle_sockets(ctx: &Ctx, n: usize) -> Result<Tally, Error> {
     } else {
         n
     };
-    let fds_before = ctx.args.server_pid.and_then(open_fds);
-    let connect_start = Instant::now();
-    let mut sockets = Vec::with_capacity(n);
-    let mut connecting = Vec::new();
-    for i in 0..n {
-        let address = ctx.address.clone();
-        connecting.push(tokio::spawn(async move {
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address)).await
-        }));
-        // A few at a time: the server's listen backlog is small (128), and a burst over
-        // it leaves handshakes the kernel drops after the client counted them connected.
-        if connecting.len() == 64 || i + 1 == n {
-            for c in connecting.drain(..) {
-                tally.sent += 1;
-                match c.await? {
-                    Ok(Ok(s)) => sockets.push(s),
-                    Ok(Err(_)) => tally.count("connect failed"),
-                    Err(_) => tally.count("connect timed out (backlog full)"),
-                }
-            }
-        }
-    }
-    let opened = Instant::now();
-    tally.note(format!(
-        "{} connected in {:.1} s",
-        sockets.len(),
-        connect_start.elapsed().as_secs_f64()
-    ));
-    // What the server holds: a socket the client counts as connected may still wait in
-    // the listen backlog (over the cap), not yet a descriptor of the server's.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let fds_open = ctx.args.server_pid.and_then(open_fds);
-    let during = ctx.probe_after(Duration::ZERO);
-    let rounds = sockets.len().div_ceil(ctx.connection_cap().max(1)) as u64;
+    let cap = ctx.connection_cap().max(1);
+    let pid = ctx.args.server_pid;
+    let fds_before = pid.and_then(open_fds);
+    let start = Instant::now();
+    // A few connects in flight at a time: the server's listen backlog is small (128), and
+    // a burst over it leaves handshakes the kernel drops after the client counted them
+    // connected.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let rounds = n.div_ceil(cap) as u64;
     let wait = Duration::from_secs(ctx.args.handshake_timeout_secs * (rounds + 1) + 15);
-    let closes: Vec<_> = sockets
-        .into_iter()
-        .map(|mut s| {
+    let source = fresh_source(&ctx.address);
+    let sockets: Vec<_> = (0..n)
+        .map(|_| {
+            let (address, in_flight, connected) =
+                (ctx.address.clone(), in_flight.clone(), connected.clone());
             tokio::spawn(async move {
+                let permit = in_flight.acquire_owned().await;
+                let connect = connect_from(source, address);
+                let mut s = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(_)) => return Silent::ConnectFailed,
+                    Err(_) => return Silent::ConnectTimedOut,
+                };
+                drop(permit);
+                connected.fetch_add(1, Ordering::Relaxed);
+                let at = Instant::now();
                 match closed_within(&mut s, wait, 512).await {
-                    Some(_) => Ok(opened.elapsed().as_secs_f64()),
-                    None => Err(s),
+                    Some(_) => Silent::Closed(at.elapsed().as_secs_f64()),
+                    None => Silent::Open(s),
                 }
             })
         })
         .collect();
-    let mut times = Vec::new();
-    let mut open = Vec::new();
-    for c in closes {
-        match c.await? {
-            Ok(t) => {
-                tally.count("closed by the server");
-                times.push(t);
+    // The probe goes in once the sockets are all connected, or the cap is full; the
+    // server's descriptors are counted meanwhile.
+    let fds_peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let fds_peak = fds_peak.clone();
+        tokio::spawn(async move {
+            while let Some(k) = pid.and_then(open_fds) {
+                fds_peak.fetch_max(k as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(s) => open.push(s),
+        })
+    };
+    let full = n.min(cap);
+    while connected.load(Ordering::Relaxed) < full && start.elapsed() < wait {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tally.note(format!(
+        "{} connected {:.1} s after the first connect, when the probe started",
+        connected.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64()
+    ));
+    let during = ctx.probe_after(Duration::ZERO);
+    let mut held = Vec::new();
+    let mut open = Vec::new();
+    for socket in sockets {
+        tally.sent += 1;
+        match socket.await? {
+            Silent::ConnectFailed => tally.count("connect failed"),
+            Silent::ConnectTimedOut => tally.count("connect timed out (backlog full)"),
+            Silent::Closed(t) => {
+                tally.count("closed by the server");
+                held.push(t);
+            }
+            Silent::Open(s) => open.push(s),
         }
     }
+    sampler.abort();
     // A socket still open here may be one the server never had: its handshake completed
     // on the client's side while the backlog was full, and the kernel dropped it later
     // without a word. Its first byte is answered with a reset. One the server holds would
@@ -1073,18 +1130,19 @@ async fn idle_sockets(ctx: &Ctx, n: usize) -> Result<Tally, Error> {
             "still open"
         });
     }
-    times.sort_by(f64::total_cmp);
-    if let (Some(first), Some(last)) = (times.first(), times.last()) {
+    held.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (held.first(), held.last()) {
         tally.note(format!(
-            "closed {first:.1} s to {last:.1} s after the last connect (median {:.1} s)",
-            times[times.len() / 2]
+            "each closed {first:.1} s to {last:.1} s after it connected (median {:.1} s)",
+            held[held.len() / 2]
         ));
     }
     tally.probe_during = Some(during.await?);
-    let fds_after = ctx.args.server_pid.and_then(open_fds);
-    if let (Some(b), Some(o), Some(a)) = (fds_before, fds_open, fds_after) {
+    if let (Some(b), Some(a)) = (fds_before, pid.and_then(open_fds)) {
         tally.note(format!(
-            "the server's open descriptors: {b} before, {o} with the sockets open, {a} after"
+            "the server's open descriptors: {b} before, at most {} meanwhile, {a} after \
+             (its connection cap: {cap})",
+            fds_peak.load(Ordering::Relaxed)
         ));
     }
     tally.allow(&[
@@ -1365,8 +1423,18 @@ async fn waiters_on_one_session(ctx: &Ctx) -> Result<Tally, Error> {
         .await?
         .into_inner()
         .step;
-    if step != ok {
-        tally.flag(format!("step {step} after {ok} accepted steps"));
+    // A call past its deadline may still have been applied (gRPC's DEADLINE_EXCEEDED
+    // says nothing either way); a refused one never.
+    let late = tally.outcomes.get("DEADLINE_EXCEEDED").copied().unwrap_or(0);
+    if step < ok || step > ok + late {
+        tally.flag(format!(
+            "step {step} after {ok} accepted steps ({late} past their deadline)"
+        ));
+    } else if step > ok {
+        tally.note(format!(
+            "step {step}: the {ok} accepted steps, and {} of those past their deadline",
+            step - ok
+        ));
     } else {
         tally.note(format!("step {step}: every accepted step applied once"));
     }
@@ -1956,9 +2024,11 @@ async fn attacks(args: Args) -> Result<bool, Error> {
         return Err(format!("the server is not serving: {first:?}").into());
     }
     let mut rows = Vec::new();
+    let mut not_run = Vec::new();
     for attack in chosen {
         if ctx.args.server_pid.is_some_and(|pid| !alive(pid)) {
-            println!("{}: skipped, the server is gone", attack.name());
+            println!("{}: not run, the server is gone", attack.name());
+            not_run.push(attack.name());
             continue;
         }
         println!("== {}: {}", attack.name(), attack.what());
@@ -1982,6 +2052,9 @@ async fn attacks(args: Args) -> Result<bool, Error> {
         rows.push(row);
     }
     println!("\n{}", table(&rows));
+    if let Some(path) = &ctx.args.not_run {
+        std::fs::write(path, not_run.join(","))?;
+    }
     let failed = rows.iter().any(|r| r.failed)
         || ctx.args.server_pid.is_some_and(|pid| !alive(pid))
         || rows.is_empty();
