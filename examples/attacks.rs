@@ -185,9 +185,13 @@ impl Attack {
             Attack::AnswersOverMessageLimit => {
                 "a 17.2M-parameter f32 model: GetModel with values and Backward (69 MB answers)"
             }
-            Attack::LongModelIds => "a 10,000-character model id on Forward, GetModel, Delete, Export",
+            Attack::LongModelIds => {
+                "a 10,000-character model id on Forward, GetModel, Delete, Export"
+            }
             Attack::HugeModelId => "a 20 MB model id on GetModel and Forward",
-            Attack::ImportMillionLayerSpec => "ImportModel of a checkpoint whose spec has 1M layers",
+            Attack::ImportMillionLayerSpec => {
+                "ImportModel of a checkpoint whose spec has 1M layers"
+            }
             Attack::ImportNegativeAdamV => "ImportModel of an Adam checkpoint with adam_v < 0",
             Attack::SvmNan => "SVM: NaN in x, and finite x whose scores overflow to NaN",
             Attack::MalformedShapes => "x shapes claiming 2e8 values, or overflowing u64",
@@ -486,7 +490,10 @@ fn open_fds(pid: u32) -> Option<usize> {
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .is_some_and(|zombie| !zombie)
 }
 
@@ -641,7 +648,9 @@ async fn import(c: &mut Client, file: Vec<u8>) -> Result<pb::ImportModelResponse
             sha256: sha256.clone(),
         })
         .collect();
-    Ok(c.import_model(tokio_stream::iter(chunks)).await?.into_inner())
+    Ok(c.import_model(tokio_stream::iter(chunks))
+        .await?
+        .into_inner())
 }
 
 /// Raises this process's open-files limit to its hard limit (the socket attacks hold
@@ -679,7 +688,10 @@ fn fresh_source(server: &str) -> Option<std::net::IpAddr> {
     })
 }
 
-async fn connect_from(source: Option<std::net::IpAddr>, address: String) -> std::io::Result<TcpStream> {
+async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    address: String,
+) -> std::io::Result<TcpStream> {
     let Some(ip) = source else {
         return TcpStream::connect(address).await;
     };
@@ -942,7 +954,9 @@ async fn export_tiny_chunks(ctx: &Ctx) -> Result<Tally, Error> {
                 let r = if intact {
                     Ok(())
                 } else {
-                    Err(Status::data_loss("the file does not match its size or SHA-256"))
+                    Err(Status::data_loss(
+                        "the file does not match its size or SHA-256",
+                    ))
                 };
                 Ok((r, chunks, largest, file.len()))
             }
@@ -1119,7 +1133,9 @@ async fn idle_sockets(ctx: &Ctx, n: usize) -> Result<Tally, Error> {
         .map(|mut s| {
             tokio::spawn(async move {
                 let _ = s.write_all(b"P").await;
-                closed_within(&mut s, Duration::from_secs(3), 512).await.is_some()
+                closed_within(&mut s, Duration::from_secs(3), 512)
+                    .await
+                    .is_some()
             })
         })
         .collect();
@@ -1255,7 +1271,9 @@ async fn half_sent_streams(ctx: &Ctx) -> Result<Tally, Error> {
     // The start of a 4 MB TrainStep message: its 5-byte prefix and 11 bytes of body.
     let mut partial = vec![0u8];
     partial.extend_from_slice(&4_000_000u32.to_be_bytes());
-    partial.extend_from_slice(&[0x0a, 0x20, b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0']);
+    partial.extend_from_slice(&[
+        0x0a, 0x20, b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0',
+    ]);
     let headers = h2::grpc_headers("/backprop.v1.Trainer/TrainStep");
     let mut out = Vec::new();
     for i in 0..n {
@@ -1425,7 +1443,11 @@ async fn waiters_on_one_session(ctx: &Ctx) -> Result<Tally, Error> {
         .step;
     // A call past its deadline may still have been applied (gRPC's DEADLINE_EXCEEDED
     // says nothing either way); a refused one never.
-    let late = tally.outcomes.get("DEADLINE_EXCEEDED").copied().unwrap_or(0);
+    let late = tally
+        .outcomes
+        .get("DEADLINE_EXCEEDED")
+        .copied()
+        .unwrap_or(0);
     if step < ok || step > ok + late {
         tally.flag(format!(
             "step {step} after {ok} accepted steps ({late} past their deadline)"
@@ -1455,7 +1477,11 @@ async fn stalled_imports(ctx: &Ctx) -> Result<Tally, Error> {
     let declared = ctx.args.upload_declared_bytes;
     let to_send = ctx.args.upload_sent_bytes.min(declared - 1);
     let wait = Duration::from_secs(ctx.args.default_deadline_secs + 20);
-    let before = ctx.client().await?.list_models(pb::ListModelsRequest {}).await?;
+    let before = ctx
+        .client()
+        .await?
+        .list_models(pb::ListModelsRequest {})
+        .await?;
     let models_before = before.into_inner().models.len();
     let uploads: Vec<_> = (0..ctx.args.uploads)
         .map(|_| {
@@ -1511,7 +1537,11 @@ async fn stalled_imports(ctx: &Ctx) -> Result<Tally, Error> {
         "each declared {declared} bytes and was to send {to_send}; {:.0} MB sent in all",
         sent_bytes.iter().sum::<u64>() as f64 / 1e6
     ));
-    let after = ctx.client().await?.list_models(pb::ListModelsRequest {}).await?;
+    let after = ctx
+        .client()
+        .await?
+        .list_models(pb::ListModelsRequest {})
+        .await?;
     let models_after = after.into_inner().models.len();
     if models_after != models_before {
         tally.flag(format!(
