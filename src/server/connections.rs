@@ -31,6 +31,7 @@ use tonic::codegen::{BoxFuture, Bytes, Service, http};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::pb;
+use crate::session::UntilSent;
 
 /// The transport's limits (`--max-connections`, `--max-concurrent-streams`, the
 /// `--*-timeout-secs` flags, `--max-connection-age-secs`, `--default-deadline-secs`).
@@ -566,7 +567,13 @@ where
                     .into_http(),
                 },
             };
-            Ok(res.map(|inner| TrackedBody { inner, open }))
+            let mut res = res;
+            let until_sent = res.extensions_mut().remove::<UntilSent>();
+            Ok(res.map(|inner| TrackedBody {
+                inner,
+                open,
+                _until_sent: until_sent,
+            }))
         })
     }
 }
@@ -623,11 +630,13 @@ impl Drop for OpenStream {
     }
 }
 
-/// A response body that keeps its call counted as open and adds its DATA bytes to what
-/// the connection owes.
+/// A response body that keeps its call counted as open, adds its DATA bytes to what
+/// the connection owes, and holds the answer's memory against the budget until it is
+/// sent or dropped (a reader that never reads holds at most what the budget allows).
 pub struct TrackedBody<B> {
     inner: B,
     open: Option<OpenStream>,
+    _until_sent: Option<UntilSent>,
 }
 
 impl<B> Body for TrackedBody<B>

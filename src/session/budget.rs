@@ -65,6 +65,16 @@ impl Reservation {
         self.bytes
     }
 
+    /// Gives back all but `bytes` of what this reservation holds (nothing if it holds
+    /// less): for a call whose answer, smaller than its peak, waits to be sent.
+    pub fn keep(&mut self, bytes: u64) {
+        let give = self.bytes.saturating_sub(bytes);
+        if let Some(r) = &self.reserved {
+            r.fetch_sub(give, Ordering::AcqRel);
+        }
+        self.bytes -= give;
+    }
+
     /// Holds `more` bytes too if they fit beside `held` (the sessions' bytes), all other
     /// reservations and this one within `budget`; unchanged and `false` otherwise. For
     /// what grows while a call runs (an upload as its chunks arrive).
@@ -85,6 +95,24 @@ impl Drop for Reservation {
         if let Some(r) = &self.reserved {
             r.fetch_sub(self.bytes, Ordering::AcqRel);
         }
+    }
+}
+
+/// A reservation carried by a response until the transport has sent it (or dropped it):
+/// an answer waiting for a slow or silent reader still counts against the budget, so
+/// many of them cannot add up past it. Cloneable only to travel in a response's
+/// extensions; the bytes come back when the last clone drops.
+#[derive(Debug, Clone)]
+pub struct UntilSent(Arc<Reservation>);
+
+impl UntilSent {
+    pub fn new(r: Reservation) -> Self {
+        UntilSent(Arc::new(r))
+    }
+
+    /// The bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes()
     }
 }
 
@@ -237,6 +265,17 @@ mod tests {
         drop(upload);
         assert_eq!(r.reserved(), 200);
         drop(other);
+        assert_eq!(r.reserved(), 0);
+        let mut answer = r.try_reserve(300, 0, 1000).expect("fits");
+        answer.keep(120);
+        assert_eq!((answer.bytes(), r.reserved()), (120, 120));
+        answer.keep(500);
+        assert_eq!(answer.bytes(), 120, "keep never grows");
+        let sent = UntilSent::new(answer);
+        let copy = sent.clone();
+        drop(sent);
+        assert_eq!(r.reserved(), 120, "a clone still holds it");
+        drop(copy);
         assert_eq!(r.reserved(), 0);
         let mut free = Reservation::unlimited(5);
         assert!(free.try_grow(u64::MAX - 5, 0, 0), "no budget, no refusal");

@@ -517,6 +517,64 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     assert_eq!(got.into_inner().parameters.len(), 4);
 }
 
+/// Answers waiting for a reader hold their bytes against the memory budget until they
+/// are sent or dropped: unread 8 MB GetModel answers fill a 64 MiB budget, a reading
+/// client is then refused (RESOURCE_EXHAUSTED, retry later) instead of the server
+/// holding unbounded answers, and once the silent connection goes the room comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_answers_count_against_the_memory_budget_until_they_go() {
+    let s = Serve::start(
+        "unread",
+        &["--max-memory", "64MiB", "--send-timeout-secs", "60"],
+    );
+    let mut c = s.client().await.max_decoding_message_size(64 << 20);
+    // An 8 MB answer (8,088,010 bytes of f64 values); the session itself holds as much.
+    let id = create_model(&mut c, 1000, 1000).await;
+    let values = || pb::GetModelRequest {
+        model_id: id.clone(),
+        include_values: true,
+    };
+    c.get_model(values()).await.expect("alone, the answer fits");
+    let request = grpc_message(&values());
+    let mut sock = s.raw().await;
+    sock.write_all(PREFACE).await.unwrap();
+    sock.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    // One at a time, so each is admitted alone (its peak, ~18 MB, then only its answer
+    // held): 16 unread answers would be 130 MB; the budget holds 6 beside the session.
+    for i in 0..16 {
+        open_stream(
+            &mut sock,
+            1 + 2 * i,
+            "/backprop.v1.Trainer/GetModel",
+            Some(&request),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let e = match c.get_model(values()).await {
+        Ok(_) => panic!("served while unread answers fill the budget"),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message()
+            .contains("memory budget (67108864 bytes, --max-memory)"),
+        "{}",
+        e.message()
+    );
+    drop(sock);
+    let mut served = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(r) = c.get_model(values()).await {
+            served = Some(r.into_inner());
+            break;
+        }
+    }
+    let got = served.expect("the answers' bytes came back when their connection went");
+    assert_eq!(got.parameters.len(), 4);
+}
+
 /// At `ulimit -n 64` with a connection cap above it, accept fails with EMFILE: the loop
 /// backs off instead of spinning, and once the silent sockets are closed a real client is
 /// served.

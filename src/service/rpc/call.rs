@@ -21,7 +21,7 @@ use crate::service::convert::{check_tensor, labels};
 use crate::service::limits::{Call, Cost, check_model_id, runs_inline};
 use crate::service::status::invalid;
 use crate::session::{
-    PoolError, Reservation, Session, SessionGuard, Tenant, WaitPlace, run_caught,
+    PoolError, Reservation, Session, SessionGuard, Tenant, UntilSent, WaitPlace, run_caught,
 };
 
 pub type ReadGuard = SessionGuard<tokio::sync::OwnedRwLockReadGuard<AnyModel>>;
@@ -41,6 +41,9 @@ pub struct OnSession<'a> {
     svc: &'a TrainerService,
     pub session: Arc<Session>,
     rows: usize,
+    /// The answer's share of the call's reservation, from its computation until the
+    /// response carries it (see [`OnSession::observe`]).
+    answer: std::sync::Mutex<Option<Reservation>>,
 }
 
 /// The caller's tenant and the request message.
@@ -102,6 +105,7 @@ impl TrainerService {
             svc: self,
             session: self.session(id, tenant)?,
             rows: 0,
+            answer: std::sync::Mutex::new(None),
         })
     }
 
@@ -132,14 +136,22 @@ impl TrainerService {
 }
 
 impl OnSession<'_> {
-    /// Runs the rest of the call inside its span (see [`TrainerService::observe`]).
+    /// Runs the rest of the call inside its span (see [`TrainerService::observe`]). The
+    /// answer's bytes stay reserved until the transport has sent them: the response
+    /// carries them as [`UntilSent`], which the server's per-call layer keeps with the
+    /// response body.
     pub async fn observe<R>(
         &self,
         method: &'static str,
         call: impl Future<Output = Result<R, Status>>,
     ) -> Result<Response<R>, Status> {
         let id = self.session.id.to_string();
-        self.svc.observe(method, &id, self.rows, call).await
+        let mut r = self.svc.observe(method, &id, self.rows, call).await;
+        let answer = self.answer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Ok(response), Some(held)) = (&mut r, answer) {
+            response.extensions_mut().insert(UntilSent::new(held));
+        }
+        r
     }
 
     /// The labels as the engine takes them, checked before any lock (one per row of x,
@@ -195,14 +207,19 @@ impl OnSession<'_> {
     }
 
     /// Runs the admitted call's math (pool or inline by its work), then gives back what
-    /// it reserved.
+    /// it reserved but the answer's encoded size, which is held until the answer is sent.
     pub async fn compute<R: Send + 'static>(
         &self,
         admitted: Admitted,
         f: impl FnOnce() -> Result<R, Status> + Send + 'static,
     ) -> Result<R, Status> {
-        let r = self.svc.run(admitted.cost.work, f).await?;
-        drop(admitted);
+        let Admitted {
+            cost,
+            _held: mut held,
+        } = admitted;
+        let r = self.svc.run(cost.work, f).await?;
+        held.keep(cost.answer_bytes);
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
         r
     }
 
