@@ -6,7 +6,7 @@ mod common_engine;
 use backprop::engine::EngineError;
 use backprop::engine::rng::Rng;
 use backprop::model::{
-    ActivationSpec, DType, HiddenSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
+    ActivationSpec, DType, HiddenSpec, LossSpec, Model, ModelSpec, Momentum, OptimizerSpec, Sgd,
 };
 use common_engine::{all_optimizers, bits_f32, bits_f64, gaussian2, labels};
 use ndarray::{Array2, ArrayD, IxDyn};
@@ -94,11 +94,11 @@ fn nesterov_momentum() {
     // w += −μ·v_prev + (1 + μ)·v. Element 0: w1 = 1 + 1.9·(−0.005) = 0.9905;
     // w2 = 0.9905 + 0.9·0.005 + 1.9·0.0055 = 1.00545.
     two_updates(
-        OptimizerSpec::Momentum {
+        OptimizerSpec::Momentum(Momentum {
             lr: 1e-2,
             momentum: 0.9,
             nesterov: true,
-        },
+        }),
         [
             [0.9905, -1.981, 0.462, 0.0],
             [1.00545, -1.97765, 0.4268, 0.057],
@@ -264,7 +264,7 @@ fn a_non_finite_gradient_changes_nothing() {
 #[test]
 fn an_update_that_overflows_is_rejected() {
     // f32 SGD with lr 10: 10·3e38 overflows, so the updated value would be −∞.
-    let (mut m, x, y) = trained::<f32>(OptimizerSpec::Sgd { lr: 10.0 });
+    let (mut m, x, y) = trained::<f32>(OptimizerSpec::Sgd(Sgd { lr: 10.0 }));
     let before = m.clone();
     let bits = param_bits32(&m);
     let mut g = named_grads(&m, &x, &y);

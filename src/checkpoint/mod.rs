@@ -233,7 +233,7 @@ fn encode_typed<T: Stored>(
     let mut tensors: Vec<(String, Bytes)> = Vec::with_capacity(params.len() * (1 + slots.len()));
     for (i, p) in params.iter().enumerate() {
         tensors.push((p.name.clone(), Bytes::of(&p.value)));
-        for (slot, name) in slots.iter().zip(names) {
+        for (slot, name) in slots.iter().zip(&names) {
             tensors.push((format!("{}.{name}", p.name), Bytes::of(&slot[i])));
         }
     }

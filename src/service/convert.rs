@@ -9,7 +9,8 @@ use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
 use crate::engine::scalar::Scalar;
 use crate::model::{
-    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, OptimizerSpec,
+    ActivationSpec, Adam, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, Momentum,
+    OptimizerSpec, RmsProp, Sgd,
 };
 use crate::pb;
 
@@ -260,87 +261,79 @@ fn hidden_from_proto(i: usize, h: &pb::HiddenLayer) -> Result<HiddenSpec, Status
     })
 }
 
-fn optimizer_from_proto(o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
+/// Each kind takes the fields it uses (the rule's `Default` filling what is unset); any
+/// field left set does not apply to that kind and is refused, so a new kind needs no list
+/// of where each field applies.
+fn optimizer_from_proto(mut o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
     let kind = pb::OptimizerKind::try_from(o.kind).map_err(|_| {
         invalid(
             "spec.optimizer.kind",
             format!("unknown optimizer {}", o.kind),
         )
     })?;
-    let unused = |set: bool, name: &str| {
-        if set {
-            Err(invalid(
-                format!("spec.optimizer.{name}"),
-                format!("does not apply to {}", kind.as_str_name()),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let is = |k: pb::OptimizerKind| kind == k;
-    unused(
-        o.momentum.is_some() && !is(pb::OptimizerKind::Momentum),
-        "momentum",
-    )?;
-    unused(o.nesterov && !is(pb::OptimizerKind::Momentum), "nesterov")?;
-    unused(
-        o.decay_rate.is_some() && !is(pb::OptimizerKind::Rmsprop),
-        "decay_rate",
-    )?;
-    let adam = is(pb::OptimizerKind::Adam);
-    unused(o.beta1.is_some() && !adam, "beta1")?;
-    unused(o.beta2.is_some() && !adam, "beta2")?;
-    unused(
-        o.epsilon.is_some() && !adam && !is(pb::OptimizerKind::Rmsprop),
-        "epsilon",
-    )?;
-    Ok(match kind {
+    let lr = |o: &mut pb::Optimizer, default: f64| o.learning_rate.take().unwrap_or(default);
+    let take = |field: &mut Option<f64>, default: f64| field.take().unwrap_or(default);
+    let spec = match kind {
         pb::OptimizerKind::Unspecified | pb::OptimizerKind::Sgd => {
-            let OptimizerSpec::Sgd { lr } = OptimizerSpec::sgd() else {
-                unreachable!()
-            };
-            OptimizerSpec::Sgd {
-                lr: o.learning_rate.unwrap_or(lr),
-            }
+            let d = Sgd::default();
+            OptimizerSpec::Sgd(Sgd {
+                lr: lr(&mut o, d.lr),
+            })
         }
         pb::OptimizerKind::Momentum => {
-            let OptimizerSpec::Momentum { lr, momentum, .. } = OptimizerSpec::momentum() else {
-                unreachable!()
-            };
-            OptimizerSpec::Momentum {
-                lr: o.learning_rate.unwrap_or(lr),
-                momentum: o.momentum.unwrap_or(momentum),
-                nesterov: o.nesterov,
-            }
+            let d = Momentum::default();
+            OptimizerSpec::Momentum(Momentum {
+                lr: lr(&mut o, d.lr),
+                momentum: take(&mut o.momentum, d.momentum),
+                nesterov: std::mem::take(&mut o.nesterov),
+            })
         }
         pb::OptimizerKind::Rmsprop => {
-            let OptimizerSpec::RmsProp { lr, decay, eps } = OptimizerSpec::rmsprop() else {
-                unreachable!()
-            };
-            OptimizerSpec::RmsProp {
-                lr: o.learning_rate.unwrap_or(lr),
-                decay: o.decay_rate.unwrap_or(decay),
-                eps: o.epsilon.unwrap_or(eps),
-            }
+            let d = RmsProp::default();
+            OptimizerSpec::RmsProp(RmsProp {
+                lr: lr(&mut o, d.lr),
+                decay: take(&mut o.decay_rate, d.decay),
+                eps: take(&mut o.epsilon, d.eps),
+            })
         }
         pb::OptimizerKind::Adam => {
-            let OptimizerSpec::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } = OptimizerSpec::adam()
-            else {
-                unreachable!()
-            };
-            OptimizerSpec::Adam {
-                lr: o.learning_rate.unwrap_or(lr),
-                beta1: o.beta1.unwrap_or(beta1),
-                beta2: o.beta2.unwrap_or(beta2),
-                eps: o.epsilon.unwrap_or(eps),
-            }
+            let d = Adam::default();
+            OptimizerSpec::Adam(Adam {
+                lr: lr(&mut o, d.lr),
+                beta1: take(&mut o.beta1, d.beta1),
+                beta2: take(&mut o.beta2, d.beta2),
+                eps: take(&mut o.epsilon, d.eps),
+            })
         }
-    })
+    };
+    // Every field but the kind, so that one added to the message cannot be forgotten
+    // here (the pattern has no `..`).
+    let pb::Optimizer {
+        kind: _,
+        learning_rate,
+        momentum,
+        nesterov,
+        decay_rate,
+        beta1,
+        beta2,
+        epsilon,
+    } = o;
+    let left = [
+        ("learning_rate", learning_rate.is_some()),
+        ("momentum", momentum.is_some()),
+        ("nesterov", nesterov),
+        ("decay_rate", decay_rate.is_some()),
+        ("beta1", beta1.is_some()),
+        ("beta2", beta2.is_some()),
+        ("epsilon", epsilon.is_some()),
+    ];
+    match left.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(invalid(
+            format!("spec.optimizer.{name}"),
+            format!("does not apply to {}", kind.as_str_name()),
+        )),
+        None => Ok(spec),
+    }
 }
 
 /// The wire form of a spec, every field explicit.
@@ -385,35 +378,35 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
         LossSpec::Softmax => (pb::LossKind::Softmax, None),
     };
     let optimizer = match s.optimizer {
-        OptimizerSpec::Sgd { lr } => pb::Optimizer {
+        OptimizerSpec::Sgd(Sgd { lr }) => pb::Optimizer {
             kind: pb::OptimizerKind::Sgd as i32,
             learning_rate: Some(lr),
             ..Default::default()
         },
-        OptimizerSpec::Momentum {
+        OptimizerSpec::Momentum(Momentum {
             lr,
             momentum,
             nesterov,
-        } => pb::Optimizer {
+        }) => pb::Optimizer {
             kind: pb::OptimizerKind::Momentum as i32,
             learning_rate: Some(lr),
             momentum: Some(momentum),
             nesterov,
             ..Default::default()
         },
-        OptimizerSpec::RmsProp { lr, decay, eps } => pb::Optimizer {
+        OptimizerSpec::RmsProp(RmsProp { lr, decay, eps }) => pb::Optimizer {
             kind: pb::OptimizerKind::Rmsprop as i32,
             learning_rate: Some(lr),
             decay_rate: Some(decay),
             epsilon: Some(eps),
             ..Default::default()
         },
-        OptimizerSpec::Adam {
+        OptimizerSpec::Adam(Adam {
             lr,
             beta1,
             beta2,
             eps,
-        } => pb::Optimizer {
+        }) => pb::Optimizer {
             kind: pb::OptimizerKind::Adam as i32,
             learning_rate: Some(lr),
             beta1: Some(beta1),
@@ -542,6 +535,43 @@ mod kinds {
             wire.len(),
             model.len(),
             "ActivationSpec::all() vs the proto enum"
+        );
+    }
+
+    #[test]
+    fn every_model_optimizer_round_trips_through_the_wire() {
+        let base = spec_from_proto(Some(with_layer(pb::HiddenLayer {
+            units: 4,
+            ..Default::default()
+        })))
+        .unwrap();
+        let mut kinds = OptimizerSpec::all().to_vec();
+        kinds.push(OptimizerSpec::Momentum(Momentum {
+            nesterov: true,
+            ..Momentum::default()
+        }));
+        for o in kinds {
+            let spec = ModelSpec {
+                optimizer: o,
+                ..base.clone()
+            };
+            let wire = spec_to_proto(&spec).optimizer.unwrap();
+            // The proto's name for a kind is the model's, upper-cased: the CLI relies on it.
+            let name = pb::OptimizerKind::try_from(wire.kind)
+                .unwrap()
+                .as_str_name();
+            assert_eq!(
+                name,
+                format!("OPTIMIZER_KIND_{}", o.kind_name().to_ascii_uppercase())
+            );
+            let back = spec_from_proto(Some(spec_to_proto(&spec))).unwrap();
+            assert_eq!(back.optimizer, o);
+        }
+        let wire = (1..64).filter_map(|i| pb::OptimizerKind::try_from(i).ok());
+        assert_eq!(
+            wire.count(),
+            OptimizerSpec::all().len(),
+            "OptimizerSpec::all() vs the proto enum"
         );
     }
 

@@ -1,14 +1,23 @@
-//! The CS231n update rules, with state per parameter. An update is all-or-nothing: new
-//! values and new state are computed into fresh buffers and checked finite (gradients,
-//! values and state alike), and only then swapped in; any error leaves every parameter
-//! and every state slot as it was.
-//!
-//! - SGD: `w −= lr·dw`
-//! - Momentum: `v = μv − lr·dw; w += v`; Nesterov: `w += −μ·v_prev + (1 + μ)·v`
-//! - RMSProp: `c = ρc + (1 − ρ)dw²; w −= lr·dw / (√c + ε)`
-//! - Adam: `m = β1·m + (1 − β1)dw; v = β2·v + (1 − β2)dw²; t += 1;`
-//!   `w −= lr·m̂ / (√v̂ + ε)` with `m̂ = m/(1 − β1ᵗ)`, `v̂ = v/(1 − β2ᵗ)`
-use ndarray::{ArrayD, Zip};
+//! The update rules, one file each ([`Sgd`], [`Momentum`], [`RmsProp`], [`Adam`]), each
+//! its hyper-parameters with their defaults, its state slots and its update behind
+//! [`Rule`]; [`OptimizerSpec`](super::OptimizerSpec) lists them. [`Optimizer`] keeps
+//! their state per parameter and makes an update all-or-nothing: new values and new
+//! state are computed into fresh buffers and checked finite (gradients, values and state
+//! alike), and only then swapped in; any error leaves every parameter and every state
+//! slot as it was.
+mod adam;
+mod momentum;
+mod rmsprop;
+mod rule;
+mod sgd;
+
+pub use adam::Adam;
+pub use momentum::Momentum;
+pub use rmsprop::RmsProp;
+pub use rule::{Rule, Slot, Staged};
+pub use sgd::Sgd;
+
+use ndarray::ArrayD;
 
 use super::net::Param;
 use super::spec::OptimizerSpec;
@@ -19,41 +28,26 @@ use crate::engine::scalar::Scalar;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Optimizer<T> {
     spec: OptimizerSpec,
-    /// Per parameter: velocity (momentum), cache (RMSProp) or first moment m (Adam).
-    first: Vec<ArrayD<T>>,
-    /// Per parameter: second moment v (Adam only).
-    second: Vec<ArrayD<T>>,
-    /// Adam's step count t.
+    /// `state[k][i]`: slot `k` (of `spec.slots()`) of parameter `i`, of its shape.
+    state: Vec<Vec<ArrayD<T>>>,
+    /// The number of updates applied (Adam's t).
     t: u64,
-}
-
-/// The state of one parameter after an update, before it is committed.
-struct Staged<T> {
-    value: ArrayD<T>,
-    first: Option<ArrayD<T>>,
-    second: Option<ArrayD<T>>,
 }
 
 impl<T: Scalar> Optimizer<T> {
     /// Fresh state (all zeros) for these parameters.
     pub fn new(spec: OptimizerSpec, params: &[Param<T>]) -> Self {
-        let zeros = || {
-            params
-                .iter()
-                .map(|p| ArrayD::zeros(p.value.raw_dim()))
-                .collect()
-        };
-        let (first, second) = match spec {
-            OptimizerSpec::Sgd { .. } => (Vec::new(), Vec::new()),
-            OptimizerSpec::Momentum { .. } | OptimizerSpec::RmsProp { .. } => (zeros(), Vec::new()),
-            OptimizerSpec::Adam { .. } => (zeros(), zeros()),
-        };
-        Optimizer {
-            spec,
-            first,
-            second,
-            t: 0,
-        }
+        let state = spec
+            .slots()
+            .iter()
+            .map(|_| {
+                params
+                    .iter()
+                    .map(|p| ArrayD::zeros(p.value.raw_dim()))
+                    .collect()
+            })
+            .collect();
+        Optimizer { spec, state, t: 0 }
     }
 
     /// State restored from a checkpoint: `slots[k][i]` is state slot `k` (see
@@ -63,22 +57,23 @@ impl<T: Scalar> Optimizer<T> {
     pub fn from_state(
         spec: OptimizerSpec,
         params: &[Param<T>],
-        mut slots: Vec<Vec<ArrayD<T>>>,
+        slots: Vec<Vec<ArrayD<T>>>,
         t: u64,
     ) -> Result<Self> {
-        let names = Self::slot_names(&spec);
-        if slots.len() != names.len() {
+        let kinds = spec.slots();
+        if slots.len() != kinds.len() {
             return Err(EngineError::Parameter {
                 field: "optimizer".into(),
                 reason: format!(
                     "{} needs {} state slot(s) per parameter, got {}",
                     spec.kind_name(),
-                    names.len(),
+                    kinds.len(),
                     slots.len()
                 ),
             });
         }
-        for (slot, name) in slots.iter().zip(names) {
+        for (slot, kind) in slots.iter().zip(kinds) {
+            let name = kind.name;
             if slot.len() != params.len() {
                 return Err(EngineError::Parameter {
                     field: "optimizer".into(),
@@ -99,7 +94,7 @@ impl<T: Scalar> Optimizer<T> {
                     ));
                 }
                 super::net::check_finite(&field, s)?;
-                if Self::square_slots(&spec).contains(name)
+                if kind.squares
                     && let Some((index, v)) = s.iter().enumerate().find(|(_, v)| **v < T::zero())
                 {
                     return Err(EngineError::Parameter {
@@ -112,16 +107,9 @@ impl<T: Scalar> Optimizer<T> {
                 }
             }
         }
-        let second = if slots.len() > 1 {
-            slots.pop().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let first = slots.pop().unwrap_or_default();
         Ok(Optimizer {
             spec,
-            first,
-            second,
+            state: slots,
             t,
         })
     }
@@ -132,35 +120,14 @@ impl<T: Scalar> Optimizer<T> {
 
     /// The names of the per-parameter state slots this optimizer keeps, in order; a
     /// checkpoint stores slot `k` of parameter `p` as the tensor `{p}.{name_k}`.
-    pub fn slot_names(spec: &OptimizerSpec) -> &'static [&'static str] {
-        match spec {
-            OptimizerSpec::Sgd { .. } => &[],
-            OptimizerSpec::Momentum { .. } => &["momentum"],
-            OptimizerSpec::RmsProp { .. } => &["rmsprop_cache"],
-            OptimizerSpec::Adam { .. } => &["adam_m", "adam_v"],
-        }
-    }
-
-    /// The slots (of [`slot_names`](Self::slot_names)) that hold running averages of
-    /// squared gradients: RMSProp's cache and Adam's v. They are never negative (√ of
-    /// them is taken), so state restored with a negative one is refused.
-    fn square_slots(spec: &OptimizerSpec) -> &'static [&'static str] {
-        match spec {
-            OptimizerSpec::Sgd { .. } | OptimizerSpec::Momentum { .. } => &[],
-            OptimizerSpec::RmsProp { .. } => &["rmsprop_cache"],
-            OptimizerSpec::Adam { .. } => &["adam_v"],
-        }
+    pub fn slot_names(spec: &OptimizerSpec) -> Vec<&'static str> {
+        spec.slots().iter().map(|s| s.name).collect()
     }
 
     /// The state slots (as [`slot_names`](Self::slot_names) orders them, one tensor per
-    /// parameter each) and Adam's step count t.
+    /// parameter each) and the update count t.
     pub fn state(&self) -> (Vec<&[ArrayD<T>]>, u64) {
-        let slots = match Self::slot_names(&self.spec).len() {
-            0 => vec![],
-            1 => vec![&self.first[..]],
-            _ => vec![&self.first[..], &self.second[..]],
-        };
-        (slots, self.t)
+        (self.state.iter().map(Vec::as_slice).collect(), self.t)
     }
 
     /// Applies one update with `grads` (one per parameter, same shapes, in order).
@@ -190,106 +157,24 @@ impl<T: Scalar> Optimizer<T> {
                 ));
             }
             first_non_finite(&p.name, "gradient", g)?;
-            let s = self.stage(i, &p.value, g, t);
+            let state: Vec<&ArrayD<T>> = self.state.iter().map(|slot| &slot[i]).collect();
+            let s = self.spec.stage(&p.value, g, &state, t);
             first_non_finite(&p.name, "updated value", &s.value)?;
             // A finite g can have an infinite (1 − ρ)·g² (f32, |g| ≳ 1e20): the step is then
             // finite (g/√∞ = 0) but the state would freeze the parameter for good.
-            for state in s.first.iter().chain(&s.second) {
+            for state in &s.state {
                 first_non_finite(&p.name, "optimizer state", state)?;
             }
             staged.push(s);
         }
         for (i, (p, s)) in params.iter_mut().zip(staged).enumerate() {
             p.value = s.value;
-            if let Some(f) = s.first {
-                self.first[i] = f;
-            }
-            if let Some(v) = s.second {
-                self.second[i] = v;
+            for (slot, new) in self.state.iter_mut().zip(s.state) {
+                slot[i] = new;
             }
         }
         self.t = t;
         Ok(())
-    }
-
-    /// Computes parameter `i`'s new value and state, without committing them.
-    fn stage(&self, i: usize, w: &ArrayD<T>, g: &ArrayD<T>, t: u64) -> Staged<T> {
-        let one = T::one();
-        match self.spec {
-            OptimizerSpec::Sgd { lr } => {
-                let lr = T::of(lr);
-                Staged {
-                    value: Zip::from(w).and(g).map_collect(|&w, &g| w - lr * g),
-                    first: None,
-                    second: None,
-                }
-            }
-            OptimizerSpec::Momentum {
-                lr,
-                momentum,
-                nesterov,
-            } => {
-                let (lr, mu) = (T::of(lr), T::of(momentum));
-                let v_prev = &self.first[i];
-                let v = Zip::from(v_prev)
-                    .and(g)
-                    .map_collect(|&v, &g| mu * v - lr * g);
-                let value = if nesterov {
-                    Zip::from(w)
-                        .and(v_prev)
-                        .and(&v)
-                        .map_collect(|&w, &vp, &v| w - mu * vp + (one + mu) * v)
-                } else {
-                    w + &v
-                };
-                Staged {
-                    value,
-                    first: Some(v),
-                    second: None,
-                }
-            }
-            OptimizerSpec::RmsProp { lr, decay, eps } => {
-                let (lr, rho, eps) = (T::of(lr), T::of(decay), T::of(eps));
-                let c = Zip::from(&self.first[i])
-                    .and(g)
-                    .map_collect(|&c, &g| rho * c + (one - rho) * g * g);
-                let value = Zip::from(w)
-                    .and(g)
-                    .and(&c)
-                    .map_collect(|&w, &g, &c| w - lr * g / (c.sqrt() + eps));
-                Staged {
-                    value,
-                    first: Some(c),
-                    second: None,
-                }
-            }
-            OptimizerSpec::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
-                let (lr_t, b1, b2, eps) = (T::of(lr), T::of(beta1), T::of(beta2), T::of(eps));
-                // Bias corrections in f64: β^t underflows gracefully to 0 there.
-                let c1 = T::of(1.0 - beta1.powf(t as f64));
-                let c2 = T::of(1.0 - beta2.powf(t as f64));
-                let m = Zip::from(&self.first[i])
-                    .and(g)
-                    .map_collect(|&m, &g| b1 * m + (one - b1) * g);
-                let v = Zip::from(&self.second[i])
-                    .and(g)
-                    .map_collect(|&v, &g| b2 * v + (one - b2) * g * g);
-                let value = Zip::from(w)
-                    .and(&m)
-                    .and(&v)
-                    .map_collect(|&w, &m, &v| w - lr_t * (m / c1) / ((v / c2).sqrt() + eps));
-                Staged {
-                    value,
-                    first: Some(m),
-                    second: Some(v),
-                }
-            }
-        }
     }
 }
 
