@@ -36,8 +36,9 @@ pub struct TrainArgs {
     /// L2 regularization strength λ in R = λ·Σ W².
     #[arg(long, default_value_t = 0.0, value_name = "λ")]
     pub l2: f64,
-    #[arg(long, value_enum, default_value = "adam")]
-    pub optimizer: OptimizerArg,
+    /// The update rule (the server's names for them).
+    #[arg(long, default_value = "adam", value_parser = describe::optimizer_choices())]
+    pub optimizer: String,
     /// Learning rate; default: the server's for the optimizer (1e-3 Adam, 1e-2 others).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -104,14 +105,6 @@ pub enum LossArg {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum OptimizerArg {
-    Sgd,
-    Momentum,
-    Rmsprop,
-    Adam,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DtypeArg {
     F32,
     F64,
@@ -123,6 +116,13 @@ const EVAL_ELEMENTS: usize = 1 << 20;
 pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let spec_hidden = hidden_layers(&args)?;
     check_flags(&args)?;
+    // The choices are the model's names, each pinned to a proto kind by tests.
+    let optimizer = describe::optimizer_wire(&args.optimizer).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--optimizer {}: no such proto kind",
+            args.optimizer
+        ))
+    })?;
 
     let path = args.data.display().to_string();
     let text = std::fs::read_to_string(&args.data).map_err(|source| CliError::Read {
@@ -158,12 +158,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         } as i32,
         l2: args.l2,
         optimizer: Some(pb::Optimizer {
-            kind: match args.optimizer {
-                OptimizerArg::Sgd => pb::OptimizerKind::Sgd,
-                OptimizerArg::Momentum => pb::OptimizerKind::Momentum,
-                OptimizerArg::Rmsprop => pb::OptimizerKind::Rmsprop,
-                OptimizerArg::Adam => pb::OptimizerKind::Adam,
-            } as i32,
+            kind: optimizer as i32,
             learning_rate: args.lr,
             ..Default::default()
         }),
