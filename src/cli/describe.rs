@@ -114,6 +114,7 @@ pub fn optimizer(spec: &pb::ModelSpec) -> String {
         ("β1", o.beta1),
         ("β2", o.beta2),
         ("ε", o.epsilon),
+        ("weight-decay", o.weight_decay),
     ];
     for (name, value) in settings {
         if let Some(v) = value {
@@ -174,6 +175,7 @@ pub fn spec_json(spec: &pb::ModelSpec) -> Value {
             "beta1": o.beta1,
             "beta2": o.beta2,
             "epsilon": o.epsilon,
+            "weight_decay": o.weight_decay,
         },
         "init": {
             "scheme": init_scheme(&i),

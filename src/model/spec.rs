@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 use super::check::{non_negative, positive};
-use super::optim::{Adam, Momentum, RmsProp, Rule, Sgd, Slot, Staged};
+use super::optim::{Adam, AdamW, Momentum, RmsProp, Rule, Sgd, Slot, Staged};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
@@ -103,6 +103,7 @@ pub enum OptimizerSpec {
     #[serde(alias = "rms_prop")]
     RmsProp(RmsProp),
     Adam(Adam),
+    AdamW(AdamW),
 }
 
 /// Binds `$r` to the rule inside `$spec` and evaluates `$body` (the same code for every
@@ -115,18 +116,20 @@ macro_rules! with_rule {
             OptimizerSpec::Momentum($r) => $body,
             OptimizerSpec::RmsProp($r) => $body,
             OptimizerSpec::Adam($r) => $body,
+            OptimizerSpec::AdamW($r) => $body,
         }
     };
 }
 
 impl OptimizerSpec {
     /// Every rule with its defaults, in the order the proto numbers them.
-    pub fn all() -> [OptimizerSpec; 4] {
+    pub fn all() -> [OptimizerSpec; 5] {
         [
             OptimizerSpec::Sgd(Sgd::default()),
             OptimizerSpec::Momentum(Momentum::default()),
             OptimizerSpec::RmsProp(RmsProp::default()),
             OptimizerSpec::Adam(Adam::default()),
+            OptimizerSpec::AdamW(AdamW::default()),
         ]
     }
 

@@ -9,7 +9,7 @@ use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
 use crate::engine::scalar::Scalar;
 use crate::model::{
-    ActivationSpec, Adam, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, Momentum,
+    ActivationSpec, Adam, AdamW, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, Momentum,
     OptimizerSpec, RmsProp, Sgd,
 };
 use crate::pb;
@@ -305,6 +305,16 @@ fn optimizer_from_proto(mut o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
                 eps: take(&mut o.epsilon, d.eps),
             })
         }
+        pb::OptimizerKind::Adamw => {
+            let d = AdamW::default();
+            OptimizerSpec::AdamW(AdamW {
+                lr: lr(&mut o, d.lr),
+                beta1: take(&mut o.beta1, d.beta1),
+                beta2: take(&mut o.beta2, d.beta2),
+                eps: take(&mut o.epsilon, d.eps),
+                weight_decay: take(&mut o.weight_decay, d.weight_decay),
+            })
+        }
     };
     // Every field but the kind, so that one added to the message cannot be forgotten
     // here (the pattern has no `..`).
@@ -317,6 +327,7 @@ fn optimizer_from_proto(mut o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
         beta1,
         beta2,
         epsilon,
+        weight_decay,
     } = o;
     let left = [
         ("learning_rate", learning_rate.is_some()),
@@ -326,6 +337,7 @@ fn optimizer_from_proto(mut o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
         ("beta1", beta1.is_some()),
         ("beta2", beta2.is_some()),
         ("epsilon", epsilon.is_some()),
+        ("weight_decay", weight_decay.is_some()),
     ];
     match left.iter().find(|(_, set)| *set) {
         Some((name, _)) => Err(invalid(
@@ -414,6 +426,21 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
             epsilon: Some(eps),
             ..Default::default()
         },
+        OptimizerSpec::AdamW(AdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        }) => pb::Optimizer {
+            kind: pb::OptimizerKind::Adamw as i32,
+            learning_rate: Some(lr),
+            beta1: Some(beta1),
+            beta2: Some(beta2),
+            epsilon: Some(eps),
+            weight_decay: Some(weight_decay),
+            ..Default::default()
+        },
     };
     let (scheme, weight_scale) = match s.init {
         InitSpec::Auto => (pb::InitScheme::Unspecified, None),
@@ -460,6 +487,130 @@ mod tests {
             to_tensor(full.reversed_axes()).values[..4],
             [0.0, 3.0, 6.0, 9.0]
         );
+    }
+}
+
+#[cfg(test)]
+mod optimizer_fields {
+    //! Which wire fields each optimizer kind takes, AdamW's in particular.
+    use super::*;
+
+    fn spec(o: pb::Optimizer) -> Result<ModelSpec, Status> {
+        spec_from_proto(Some(pb::ModelSpec {
+            input_dim: 3,
+            num_classes: 2,
+            optimizer: Some(o),
+            ..Default::default()
+        }))
+    }
+
+    fn adamw(o: pb::Optimizer) -> pb::Optimizer {
+        pb::Optimizer {
+            kind: pb::OptimizerKind::Adamw as i32,
+            ..o
+        }
+    }
+
+    #[test]
+    fn adamw_takes_adams_fields_and_weight_decay_with_pytorchs_defaults() {
+        let d = spec(adamw(pb::Optimizer::default())).unwrap();
+        assert_eq!(
+            d.optimizer,
+            OptimizerSpec::AdamW(AdamW {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            })
+        );
+        let set = spec(adamw(pb::Optimizer {
+            learning_rate: Some(0.02),
+            beta1: Some(0.8),
+            beta2: Some(0.99),
+            epsilon: Some(1e-6),
+            weight_decay: Some(0.0),
+            ..Default::default()
+        }))
+        .unwrap();
+        let want = OptimizerSpec::AdamW(AdamW {
+            lr: 0.02,
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            weight_decay: 0.0,
+        });
+        assert_eq!(set.optimizer, want);
+        let wire = spec_to_proto(&set).optimizer.unwrap();
+        assert_eq!(wire.weight_decay, Some(0.0));
+        assert_eq!(spec(wire).unwrap().optimizer, want);
+    }
+
+    #[test]
+    fn a_field_is_refused_where_its_kind_does_not_use_it() {
+        use pb::OptimizerKind as K;
+        for k in [K::Unspecified, K::Sgd, K::Momentum, K::Rmsprop, K::Adam] {
+            let e = spec(pb::Optimizer {
+                kind: k as i32,
+                weight_decay: Some(0.01),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                e.message(),
+                format!(
+                    "spec.optimizer.weight_decay: does not apply to {}",
+                    k.as_str_name()
+                )
+            );
+        }
+        for (o, field) in [
+            (
+                pb::Optimizer {
+                    momentum: Some(0.9),
+                    ..Default::default()
+                },
+                "momentum",
+            ),
+            (
+                pb::Optimizer {
+                    nesterov: true,
+                    ..Default::default()
+                },
+                "nesterov",
+            ),
+            (
+                pb::Optimizer {
+                    decay_rate: Some(0.9),
+                    ..Default::default()
+                },
+                "decay_rate",
+            ),
+        ] {
+            let e = spec(adamw(o)).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("spec.optimizer.{field}: does not apply to OPTIMIZER_KIND_ADAMW")
+            );
+        }
+    }
+
+    #[test]
+    fn a_weight_decay_below_zero_or_not_finite_is_refused() {
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            let e = spec(adamw(pb::Optimizer {
+                weight_decay: Some(bad),
+                ..Default::default()
+            }))
+            .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().starts_with("spec.optimizer.weight_decay: "),
+                "{bad}: {}",
+                e.message()
+            );
+        }
     }
 }
 

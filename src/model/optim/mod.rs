@@ -1,4 +1,4 @@
-//! The update rules, one file each ([`Sgd`], [`Momentum`], [`RmsProp`], [`Adam`]), each
+//! The update rules, one file each ([`Sgd`], [`Momentum`], [`RmsProp`], [`Adam`], [`AdamW`]), each
 //! its hyper-parameters with their defaults, its state slots and its update behind
 //! [`Rule`]; [`OptimizerSpec`](super::OptimizerSpec) lists them. [`Optimizer`] keeps
 //! their state per parameter and makes an update all-or-nothing: new values and new
@@ -6,12 +6,14 @@
 //! alike), and only then swapped in; any error leaves every parameter and every state
 //! slot as it was.
 mod adam;
+mod adamw;
 mod momentum;
 mod rmsprop;
 mod rule;
 mod sgd;
 
 pub use adam::Adam;
+pub use adamw::AdamW;
 pub use momentum::Momentum;
 pub use rmsprop::RmsProp;
 pub use rule::{Rule, Slot, Staged};
