@@ -25,10 +25,11 @@ from sklearn.model_selection import train_test_split
 from backprop_client import DEFAULT_ADDRESS, connect, pb, tensor
 
 LOSSES = {"svm": pb.LOSS_KIND_SVM, "softmax": pb.LOSS_KIND_SOFTMAX}
-# The server's optimizer names; each is OPTIMIZER_KIND_<NAME> on the wire.
+# The server's optimizer names, from the proto enum: OPTIMIZER_KIND_ADAMW is `adamw`.
 OPTIMIZERS = {
-    name: pb.OptimizerKind.Value(f"OPTIMIZER_KIND_{name.upper()}")
-    for name in ("sgd", "momentum", "rmsprop", "adam", "adamw")
+    name.removeprefix("OPTIMIZER_KIND_").lower(): value
+    for name, value in pb.OptimizerKind.items()
+    if value != pb.OPTIMIZER_KIND_UNSPECIFIED
 }
 # The hidden layer's activation: (enum, GELU form or None).
 ACTIVATIONS = {
