@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         bias: true,
         loss: LossSpec::Softmax,
         l2: 0.01,
-        optimizer: OptimizerSpec::Sgd { lr: 1e-2 },
+        optimizer: OptimizerSpec::Sgd(backprop::model::Sgd { lr: 1e-2 }),
         init: InitSpec::Auto,
         seed: 4,
         dtype: DType::F64,

@@ -37,7 +37,7 @@ pub fn w1_spec() -> ModelSpec {
     ModelSpec {
         loss: LossSpec::Svm { margin: 1.0 },
         l2: 1e-3,
-        optimizer: OptimizerSpec::Sgd { lr: 1e-3 },
+        optimizer: OptimizerSpec::Sgd(backprop::model::Sgd { lr: 1e-3 }),
         init: InitSpec::Gaussian { scale: 1e-2 },
         seed: 0,
         dtype: DType::F32,

@@ -25,6 +25,12 @@ from sklearn.model_selection import train_test_split
 from backprop_client import DEFAULT_ADDRESS, connect, pb, tensor
 
 LOSSES = {"svm": pb.LOSS_KIND_SVM, "softmax": pb.LOSS_KIND_SOFTMAX}
+# The server's optimizer names, from the proto enum: OPTIMIZER_KIND_ADAMW is `adamw`.
+OPTIMIZERS = {
+    name.removeprefix("OPTIMIZER_KIND_").lower(): value
+    for name, value in pb.OptimizerKind.items()
+    if value != pb.OPTIMIZER_KIND_UNSPECIFIED
+}
 # The hidden layer's activation: (enum, GELU form or None).
 ACTIVATIONS = {
     "relu": (pb.ACTIVATION_RELU, None),
@@ -58,9 +64,18 @@ def model_spec(args, input_dim: int, num_classes: int) -> pb.ModelSpec:
         num_classes=num_classes,
         loss=LOSSES[args.loss],
         l2=args.l2,
-        optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, learning_rate=args.lr),
+        optimizer=optimizer(args),
         init=pb.Init(seed=args.seed),
     )
+
+
+def optimizer(args) -> pb.Optimizer:
+    """The update rule; unset fields take the server's defaults (AdamW's weight decay
+    0.01, as PyTorch's)."""
+    o = pb.Optimizer(kind=OPTIMIZERS[args.optimizer], learning_rate=args.lr)
+    if args.weight_decay is not None:
+        o.weight_decay = args.weight_decay
+    return o
 
 
 def train(args) -> dict:
@@ -107,6 +122,12 @@ def train(args) -> dict:
     return {
         "loss": args.loss,
         "activation": args.activation,
+        "optimizer": args.optimizer,
+        # As the server filled it in (AdamW's weight decay; absent for other kinds).
+        "weight_decay": (
+            created.spec.optimizer.weight_decay
+            if created.spec.optimizer.HasField("weight_decay") else None
+        ),
         "train_accuracy": on_train.accuracy,
         "test_accuracy": on_test.accuracy,
         # The mean TrainStep loss over the last epoch (each is the batch's loss before
@@ -141,7 +162,11 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=128, help="units in the hidden layer")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu",
                    help="the hidden layer's activation")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam",
+                   help="the update rule")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--weight-decay", type=float,
+                   help="AdamW's decoupled weight decay λ (default: the server's, 0.01)")
     p.add_argument("--l2", type=float, default=1e-4, help="λ in R = λ·Σ W²")
     p.add_argument("--seed", type=int, default=0, help="server init and minibatch order")
     p.add_argument("--split-seed", type=int, default=0, help="train/test split")

@@ -2,11 +2,12 @@
 //! takes, and `--state-dir` keeps on disk.
 //!
 //! Tensors carry the API's names: the parameters (`layers.0.weight`, `layers.1.bias`,
-//! `layers.0.pieces.1.weight`, …) and, per parameter, the optimizer's state slots
-//! (`layers.0.weight.momentum`, `.rmsprop_cache`, `.adam_m`, `.adam_v`), all in the
-//! model's dtype (F32 or F64). `__metadata__` holds the spec as JSON (the same fields as
-//! [`ModelSpec`]'s serde form), the step, Adam's t and the format name; callers may add
-//! keys of their own (the session store adds the id and the owner).
+//! `layers.0.pieces.1.weight`, …) and, per parameter, the optimizer's state slots under
+//! their rule's names (`layers.0.weight.momentum`, `.rmsprop_cache`, `.adam_m`,
+//! `.adam_v`, …; see [`Slot`](crate::model::optim::Slot)), all in the model's dtype (F32
+//! or F64). `__metadata__` holds the spec as JSON (the same fields as [`ModelSpec`]'s
+//! serde form), the step, Adam's t and the format name; callers may add keys of their
+//! own (the session store adds the id and the owner).
 //!
 //! Decoding is strict: every tensor the spec implies must be present with its shape,
 //! dtype and finite values (second moments ≥ 0), and nothing else may be, so a file
@@ -233,7 +234,7 @@ fn encode_typed<T: Stored>(
     let mut tensors: Vec<(String, Bytes)> = Vec::with_capacity(params.len() * (1 + slots.len()));
     for (i, p) in params.iter().enumerate() {
         tensors.push((p.name.clone(), Bytes::of(&p.value)));
-        for (slot, name) in slots.iter().zip(names) {
+        for (slot, name) in slots.iter().zip(&names) {
             tensors.push((format!("{}.{name}", p.name), Bytes::of(&slot[i])));
         }
     }

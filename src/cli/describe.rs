@@ -2,6 +2,7 @@
 //! `f32`), a one-line layer chain for tables, and a JSON object for `--json`.
 use serde_json::{Value, json};
 
+use crate::model::OptimizerSpec;
 use crate::pb;
 
 pub fn activation(a: i32) -> &'static str {
@@ -34,15 +35,37 @@ pub fn dtype(spec: &pb::ModelSpec) -> &'static str {
     }
 }
 
+/// The model's name for an optimizer kind: the proto value's suffix
+/// (`OPTIMIZER_KIND_ADAMW` → `adamw`), found among the model's rules, so a new rule needs
+/// no line here (`service::convert`'s tests pin the two spellings together).
 pub fn optimizer_kind(o: &pb::Optimizer) -> &'static str {
     use pb::OptimizerKind as K;
     match K::try_from(o.kind) {
-        Ok(K::Unspecified | K::Sgd) => "sgd",
-        Ok(K::Momentum) => "momentum",
-        Ok(K::Rmsprop) => "rmsprop",
-        Ok(K::Adam) => "adam",
+        Ok(K::Unspecified) => "sgd",
+        Ok(k) => k
+            .as_str_name()
+            .strip_prefix(OPTIMIZER_PREFIX)
+            .and_then(|suffix| optimizer_names().find(|name| name.eq_ignore_ascii_case(suffix)))
+            .unwrap_or("unknown"),
         Err(_) => "unknown",
     }
+}
+
+const OPTIMIZER_PREFIX: &str = "OPTIMIZER_KIND_";
+
+/// Every optimizer the model has, by name (`sgd`, `momentum`, …).
+fn optimizer_names() -> impl Iterator<Item = &'static str> {
+    OptimizerSpec::all().into_iter().map(|o| o.kind_name())
+}
+
+/// The proto kind of an optimizer name (`adamw` → `OPTIMIZER_KIND_ADAMW`).
+pub fn optimizer_wire(name: &str) -> Option<pb::OptimizerKind> {
+    pb::OptimizerKind::from_str_name(&format!("{OPTIMIZER_PREFIX}{}", name.to_ascii_uppercase()))
+}
+
+/// `--optimizer NAME`: the choices are the model's rule names.
+pub fn optimizer_choices() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(optimizer_names())
 }
 
 fn init_scheme(i: &pb::Init) -> &'static str {
@@ -91,6 +114,7 @@ pub fn optimizer(spec: &pb::ModelSpec) -> String {
         ("β1", o.beta1),
         ("β2", o.beta2),
         ("ε", o.epsilon),
+        ("weight-decay", o.weight_decay),
     ];
     for (name, value) in settings {
         if let Some(v) = value {
@@ -151,6 +175,7 @@ pub fn spec_json(spec: &pb::ModelSpec) -> Value {
             "beta1": o.beta1,
             "beta2": o.beta2,
             "epsilon": o.epsilon,
+            "weight_decay": o.weight_decay,
         },
         "init": {
             "scheme": init_scheme(&i),
@@ -218,6 +243,26 @@ mod tests {
         assert_eq!(optimizer(&spec), "sgd");
         assert_eq!(number(1e-8), "1e-8");
         assert_eq!(number(0.001), "0.001");
+    }
+
+    #[test]
+    fn every_optimizer_name_has_a_proto_kind_and_back() {
+        let names: Vec<_> = optimizer_names().collect();
+        assert!(names.contains(&"rmsprop"), "{names:?}");
+        for name in names {
+            let kind = optimizer_wire(name).unwrap_or_else(|| panic!("{name}"));
+            let o = pb::Optimizer {
+                kind: kind as i32,
+                ..Default::default()
+            };
+            assert_eq!(optimizer_kind(&o), name);
+        }
+        assert_eq!(optimizer_kind(&pb::Optimizer::default()), "sgd");
+        let unknown = pb::Optimizer {
+            kind: 999,
+            ..Default::default()
+        };
+        assert_eq!(optimizer_kind(&unknown), "unknown");
     }
 
     #[test]

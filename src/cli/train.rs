@@ -36,11 +36,18 @@ pub struct TrainArgs {
     /// L2 regularization strength λ in R = λ·Σ W².
     #[arg(long, default_value_t = 0.0, value_name = "λ")]
     pub l2: f64,
-    #[arg(long, value_enum, default_value = "adam")]
-    pub optimizer: OptimizerArg,
-    /// Learning rate; default: the server's for the optimizer (1e-3 Adam, 1e-2 others).
+    /// The update rule (the server's names for them).
+    #[arg(long, default_value = "adam", value_parser = describe::optimizer_choices())]
+    pub optimizer: String,
+    /// Learning rate; default: the server's for the optimizer (1e-3 Adam and AdamW, 1e-2
+    /// others).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// AdamW's decoupled weight decay λ: every parameter, biases too, shrinks by lr·λ·w
+    /// each step, outside the loss (unlike --l2); default: the server's, 0.01. Only with
+    /// --optimizer adamw.
+    #[arg(long, value_name = "λ")]
+    pub weight_decay: Option<f64>,
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -104,14 +111,6 @@ pub enum LossArg {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum OptimizerArg {
-    Sgd,
-    Momentum,
-    Rmsprop,
-    Adam,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DtypeArg {
     F32,
     F64,
@@ -123,6 +122,13 @@ const EVAL_ELEMENTS: usize = 1 << 20;
 pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let spec_hidden = hidden_layers(&args)?;
     check_flags(&args)?;
+    // The choices are the model's names, each pinned to a proto kind by tests.
+    let optimizer = describe::optimizer_wire(&args.optimizer).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--optimizer {}: no such proto kind",
+            args.optimizer
+        ))
+    })?;
 
     let path = args.data.display().to_string();
     let text = std::fs::read_to_string(&args.data).map_err(|source| CliError::Read {
@@ -158,13 +164,9 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         } as i32,
         l2: args.l2,
         optimizer: Some(pb::Optimizer {
-            kind: match args.optimizer {
-                OptimizerArg::Sgd => pb::OptimizerKind::Sgd,
-                OptimizerArg::Momentum => pb::OptimizerKind::Momentum,
-                OptimizerArg::Rmsprop => pb::OptimizerKind::Rmsprop,
-                OptimizerArg::Adam => pb::OptimizerKind::Adam,
-            } as i32,
+            kind: optimizer as i32,
             learning_rate: args.lr,
+            weight_decay: args.weight_decay,
             ..Default::default()
         }),
         init: Some(pb::Init {
@@ -341,6 +343,12 @@ fn check_flags(args: &TrainArgs) -> Result<(), CliError> {
     }
     if let Some(lr) = args.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
         return Err(CliError::Usage(format!("--lr {lr} must be > 0")));
+    }
+    if let Some(wd) = args
+        .weight_decay
+        .filter(|wd| !(wd.is_finite() && *wd >= 0.0))
+    {
+        return Err(CliError::Usage(format!("--weight-decay {wd} must be ≥ 0")));
     }
     if !(args.l2.is_finite() && args.l2 >= 0.0) {
         return Err(CliError::Usage(format!("--l2 {} must be ≥ 0", args.l2)));

@@ -5,9 +5,12 @@
 //! - [`spec`]: what a model is, its defaults and validation.
 //! - [`init`]: seeded, machine-independent initialization.
 //! - [`net`]: parameters, forward and backward for a batch.
-//! - [`optim`]: SGD, momentum, RMSProp, Adam; all-or-nothing updates.
+//! - [`optim`]: the update rules (SGD, momentum, RMSProp, Adam, AdamW), one file each, and the
+//!   optimizer state they update all-or-nothing.
+//! - `check`: the range checks spec values go through.
 //! - [`trace`]: a labelled batch's graph as data, for introspection (TraceStep).
 pub mod any;
+mod check;
 pub mod init;
 pub mod net;
 pub mod optim;
@@ -18,7 +21,7 @@ use ndarray::{ArrayD, ArrayView2};
 
 pub use any::AnyModel;
 pub use net::{Gradients, Losses, Net, Param, Target, accuracy, predictions};
-pub use optim::Optimizer;
+pub use optim::{Adam, AdamW, Momentum, Optimizer, RmsProp, Sgd};
 pub use spec::{ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, OptimizerSpec};
 
 use crate::engine::error::{EngineError, Result};

@@ -1,11 +1,15 @@
 //! A model's full description, every default already filled in, and its validation.
 //! The service turns a wire spec (where unset means "default") into this; the engine
 //! never guesses.
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
+use super::check::{non_negative, positive};
+use super::optim::{Adam, AdamW, Momentum, RmsProp, Rule, Sgd, Slot, Staged};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
+use crate::engine::scalar::Scalar;
 
 /// The nonlinearity of a hidden layer, with its options.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -86,67 +90,85 @@ pub enum LossSpec {
     Softmax,
 }
 
-/// The CS231n update rules. Hyper-parameters are kept in f64 and rounded to the model's
-/// dtype when applied.
+/// The update rules, each its own type in [`optim`](super::optim) holding its
+/// hyper-parameters (kept in f64, rounded to the model's dtype when applied) with their
+/// defaults in its `Default`. The JSON form is the rule's fields beside
+/// `"kind": "<name>"`, as checkpoints store it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OptimizerSpec {
-    Sgd {
-        lr: f64,
-    },
-    Momentum {
-        lr: f64,
-        momentum: f64,
-        nesterov: bool,
-    },
-    RmsProp {
-        lr: f64,
-        decay: f64,
-        eps: f64,
-    },
-    Adam {
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-    },
+    Sgd(Sgd),
+    Momentum(Momentum),
+    /// Checkpoints written before the name had one spelling say `rms_prop`.
+    #[serde(alias = "rms_prop")]
+    RmsProp(RmsProp),
+    Adam(Adam),
+    AdamW(AdamW),
+}
+
+/// Binds `$r` to the rule inside `$spec` and evaluates `$body` (the same code for every
+/// rule, statically dispatched): the one list of rules every per-rule fact goes through,
+/// so a rule left out is a compile error here and nowhere else.
+macro_rules! with_rule {
+    ($spec:expr, $r:ident => $body:expr) => {
+        match $spec {
+            OptimizerSpec::Sgd($r) => $body,
+            OptimizerSpec::Momentum($r) => $body,
+            OptimizerSpec::RmsProp($r) => $body,
+            OptimizerSpec::Adam($r) => $body,
+            OptimizerSpec::AdamW($r) => $body,
+        }
+    };
 }
 
 impl OptimizerSpec {
-    /// The rule's name as it appears in the spec's JSON (`"kind"`).
+    /// Every rule with its defaults, in the order the proto numbers them.
+    pub fn all() -> [OptimizerSpec; 5] {
+        [
+            OptimizerSpec::Sgd(Sgd::default()),
+            OptimizerSpec::Momentum(Momentum::default()),
+            OptimizerSpec::RmsProp(RmsProp::default()),
+            OptimizerSpec::Adam(Adam::default()),
+            OptimizerSpec::AdamW(AdamW::default()),
+        ]
+    }
+
+    /// The rule's name as it appears in the spec's JSON (`"kind"`) and the CLI.
     pub fn kind_name(&self) -> &'static str {
-        match self {
-            OptimizerSpec::Sgd { .. } => "sgd",
-            OptimizerSpec::Momentum { .. } => "momentum",
-            OptimizerSpec::RmsProp { .. } => "rms_prop",
-            OptimizerSpec::Adam { .. } => "adam",
-        }
+        with_rule!(self, r => r.kind())
+    }
+
+    /// The per-parameter state slots the rule keeps, in checkpoint order.
+    pub fn slots(&self) -> &'static [Slot] {
+        with_rule!(self, r => r.slots())
+    }
+
+    fn validate(&self) -> Result<()> {
+        with_rule!(self, r => r.validate())
+    }
+
+    /// Parameter `w`'s new value and state after gradient `g` (see [`Rule::stage`]).
+    pub(crate) fn stage<T: Scalar>(
+        &self,
+        w: &ArrayD<T>,
+        g: &ArrayD<T>,
+        state: &[&ArrayD<T>],
+        t: u64,
+    ) -> Staged<T> {
+        with_rule!(self, r => r.stage(w, g, state, t))
     }
 
     pub fn sgd() -> Self {
-        OptimizerSpec::Sgd { lr: 1e-2 }
+        OptimizerSpec::Sgd(Sgd::default())
     }
     pub fn momentum() -> Self {
-        OptimizerSpec::Momentum {
-            lr: 1e-2,
-            momentum: 0.9,
-            nesterov: false,
-        }
+        OptimizerSpec::Momentum(Momentum::default())
     }
     pub fn rmsprop() -> Self {
-        OptimizerSpec::RmsProp {
-            lr: 1e-2,
-            decay: 0.99,
-            eps: 1e-8,
-        }
+        OptimizerSpec::RmsProp(RmsProp::default())
     }
     pub fn adam() -> Self {
-        OptimizerSpec::Adam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        OptimizerSpec::Adam(Adam::default())
     }
 }
 
@@ -243,35 +265,8 @@ impl ModelSpec {
         if let LossSpec::Svm { margin } = self.loss {
             positive("spec.svm_margin", margin)?;
         }
-        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
-            return Err(EngineError::spec(
-                "spec.l2",
-                format!("must be finite and ≥ 0, got {}", self.l2),
-            ));
-        }
-        match self.optimizer {
-            OptimizerSpec::Sgd { lr } => positive("spec.optimizer.learning_rate", lr)?,
-            OptimizerSpec::Momentum { lr, momentum, .. } => {
-                positive("spec.optimizer.learning_rate", lr)?;
-                unit("spec.optimizer.momentum", momentum)?;
-            }
-            OptimizerSpec::RmsProp { lr, decay, eps } => {
-                positive("spec.optimizer.learning_rate", lr)?;
-                unit("spec.optimizer.decay_rate", decay)?;
-                positive("spec.optimizer.epsilon", eps)?;
-            }
-            OptimizerSpec::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
-                positive("spec.optimizer.learning_rate", lr)?;
-                unit("spec.optimizer.beta1", beta1)?;
-                unit("spec.optimizer.beta2", beta2)?;
-                positive("spec.optimizer.epsilon", eps)?;
-            }
-        }
+        non_negative("spec.l2", self.l2)?;
+        self.optimizer.validate()?;
         if let InitSpec::Gaussian { scale } = self.init {
             positive("spec.init.weight_scale", scale)?;
         }
@@ -317,23 +312,18 @@ impl ModelSpec {
         out
     }
 
-    /// The number of scalars in all parameters, or `None` if it overflows.
-    /// Bytes a model of this spec holds between calls: parameters plus the optimizer's
-    /// state slots (momentum 1, RMSProp 1, Adam 2), in the spec's dtype. `None` on
-    /// overflow.
+    /// Bytes a model of this spec holds between calls: parameters plus one copy of them
+    /// per optimizer state slot, in the spec's dtype. `None` on overflow.
     pub fn state_bytes(&self) -> Option<u64> {
         let scalar = match self.dtype {
             DType::F32 => 4,
             DType::F64 => 8,
         };
-        let copies = 1 + match self.optimizer {
-            OptimizerSpec::Sgd { .. } => 0,
-            OptimizerSpec::Momentum { .. } | OptimizerSpec::RmsProp { .. } => 1,
-            OptimizerSpec::Adam { .. } => 2,
-        };
+        let copies = 1 + self.optimizer.slots().len() as u64;
         self.parameter_count()?.checked_mul(scalar * copies)
     }
 
+    /// The number of scalars in all parameters, or `None` if it overflows.
     pub fn parameter_count(&self) -> Option<u64> {
         let mut fan_in = self.input_dim as u64;
         let mut total = 0u64;
@@ -393,24 +383,43 @@ pub const MAX_PIECES: usize = 16;
 /// before its spec is even decoded).
 pub const MAX_HIDDEN_LAYERS: usize = 128;
 
-fn positive(field: &str, v: f64) -> Result<()> {
-    if v > 0.0 && v.is_finite() {
-        Ok(())
-    } else {
-        Err(EngineError::spec(
-            field,
-            format!("must be finite and > 0, got {v}"),
-        ))
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn unit(field: &str, v: f64) -> Result<()> {
-    if (0.0..1.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(EngineError::spec(
-            field,
-            format!("must be in [0, 1), got {v}"),
-        ))
+    #[test]
+    fn an_optimizers_json_kind_is_its_kind_name() {
+        for o in OptimizerSpec::all() {
+            let json = serde_json::to_value(o).unwrap();
+            assert_eq!(json["kind"], o.kind_name(), "{o:?}");
+            assert_eq!(serde_json::from_value::<OptimizerSpec>(json).unwrap(), o);
+        }
+    }
+
+    #[test]
+    fn optimizer_json_reads_as_checkpoints_wrote_it() {
+        // Field names are what checkpoint headers hold; RMSProp was written `rms_prop`
+        // before the name had one spelling, and is written `rmsprop` now.
+        let read = |s: &str| serde_json::from_str::<OptimizerSpec>(s).unwrap();
+        assert_eq!(
+            read(r#"{"kind":"rms_prop","lr":0.01,"decay":0.99,"eps":1e-8}"#),
+            OptimizerSpec::rmsprop()
+        );
+        assert_eq!(
+            serde_json::to_string(&OptimizerSpec::rmsprop()).unwrap(),
+            r#"{"kind":"rmsprop","lr":0.01,"decay":0.99,"eps":1e-8}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&OptimizerSpec::adam()).unwrap(),
+            r#"{"kind":"adam","lr":0.001,"beta1":0.9,"beta2":0.999,"eps":1e-8}"#
+        );
+        assert_eq!(
+            read(r#"{"kind":"momentum","lr":0.01,"momentum":0.9,"nesterov":true}"#),
+            OptimizerSpec::Momentum(Momentum {
+                nesterov: true,
+                ..Momentum::default()
+            })
+        );
+        assert_eq!(read(r#"{"kind":"sgd","lr":0.01}"#), OptimizerSpec::sgd());
     }
 }

@@ -9,7 +9,8 @@ use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
 use crate::engine::scalar::Scalar;
 use crate::model::{
-    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, OptimizerSpec,
+    ActivationSpec, Adam, AdamW, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, Momentum,
+    OptimizerSpec, RmsProp, Sgd,
 };
 use crate::pb;
 
@@ -260,87 +261,91 @@ fn hidden_from_proto(i: usize, h: &pb::HiddenLayer) -> Result<HiddenSpec, Status
     })
 }
 
-fn optimizer_from_proto(o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
+/// Each kind takes the fields it uses (the rule's `Default` filling what is unset); any
+/// field left set does not apply to that kind and is refused, so a new kind needs no list
+/// of where each field applies.
+fn optimizer_from_proto(mut o: pb::Optimizer) -> Result<OptimizerSpec, Status> {
     let kind = pb::OptimizerKind::try_from(o.kind).map_err(|_| {
         invalid(
             "spec.optimizer.kind",
             format!("unknown optimizer {}", o.kind),
         )
     })?;
-    let unused = |set: bool, name: &str| {
-        if set {
-            Err(invalid(
-                format!("spec.optimizer.{name}"),
-                format!("does not apply to {}", kind.as_str_name()),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let is = |k: pb::OptimizerKind| kind == k;
-    unused(
-        o.momentum.is_some() && !is(pb::OptimizerKind::Momentum),
-        "momentum",
-    )?;
-    unused(o.nesterov && !is(pb::OptimizerKind::Momentum), "nesterov")?;
-    unused(
-        o.decay_rate.is_some() && !is(pb::OptimizerKind::Rmsprop),
-        "decay_rate",
-    )?;
-    let adam = is(pb::OptimizerKind::Adam);
-    unused(o.beta1.is_some() && !adam, "beta1")?;
-    unused(o.beta2.is_some() && !adam, "beta2")?;
-    unused(
-        o.epsilon.is_some() && !adam && !is(pb::OptimizerKind::Rmsprop),
-        "epsilon",
-    )?;
-    Ok(match kind {
+    let lr = |o: &mut pb::Optimizer, default: f64| o.learning_rate.take().unwrap_or(default);
+    let take = |field: &mut Option<f64>, default: f64| field.take().unwrap_or(default);
+    let spec = match kind {
         pb::OptimizerKind::Unspecified | pb::OptimizerKind::Sgd => {
-            let OptimizerSpec::Sgd { lr } = OptimizerSpec::sgd() else {
-                unreachable!()
-            };
-            OptimizerSpec::Sgd {
-                lr: o.learning_rate.unwrap_or(lr),
-            }
+            let d = Sgd::default();
+            OptimizerSpec::Sgd(Sgd {
+                lr: lr(&mut o, d.lr),
+            })
         }
         pb::OptimizerKind::Momentum => {
-            let OptimizerSpec::Momentum { lr, momentum, .. } = OptimizerSpec::momentum() else {
-                unreachable!()
-            };
-            OptimizerSpec::Momentum {
-                lr: o.learning_rate.unwrap_or(lr),
-                momentum: o.momentum.unwrap_or(momentum),
-                nesterov: o.nesterov,
-            }
+            let d = Momentum::default();
+            OptimizerSpec::Momentum(Momentum {
+                lr: lr(&mut o, d.lr),
+                momentum: take(&mut o.momentum, d.momentum),
+                nesterov: std::mem::take(&mut o.nesterov),
+            })
         }
         pb::OptimizerKind::Rmsprop => {
-            let OptimizerSpec::RmsProp { lr, decay, eps } = OptimizerSpec::rmsprop() else {
-                unreachable!()
-            };
-            OptimizerSpec::RmsProp {
-                lr: o.learning_rate.unwrap_or(lr),
-                decay: o.decay_rate.unwrap_or(decay),
-                eps: o.epsilon.unwrap_or(eps),
-            }
+            let d = RmsProp::default();
+            OptimizerSpec::RmsProp(RmsProp {
+                lr: lr(&mut o, d.lr),
+                decay: take(&mut o.decay_rate, d.decay),
+                eps: take(&mut o.epsilon, d.eps),
+            })
         }
         pb::OptimizerKind::Adam => {
-            let OptimizerSpec::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } = OptimizerSpec::adam()
-            else {
-                unreachable!()
-            };
-            OptimizerSpec::Adam {
-                lr: o.learning_rate.unwrap_or(lr),
-                beta1: o.beta1.unwrap_or(beta1),
-                beta2: o.beta2.unwrap_or(beta2),
-                eps: o.epsilon.unwrap_or(eps),
-            }
+            let d = Adam::default();
+            OptimizerSpec::Adam(Adam {
+                lr: lr(&mut o, d.lr),
+                beta1: take(&mut o.beta1, d.beta1),
+                beta2: take(&mut o.beta2, d.beta2),
+                eps: take(&mut o.epsilon, d.eps),
+            })
         }
-    })
+        pb::OptimizerKind::Adamw => {
+            let d = AdamW::default();
+            OptimizerSpec::AdamW(AdamW {
+                lr: lr(&mut o, d.lr),
+                beta1: take(&mut o.beta1, d.beta1),
+                beta2: take(&mut o.beta2, d.beta2),
+                eps: take(&mut o.epsilon, d.eps),
+                weight_decay: take(&mut o.weight_decay, d.weight_decay),
+            })
+        }
+    };
+    // Every field but the kind, so that one added to the message cannot be forgotten
+    // here (the pattern has no `..`).
+    let pb::Optimizer {
+        kind: _,
+        learning_rate,
+        momentum,
+        nesterov,
+        decay_rate,
+        beta1,
+        beta2,
+        epsilon,
+        weight_decay,
+    } = o;
+    let left = [
+        ("learning_rate", learning_rate.is_some()),
+        ("momentum", momentum.is_some()),
+        ("nesterov", nesterov),
+        ("decay_rate", decay_rate.is_some()),
+        ("beta1", beta1.is_some()),
+        ("beta2", beta2.is_some()),
+        ("epsilon", epsilon.is_some()),
+        ("weight_decay", weight_decay.is_some()),
+    ];
+    match left.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(invalid(
+            format!("spec.optimizer.{name}"),
+            format!("does not apply to {}", kind.as_str_name()),
+        )),
+        None => Ok(spec),
+    }
 }
 
 /// The wire form of a spec, every field explicit.
@@ -385,40 +390,55 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
         LossSpec::Softmax => (pb::LossKind::Softmax, None),
     };
     let optimizer = match s.optimizer {
-        OptimizerSpec::Sgd { lr } => pb::Optimizer {
+        OptimizerSpec::Sgd(Sgd { lr }) => pb::Optimizer {
             kind: pb::OptimizerKind::Sgd as i32,
             learning_rate: Some(lr),
             ..Default::default()
         },
-        OptimizerSpec::Momentum {
+        OptimizerSpec::Momentum(Momentum {
             lr,
             momentum,
             nesterov,
-        } => pb::Optimizer {
+        }) => pb::Optimizer {
             kind: pb::OptimizerKind::Momentum as i32,
             learning_rate: Some(lr),
             momentum: Some(momentum),
             nesterov,
             ..Default::default()
         },
-        OptimizerSpec::RmsProp { lr, decay, eps } => pb::Optimizer {
+        OptimizerSpec::RmsProp(RmsProp { lr, decay, eps }) => pb::Optimizer {
             kind: pb::OptimizerKind::Rmsprop as i32,
             learning_rate: Some(lr),
             decay_rate: Some(decay),
             epsilon: Some(eps),
             ..Default::default()
         },
-        OptimizerSpec::Adam {
+        OptimizerSpec::Adam(Adam {
             lr,
             beta1,
             beta2,
             eps,
-        } => pb::Optimizer {
+        }) => pb::Optimizer {
             kind: pb::OptimizerKind::Adam as i32,
             learning_rate: Some(lr),
             beta1: Some(beta1),
             beta2: Some(beta2),
             epsilon: Some(eps),
+            ..Default::default()
+        },
+        OptimizerSpec::AdamW(AdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        }) => pb::Optimizer {
+            kind: pb::OptimizerKind::Adamw as i32,
+            learning_rate: Some(lr),
+            beta1: Some(beta1),
+            beta2: Some(beta2),
+            epsilon: Some(eps),
+            weight_decay: Some(weight_decay),
             ..Default::default()
         },
     };
@@ -467,6 +487,130 @@ mod tests {
             to_tensor(full.reversed_axes()).values[..4],
             [0.0, 3.0, 6.0, 9.0]
         );
+    }
+}
+
+#[cfg(test)]
+mod optimizer_fields {
+    //! Which wire fields each optimizer kind takes, AdamW's in particular.
+    use super::*;
+
+    fn spec(o: pb::Optimizer) -> Result<ModelSpec, Status> {
+        spec_from_proto(Some(pb::ModelSpec {
+            input_dim: 3,
+            num_classes: 2,
+            optimizer: Some(o),
+            ..Default::default()
+        }))
+    }
+
+    fn adamw(o: pb::Optimizer) -> pb::Optimizer {
+        pb::Optimizer {
+            kind: pb::OptimizerKind::Adamw as i32,
+            ..o
+        }
+    }
+
+    #[test]
+    fn adamw_takes_adams_fields_and_weight_decay_with_pytorchs_defaults() {
+        let d = spec(adamw(pb::Optimizer::default())).unwrap();
+        assert_eq!(
+            d.optimizer,
+            OptimizerSpec::AdamW(AdamW {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            })
+        );
+        let set = spec(adamw(pb::Optimizer {
+            learning_rate: Some(0.02),
+            beta1: Some(0.8),
+            beta2: Some(0.99),
+            epsilon: Some(1e-6),
+            weight_decay: Some(0.0),
+            ..Default::default()
+        }))
+        .unwrap();
+        let want = OptimizerSpec::AdamW(AdamW {
+            lr: 0.02,
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            weight_decay: 0.0,
+        });
+        assert_eq!(set.optimizer, want);
+        let wire = spec_to_proto(&set).optimizer.unwrap();
+        assert_eq!(wire.weight_decay, Some(0.0));
+        assert_eq!(spec(wire).unwrap().optimizer, want);
+    }
+
+    #[test]
+    fn a_field_is_refused_where_its_kind_does_not_use_it() {
+        use pb::OptimizerKind as K;
+        for k in [K::Unspecified, K::Sgd, K::Momentum, K::Rmsprop, K::Adam] {
+            let e = spec(pb::Optimizer {
+                kind: k as i32,
+                weight_decay: Some(0.01),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                e.message(),
+                format!(
+                    "spec.optimizer.weight_decay: does not apply to {}",
+                    k.as_str_name()
+                )
+            );
+        }
+        for (o, field) in [
+            (
+                pb::Optimizer {
+                    momentum: Some(0.9),
+                    ..Default::default()
+                },
+                "momentum",
+            ),
+            (
+                pb::Optimizer {
+                    nesterov: true,
+                    ..Default::default()
+                },
+                "nesterov",
+            ),
+            (
+                pb::Optimizer {
+                    decay_rate: Some(0.9),
+                    ..Default::default()
+                },
+                "decay_rate",
+            ),
+        ] {
+            let e = spec(adamw(o)).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("spec.optimizer.{field}: does not apply to OPTIMIZER_KIND_ADAMW")
+            );
+        }
+    }
+
+    #[test]
+    fn a_weight_decay_below_zero_or_not_finite_is_refused() {
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            let e = spec(adamw(pb::Optimizer {
+                weight_decay: Some(bad),
+                ..Default::default()
+            }))
+            .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().starts_with("spec.optimizer.weight_decay: "),
+                "{bad}: {}",
+                e.message()
+            );
+        }
     }
 }
 
@@ -542,6 +686,43 @@ mod kinds {
             wire.len(),
             model.len(),
             "ActivationSpec::all() vs the proto enum"
+        );
+    }
+
+    #[test]
+    fn every_model_optimizer_round_trips_through_the_wire() {
+        let base = spec_from_proto(Some(with_layer(pb::HiddenLayer {
+            units: 4,
+            ..Default::default()
+        })))
+        .unwrap();
+        let mut kinds = OptimizerSpec::all().to_vec();
+        kinds.push(OptimizerSpec::Momentum(Momentum {
+            nesterov: true,
+            ..Momentum::default()
+        }));
+        for o in kinds {
+            let spec = ModelSpec {
+                optimizer: o,
+                ..base.clone()
+            };
+            let wire = spec_to_proto(&spec).optimizer.unwrap();
+            // The proto's name for a kind is the model's, upper-cased: the CLI relies on it.
+            let name = pb::OptimizerKind::try_from(wire.kind)
+                .unwrap()
+                .as_str_name();
+            assert_eq!(
+                name,
+                format!("OPTIMIZER_KIND_{}", o.kind_name().to_ascii_uppercase())
+            );
+            let back = spec_from_proto(Some(spec_to_proto(&spec))).unwrap();
+            assert_eq!(back.optimizer, o);
+        }
+        let wire = (1..64).filter_map(|i| pb::OptimizerKind::try_from(i).ok());
+        assert_eq!(
+            wire.count(),
+            OptimizerSpec::all().len(),
+            "OptimizerSpec::all() vs the proto enum"
         );
     }
 

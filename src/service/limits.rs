@@ -21,7 +21,7 @@
 use tonic::Status;
 
 use super::status::invalid;
-use crate::model::{ActivationSpec, DType, ModelSpec, OptimizerSpec};
+use crate::model::{ActivationSpec, DType, ModelSpec};
 use crate::session::{Reservation, SessionId, SessionStore};
 
 /// Per-request limits that are not about sessions.
@@ -249,13 +249,9 @@ fn scalar_bytes(spec: &ModelSpec) -> u64 {
     }
 }
 
-/// Optimizer state slots per parameter (momentum 1, RMSProp 1, Adam 2).
+/// Optimizer state slots per parameter (the rule's, `OptimizerSpec::slots`).
 fn state_slots(spec: &ModelSpec) -> u64 {
-    match spec.optimizer {
-        OptimizerSpec::Sgd { .. } => 0,
-        OptimizerSpec::Momentum { .. } | OptimizerSpec::RmsProp { .. } => 1,
-        OptimizerSpec::Adam { .. } => 2,
-    }
+    spec.optimizer.slots().len() as u64
 }
 
 /// The estimated cost of `call` on a model of `spec` with a batch of `rows` rows

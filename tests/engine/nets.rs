@@ -7,8 +7,8 @@ use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::rng::Rng;
 use backprop::model::spec::MAX_PIECES;
 use backprop::model::{
-    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Net, OptimizerSpec,
-    Target, accuracy, predictions,
+    ActivationSpec, Adam, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Momentum, Net,
+    OptimizerSpec, RmsProp, Sgd, Target, accuracy, predictions,
 };
 use ndarray::{Array2, ArrayD, Axis};
 use support::engine::{gaussian2, labels, spec, svm};
@@ -613,85 +613,85 @@ fn spec_validation_names_the_bad_field() {
     }
     for lr in [0.0, -1e-3, f64::NAN, f64::INFINITY] {
         let lr_field = "spec.optimizer.learning_rate";
-        expect_spec_error(&opt(OptimizerSpec::Sgd { lr }), lr_field);
+        expect_spec_error(&opt(OptimizerSpec::Sgd(Sgd { lr })), lr_field);
         expect_spec_error(
-            &opt(OptimizerSpec::Momentum {
+            &opt(OptimizerSpec::Momentum(Momentum {
                 lr,
                 momentum: 0.9,
                 nesterov: true,
-            }),
+            })),
             lr_field,
         );
         expect_spec_error(
-            &opt(OptimizerSpec::RmsProp {
+            &opt(OptimizerSpec::RmsProp(RmsProp {
                 lr,
                 decay: 0.99,
                 eps: 1e-8,
-            }),
+            })),
             lr_field,
         );
         expect_spec_error(
-            &opt(OptimizerSpec::Adam {
+            &opt(OptimizerSpec::Adam(Adam {
                 lr,
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
-            }),
+            })),
             lr_field,
         );
     }
     for bad in [1.0, -0.1, f64::NAN] {
         expect_spec_error(
-            &opt(OptimizerSpec::Momentum {
+            &opt(OptimizerSpec::Momentum(Momentum {
                 lr: 0.1,
                 momentum: bad,
                 nesterov: false,
-            }),
+            })),
             "spec.optimizer.momentum",
         );
         expect_spec_error(
-            &opt(OptimizerSpec::RmsProp {
+            &opt(OptimizerSpec::RmsProp(RmsProp {
                 lr: 0.1,
                 decay: bad,
                 eps: 1e-8,
-            }),
+            })),
             "spec.optimizer.decay_rate",
         );
         expect_spec_error(
-            &opt(OptimizerSpec::Adam {
+            &opt(OptimizerSpec::Adam(Adam {
                 lr: 0.1,
                 beta1: bad,
                 beta2: 0.999,
                 eps: 1e-8,
-            }),
+            })),
             "spec.optimizer.beta1",
         );
         expect_spec_error(
-            &opt(OptimizerSpec::Adam {
+            &opt(OptimizerSpec::Adam(Adam {
                 lr: 0.1,
                 beta1: 0.9,
                 beta2: bad,
                 eps: 1e-8,
-            }),
+            })),
             "spec.optimizer.beta2",
         );
     }
     for eps in [0.0, f64::NAN] {
         expect_spec_error(
-            &opt(OptimizerSpec::RmsProp {
+            &opt(OptimizerSpec::RmsProp(RmsProp {
                 lr: 0.1,
                 decay: 0.99,
                 eps,
-            }),
+            })),
             "spec.optimizer.epsilon",
         );
         expect_spec_error(
-            &opt(OptimizerSpec::Adam {
+            &opt(OptimizerSpec::Adam(Adam {
                 lr: 0.1,
                 beta1: 0.9,
                 beta2: 0.999,
                 eps,
-            }),
+            })),
             "spec.optimizer.epsilon",
         );
     }
@@ -719,12 +719,7 @@ fn spec_validation_names_the_bad_field() {
     for a in ActivationSpec::all() {
         act(a).validate().unwrap();
     }
-    for o in [
-        OptimizerSpec::sgd(),
-        OptimizerSpec::momentum(),
-        OptimizerSpec::rmsprop(),
-        OptimizerSpec::adam(),
-    ] {
+    for o in OptimizerSpec::all() {
         opt(o).validate().unwrap();
     }
 }

@@ -2,10 +2,12 @@
 //! update or a bad batch leaves every parameter, every optimizer state slot and the step
 //! count exactly as they were.
 
+use backprop::checkpoint;
 use backprop::engine::EngineError;
 use backprop::engine::rng::Rng;
 use backprop::model::{
-    ActivationSpec, DType, HiddenSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
+    ActivationSpec, Adam, AdamW, AnyModel, DType, HiddenSpec, LossSpec, Model, ModelSpec, Momentum,
+    Optimizer, OptimizerSpec, Sgd,
 };
 use ndarray::{Array2, ArrayD, IxDyn};
 use support::engine::{all_optimizers, bits_f32, bits_f64, gaussian2, labels};
@@ -93,11 +95,11 @@ fn nesterov_momentum() {
     // w += −μ·v_prev + (1 + μ)·v. Element 0: w1 = 1 + 1.9·(−0.005) = 0.9905;
     // w2 = 0.9905 + 0.9·0.005 + 1.9·0.0055 = 1.00545.
     two_updates(
-        OptimizerSpec::Momentum {
+        OptimizerSpec::Momentum(Momentum {
             lr: 1e-2,
             momentum: 0.9,
             nesterov: true,
-        },
+        }),
         [
             [0.9905, -1.981, 0.462, 0.0],
             [1.00545, -1.97765, 0.4268, 0.057],
@@ -263,7 +265,7 @@ fn a_non_finite_gradient_changes_nothing() {
 #[test]
 fn an_update_that_overflows_is_rejected() {
     // f32 SGD with lr 10: 10·3e38 overflows, so the updated value would be −∞.
-    let (mut m, x, y) = trained::<f32>(OptimizerSpec::Sgd { lr: 10.0 });
+    let (mut m, x, y) = trained::<f32>(OptimizerSpec::Sgd(Sgd { lr: 10.0 }));
     let before = m.clone();
     let bits = param_bits32(&m);
     let mut g = named_grads(&m, &x, &y);
@@ -418,4 +420,249 @@ fn train_step_is_forward_backward_and_one_update() {
     assert_eq!(report.step, 2);
     b.apply_gradients(named_grads(&m0, &x, &y)).unwrap();
     assert_eq!(a, b);
+}
+
+/// PyTorch's `torch.optim.AdamW` as its documentation writes the algorithm, in plain f64
+/// on a flat parameter vector, knowing nothing of the engine: for t = 1, 2, …
+/// `θ ← θ − γλθ; m ← β1·m + (1 − β1)g; v ← β2·v + (1 − β2)g²;`
+/// `m̂ = m/(1 − β1ᵗ); v̂ = v/(1 − β2ᵗ); θ ← θ − γ·m̂/(√v̂ + ε)`, g the gradient at the θ
+/// before the step. `bias_correction: false` drops the two divisions, to show the test
+/// would notice.
+fn adamw_reference(
+    p: [f64; 4],
+    grads: &[[f64; 4]],
+    (lr, beta1, beta2, eps, wd): (f64, f64, f64, f64, f64),
+    bias_correction: bool,
+) -> Vec<[f64; 4]> {
+    let (mut p, mut m, mut v) = (p, [0.0; 4], [0.0; 4]);
+    let mut out = Vec::new();
+    for (step, g) in grads.iter().enumerate() {
+        let t = step as i32 + 1;
+        let (c1, c2) = if bias_correction {
+            (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
+        } else {
+            (1.0, 1.0)
+        };
+        for i in 0..4 {
+            p[i] -= lr * wd * p[i];
+            m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+            v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+            p[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+        }
+        out.push(p);
+    }
+    out
+}
+
+const ADAMW: (f64, f64, f64, f64, f64) = (0.05, 0.9, 0.999, 1e-8, 0.3);
+const ADAMW_GRADS: [[f64; 4]; 4] = [G1, G2, [0.3, 0.3, -0.5, 1.0], [2.0, -0.1, 0.0, 0.5]];
+
+fn adamw_spec() -> OptimizerSpec {
+    let (lr, beta1, beta2, eps, weight_decay) = ADAMW;
+    OptimizerSpec::AdamW(AdamW {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+    })
+}
+
+#[test]
+fn adamw_follows_its_published_rule() {
+    // λ = 0.3, lr = 0.05: each step shrinks every parameter, the biases too, by 1.5%
+    // before the Adam step, far above the 1e-12 tolerance.
+    let mut m = tiny(adamw_spec());
+    let start = [1.0, -2.0, 0.5, 0.0];
+    let want = adamw_reference(start, &ADAMW_GRADS, ADAMW, true);
+    let uncorrected = adamw_reference(start, &ADAMW_GRADS, ADAMW, false);
+    let adam = adamw_reference(start, &ADAMW_GRADS, (ADAMW.0, 0.9, 0.999, 1e-8, 0.0), true);
+    for (k, g) in ADAMW_GRADS.into_iter().enumerate() {
+        m.apply_gradients(grads(g)).unwrap();
+        let got = flat(&m);
+        for i in 0..4 {
+            assert!(
+                (got[i] - want[k][i]).abs() < 1e-12,
+                "step {}: element {i} is {}, want {}",
+                k + 1,
+                got[i],
+                want[k][i]
+            );
+        }
+        // The decay and the bias correction both move the values by far more than the
+        // tolerance, so the comparison above checks each of them.
+        let apart = |other: &[f64; 4]| {
+            (0..4)
+                .map(|i| (got[i] - other[i]).abs())
+                .fold(0.0, f64::max)
+        };
+        assert!(
+            apart(&uncorrected[k]) > 1e-4,
+            "step {}: bias correction",
+            k + 1
+        );
+        assert!(apart(&adam[k]) > 1e-4, "step {}: weight decay", k + 1);
+    }
+    // The bias (element 2) decays like the weights: with the weight decay off it would
+    // sit elsewhere.
+    assert!((want[3][2] - adam[3][2]).abs() > 1e-3);
+    let (slots, t) = m.optimizer().state();
+    assert_eq!(t, 4);
+    assert_eq!(
+        Optimizer::<f64>::slot_names(&adamw_spec()),
+        ["adamw_m", "adamw_v"]
+    );
+    // m and v are Adam's: after G1 then G2, element 3 (g = 0, then −3) has
+    // m = 0.1·(−3)·0.9² + … ; checked directly for step 2 on a fresh model below.
+    assert_eq!(slots.len(), 2);
+    let mut two = tiny(adamw_spec());
+    two.apply_gradients(grads(G1)).unwrap();
+    two.apply_gradients(grads(G2)).unwrap();
+    let (slots, _) = two.optimizer().state();
+    assert!((slots[0][1][1] - (-0.3)).abs() < 1e-15, "m");
+    assert!((slots[1][1][1] - 0.009).abs() < 1e-15, "v");
+}
+
+#[test]
+fn adamw_without_weight_decay_is_adam_bit_for_bit() {
+    let (lr, beta1, beta2, eps, _) = ADAMW;
+    let mut a = tiny(OptimizerSpec::AdamW(AdamW {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay: 0.0,
+    }));
+    let mut b = tiny(OptimizerSpec::Adam(Adam {
+        lr,
+        beta1,
+        beta2,
+        eps,
+    }));
+    for g in ADAMW_GRADS {
+        a.apply_gradients(grads(g)).unwrap();
+        b.apply_gradients(grads(g)).unwrap();
+        let bits = |m: &Model<f64>| flat(m).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+    }
+}
+
+#[test]
+fn adamw_defaults_are_pytorchs() {
+    assert_eq!(
+        AdamW::default(),
+        AdamW {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    );
+    assert_eq!(adamw_spec().kind_name(), "adamw");
+}
+
+/// Encode, decode and keep training: the restored AdamW model (parameters, m, v, t and
+/// step) goes on exactly as the original, in both dtypes.
+fn adamw_continues_after_a_checkpoint<T: backprop::engine::Scalar>(
+    take: fn(&AnyModel) -> &Model<T>,
+    take_mut: fn(&mut AnyModel) -> &mut Model<T>,
+) {
+    let mut s = ModelSpec::new(
+        4,
+        vec![HiddenSpec {
+            units: 5,
+            activation: ActivationSpec::Relu,
+        }],
+        3,
+    );
+    s.optimizer = adamw_spec();
+    s.loss = LossSpec::Softmax;
+    s.dtype = if T::NAME == "f64" {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let mut rng = Rng::new(41);
+    let batches: Vec<(Array2<T>, Vec<usize>)> = (0..6)
+        .map(|_| {
+            (
+                gaussian2(&mut rng, 8, 4, 1.0).mapv(T::of),
+                labels(&mut rng, 8, 3),
+            )
+        })
+        .collect();
+    let mut original = AnyModel::new(s.clone()).unwrap();
+    for (x, y) in &batches[..3] {
+        take_mut(&mut original).train_step(x.view(), y).unwrap();
+    }
+    let bytes = checkpoint::encode(&original, &[]).unwrap();
+    let mut restored = checkpoint::decode(&bytes).unwrap().model;
+    assert_eq!(take(&restored), take(&original));
+    assert_eq!(take(&restored).optimizer().state().1, 3);
+    // Bit-identical after more steps (PartialEq on f32/f64 values would let −0 = +0 pass).
+    let bits = |m: &Model<T>| -> Vec<u64> {
+        let (slots, _) = m.optimizer().state();
+        m.net()
+            .params()
+            .iter()
+            .map(|p| &p.value)
+            .chain(slots.iter().flat_map(|s| s.iter()))
+            .flat_map(|a| a.iter().map(|v| v.as_f64().to_bits()))
+            .collect()
+    };
+    for (x, y) in &batches[3..] {
+        take_mut(&mut original).train_step(x.view(), y).unwrap();
+        take_mut(&mut restored).train_step(x.view(), y).unwrap();
+        assert_eq!(bits(take(&restored)), bits(take(&original)));
+    }
+    assert_eq!(take(&restored).step(), 6);
+    let fresh = Model::<T>::new(s).unwrap();
+    assert_ne!(
+        bits(&fresh),
+        bits(take(&restored)),
+        "training moved the state"
+    );
+}
+
+#[test]
+fn an_adamw_model_continues_bit_identically_after_a_checkpoint() {
+    adamw_continues_after_a_checkpoint::<f32>(
+        |m| match m {
+            AnyModel::F32(m) => m,
+            AnyModel::F64(_) => panic!("f32 expected"),
+        },
+        |m| match m {
+            AnyModel::F32(m) => m,
+            AnyModel::F64(_) => panic!("f32 expected"),
+        },
+    );
+    adamw_continues_after_a_checkpoint::<f64>(
+        |m| match m {
+            AnyModel::F64(m) => m,
+            AnyModel::F32(_) => panic!("f64 expected"),
+        },
+        |m| match m {
+            AnyModel::F64(m) => m,
+            AnyModel::F32(_) => panic!("f64 expected"),
+        },
+    );
+}
+
+#[test]
+fn a_negative_adamw_v_is_refused_on_restore() {
+    let m = tiny(adamw_spec());
+    let values: Vec<ArrayD<f64>> = m.net().params().iter().map(|p| p.value.clone()).collect();
+    let zeros: Vec<ArrayD<f64>> = values.iter().map(|v| ArrayD::zeros(v.raw_dim())).collect();
+    let mut v = zeros.clone();
+    v[1][[1]] = -1e-9;
+    let spec = m.net().spec().clone();
+    match Model::from_state(spec.clone(), values.clone(), vec![zeros.clone(), v], 1, 1) {
+        Err(EngineError::Parameter { field, .. }) => assert_eq!(field, "layers.0.bias.adamw_v"),
+        other => panic!("expected the negative v refused, got {other:?}"),
+    }
+    // m may be negative: it is a mean, not a mean of squares.
+    let mut neg_m = zeros.clone();
+    neg_m[0][[0, 1]] = -0.5;
+    Model::from_state(spec, values, vec![neg_m, zeros], 1, 1).unwrap();
 }

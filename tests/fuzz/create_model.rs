@@ -106,7 +106,7 @@ pub(crate) fn hidden_layer() -> BoxedStrategy<pb::HiddenLayer> {
 }
 
 pub(crate) fn optimizer() -> BoxedStrategy<pb::Optimizer> {
-    (enum_value(4), any::<bool>())
+    (enum_value(5), any::<bool>())
         .prop_flat_map(|(kind, nesterov)| {
             use pb::OptimizerKind as K;
             let k = K::try_from(kind).ok();
@@ -119,13 +119,24 @@ pub(crate) fn optimizer() -> BoxedStrategy<pb::Optimizer> {
                 pick(is(K::Momentum), ratio()),
                 Just(nesterov && (is(K::Momentum) || kind % 7 == 3)),
                 pick(is(K::Rmsprop), ratio()),
-                pick(is(K::Adam), ratio()),
-                pick(is(K::Adam), ratio()),
-                pick(is(K::Adam) || is(K::Rmsprop), positive()),
+                pick(is(K::Adam) || is(K::Adamw), ratio()),
+                pick(is(K::Adam) || is(K::Adamw), ratio()),
+                pick(is(K::Adam) || is(K::Adamw) || is(K::Rmsprop), positive()),
+                pick(is(K::Adamw), positive()),
             )
         })
         .prop_map(
-            |(kind, learning_rate, momentum, nesterov, decay_rate, beta1, beta2, epsilon)| {
+            |(
+                kind,
+                learning_rate,
+                momentum,
+                nesterov,
+                decay_rate,
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+            )| {
                 pb::Optimizer {
                     kind,
                     learning_rate,
@@ -135,6 +146,7 @@ pub(crate) fn optimizer() -> BoxedStrategy<pb::Optimizer> {
                     beta1,
                     beta2,
                     epsilon,
+                    weight_decay,
                 }
             },
         )
@@ -270,10 +282,11 @@ pub(crate) fn sanitized(s: Option<pb::ModelSpec>) -> Option<pb::ModelSpec> {
         s.l2 = 0.0;
     }
     if let Some(o) = &mut s.optimizer {
-        o.kind = o.kind.rem_euclid(5);
+        o.kind = o.kind.rem_euclid(6);
         let k = K::try_from(o.kind).ok();
         pos(&mut o.learning_rate);
         pos(&mut o.epsilon);
+        pos(&mut o.weight_decay);
         for v in [
             &mut o.momentum,
             &mut o.decay_rate,
@@ -288,11 +301,14 @@ pub(crate) fn sanitized(s: Option<pb::ModelSpec>) -> Option<pb::ModelSpec> {
         if k != Some(K::Rmsprop) {
             o.decay_rate = None;
         }
-        if k != Some(K::Adam) {
+        if !matches!(k, Some(K::Adam | K::Adamw)) {
             (o.beta1, o.beta2) = (None, None);
         }
-        if !matches!(k, Some(K::Adam | K::Rmsprop)) {
+        if !matches!(k, Some(K::Adam | K::Adamw | K::Rmsprop)) {
             o.epsilon = None;
+        }
+        if k != Some(K::Adamw) {
+            o.weight_decay = None;
         }
     }
     if let Some(i) = &mut s.init {
@@ -351,11 +367,15 @@ pub(crate) fn spec_verdict(spec: &Option<pb::ModelSpec>) -> SpecVerdict {
         ok &= o
             .decay_rate
             .is_none_or(|v| k == Some(K::Rmsprop) && unit(v));
-        ok &= o.beta1.is_none_or(|v| k == Some(K::Adam) && unit(v));
-        ok &= o.beta2.is_none_or(|v| k == Some(K::Adam) && unit(v));
+        let adam = matches!(k, Some(K::Adam | K::Adamw));
+        ok &= o.beta1.is_none_or(|v| adam && unit(v));
+        ok &= o.beta2.is_none_or(|v| adam && unit(v));
         ok &= o
             .epsilon
-            .is_none_or(|v| matches!(k, Some(K::Adam | K::Rmsprop)) && pos(v));
+            .is_none_or(|v| matches!(k, Some(K::Adam | K::Adamw | K::Rmsprop)) && pos(v));
+        ok &= o
+            .weight_decay
+            .is_none_or(|v| k == Some(K::Adamw) && v >= 0.0 && v.is_finite());
     }
     if let Some(i) = &s.init {
         let gaussian = i.scheme == pb::InitScheme::Gaussian as i32;

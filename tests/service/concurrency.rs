@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use backprop::model::{
-    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
+    ActivationSpec, Adam, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Momentum,
+    OptimizerSpec, RmsProp, Sgd,
 };
 use backprop::pb;
 use support::*;
@@ -21,31 +22,31 @@ const N: usize = 6;
 /// Session `i`'s model: dtypes, losses and optimizers vary with i, as do seeds.
 fn specs(i: usize) -> (pb::ModelSpec, ModelSpec) {
     let (kind, opt) = match i % 4 {
-        0 => (pb::OptimizerKind::Sgd, OptimizerSpec::Sgd { lr: 1e-2 }),
+        0 => (pb::OptimizerKind::Sgd, OptimizerSpec::Sgd(Sgd { lr: 1e-2 })),
         1 => (
             pb::OptimizerKind::Momentum,
-            OptimizerSpec::Momentum {
+            OptimizerSpec::Momentum(Momentum {
                 lr: 1e-2,
                 momentum: 0.9,
                 nesterov: false,
-            },
+            }),
         ),
         2 => (
             pb::OptimizerKind::Rmsprop,
-            OptimizerSpec::RmsProp {
+            OptimizerSpec::RmsProp(RmsProp {
                 lr: 1e-2,
                 decay: 0.99,
                 eps: 1e-8,
-            },
+            }),
         ),
         _ => (
             pb::OptimizerKind::Adam,
-            OptimizerSpec::Adam {
+            OptimizerSpec::Adam(Adam {
                 lr: 1e-3,
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
-            },
+            }),
         ),
     };
     let f64_model = i % 2 == 1;

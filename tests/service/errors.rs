@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use backprop::model::{
-    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, OptimizerSpec,
+    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Momentum,
+    OptimizerSpec,
 };
 use backprop::pb;
 use backprop::server::Config;
@@ -58,11 +59,11 @@ impl<T: Wire> Fixture<T> {
             bias: true,
             loss: LossSpec::Svm { margin: 1.0 },
             l2: 0.01,
-            optimizer: OptimizerSpec::Momentum {
+            optimizer: OptimizerSpec::Momentum(Momentum {
                 lr: 0.1,
                 momentum: 0.9,
                 nesterov: false,
-            },
+            }),
             init: InitSpec::Auto,
             seed: 5,
             dtype: if T::DTYPE == pb::Dtype::F64 {

@@ -6,7 +6,8 @@
 use backprop::engine::gradcheck::Elements;
 use backprop::engine::ops::gelu::GeluForm;
 use backprop::model::{
-    ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, Losses, ModelSpec, OptimizerSpec, Target,
+    ActivationSpec, Adam, DType, HiddenSpec, InitSpec, LossSpec, Losses, ModelSpec, Momentum,
+    OptimizerSpec, RmsProp, Sgd, Target,
 };
 use backprop::pb;
 use ndarray::Array2;
@@ -27,7 +28,7 @@ fn engine_spec(input_dim: usize, hidden: Vec<HiddenSpec>, num_classes: usize) ->
         bias: true,
         loss: LossSpec::Svm { margin: 1.0 },
         l2: 0.0,
-        optimizer: OptimizerSpec::Sgd { lr: 1e-2 },
+        optimizer: OptimizerSpec::Sgd(Sgd { lr: 1e-2 }),
         init: InitSpec::Auto,
         seed: 0,
         dtype: DType::F32,
@@ -748,11 +749,11 @@ async fn train_step_matches_engine_f32_svm_momentum() {
     let (id, _) = create(&mut c, wire).await;
     let mut model = engine::<f32>(&ModelSpec {
         l2: 0.01,
-        optimizer: OptimizerSpec::Momentum {
+        optimizer: OptimizerSpec::Momentum(Momentum {
             lr: 0.1,
             momentum: 0.9,
             nesterov: true,
-        },
+        }),
         seed: 31,
         ..engine_spec(3, vec![hidden(5, ActivationSpec::Relu)], 3)
     });
@@ -791,12 +792,12 @@ async fn train_step_matches_engine_f64_softmax_adam_maxout() {
     let (id, _) = create(&mut c, wire).await;
     let mut model = engine::<f64>(&ModelSpec {
         loss: LossSpec::Softmax,
-        optimizer: OptimizerSpec::Adam {
+        optimizer: OptimizerSpec::Adam(Adam {
             lr: 0.01,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-        },
+        }),
         dtype: DType::F64,
         seed: 41,
         ..engine_spec(
@@ -829,11 +830,11 @@ async fn train_step_matches_engine_f32_rmsprop_no_bias() {
     let (id, _) = create(&mut c, wire).await;
     let mut model = engine::<f32>(&ModelSpec {
         bias: false,
-        optimizer: OptimizerSpec::RmsProp {
+        optimizer: OptimizerSpec::RmsProp(RmsProp {
             lr: 1e-2,
             decay: 0.99,
             eps: 1e-8,
-        },
+        }),
         seed: 43,
         ..engine_spec(2, vec![hidden(3, ActivationSpec::Sigmoid)], 2)
     });
@@ -854,7 +855,7 @@ async fn apply_gradients_averaged_across_sessions_matches_engine() {
     };
     let spec = ModelSpec {
         l2: 0.01,
-        optimizer: OptimizerSpec::Sgd { lr: 0.5 },
+        optimizer: OptimizerSpec::Sgd(Sgd { lr: 0.5 }),
         seed: 51,
         ..engine_spec(3, vec![hidden(4, ActivationSpec::Relu)], 3)
     };
