@@ -139,7 +139,9 @@ pub fn stderr(scratch: &Path) -> String {
 
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = target_dir().join("tmp").join(format!("{name}-{}", std::process::id()));
+    let dir = target_dir()
+        .join("tmp")
+        .join(format!("{name}-{}", std::process::id()));
     if dir.join("state").exists() {
         let _ = Command::new("umount")
             .arg("-l")
