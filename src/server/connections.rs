@@ -555,7 +555,7 @@ where
         });
         let answer = self.inner.call(req);
         Box::pin(async move {
-            let res = match deadline {
+            let mut res = match deadline {
                 None => answer.await?,
                 Some(d) => match tokio::time::timeout(d, answer).await {
                     Ok(res) => res?,
@@ -567,7 +567,6 @@ where
                     .into_http(),
                 },
             };
-            let mut res = res;
             let until_sent = res.extensions_mut().remove::<UntilSent>();
             Ok(res.map(|inner| TrackedBody {
                 inner,

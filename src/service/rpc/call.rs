@@ -32,7 +32,7 @@ pub type WriteGuard = SessionGuard<tokio::sync::OwnedRwLockWriteGuard<AnyModel>>
 #[must_use = "the reservation is given back as soon as this drops"]
 pub struct Admitted {
     pub cost: Cost,
-    _held: Reservation,
+    held: Reservation,
 }
 
 /// A call on one live session of the caller's, with its batch rows (0 for calls
@@ -178,7 +178,7 @@ impl OnSession<'_> {
             call,
             request_bytes,
         )?;
-        Ok(Admitted { cost, _held: held })
+        Ok(Admitted { cost, held })
     }
 
     /// A place among the calls waiting for the session's lock, or RESOURCE_EXHAUSTED
@@ -213,10 +213,7 @@ impl OnSession<'_> {
         admitted: Admitted,
         f: impl FnOnce() -> Result<R, Status> + Send + 'static,
     ) -> Result<R, Status> {
-        let Admitted {
-            cost,
-            _held: mut held,
-        } = admitted;
+        let Admitted { cost, mut held } = admitted;
         let r = self.svc.run(cost.work, f).await?;
         held.keep(cost.answer_bytes);
         *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
