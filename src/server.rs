@@ -94,6 +94,10 @@ impl Config {
             ("handshake-timeout-secs", t.handshake_timeout.is_zero()),
             ("send-timeout-secs", t.send_timeout.is_zero()),
             ("keepalive-timeout-secs", t.keepalive_timeout.is_zero()),
+            (
+                "upload-stall-secs",
+                self.request_limits.upload_stall.is_zero(),
+            ),
         ] {
             if zero {
                 return Err(ConfigError::Zero { flag });

@@ -106,6 +106,15 @@ struct ServeArgs {
     /// Calls that may wait for one model's lock at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "BACKPROP_MAX_SESSION_WAITERS", default_value_t = backprop::session::budget::DEFAULT_MAX_SESSION_WAITERS)]
     max_session_waiters: usize,
+    /// Memory all uploads in flight (ImportModel) may hold together, e.g. `1GiB`; an
+    /// upload beyond it gets RESOURCE_EXHAUSTED, and no checkpoint larger is accepted.
+    /// 0 = half the memory budget, so stalled uploads never take what other calls need.
+    #[arg(long, env = "BACKPROP_MAX_UPLOAD_MEMORY", default_value = "0", value_parser = parse_bytes)]
+    max_upload_memory: u64,
+    /// Seconds an upload may go without a chunk before it is cut off (DEADLINE_EXCEEDED)
+    /// and what it holds is freed.
+    #[arg(long, env = "BACKPROP_UPLOAD_STALL_SECS", default_value_t = backprop::service::limits::DEFAULT_UPLOAD_STALL.as_secs())]
+    upload_stall_secs: u64,
     /// Once listening, write the bound address (e.g. `127.0.0.1:40123`) to this file, so a
     /// script that started the server on port 0 learns its port.
     #[arg(long, env = "BACKPROP_ADDRESS_FILE")]
@@ -313,9 +322,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             max_memory: memory_budget(args.max_memory),
             max_call_memory: (args.max_call_memory > 0).then_some(args.max_call_memory),
             max_session_waiters: args.max_session_waiters,
+            max_upload_memory: (args.max_upload_memory > 0).then_some(args.max_upload_memory),
         },
         request_limits: RequestLimits {
             max_batch_elements: args.max_batch_elements,
+            upload_stall: secs(args.upload_stall_secs),
             ..RequestLimits::default()
         },
         compute_threads: if args.compute_threads == 0 {

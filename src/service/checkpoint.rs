@@ -3,6 +3,7 @@
 //! for it, with the file's size and SHA-256 declared up front so the receiver can tell a
 //! complete upload from a truncated or corrupted one.
 use std::pin::Pin;
+use std::time::Duration;
 
 use prost::bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -19,7 +20,9 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 /// on the way out, so tiny chunks would multiply a file's size in memory and time.
 pub const MIN_CHUNK_BYTES: usize = 64 * 1024;
 /// Memory an upload's buffer takes at once when it first grows (less for a smaller file).
-const FIRST_BUFFER: usize = 1 << 20;
+/// Small, so a stream that sends one byte and stalls holds little: growth doubles
+/// from here with what arrives.
+const FIRST_BUFFER: usize = 64 * 1024;
 /// Room left in a message for the chunk's other fields and framing.
 const CHUNK_OVERHEAD: usize = 1024;
 
@@ -101,14 +104,16 @@ pub fn split(file: Vec<u8>, chunk: usize) -> impl Iterator<Item = pb::Checkpoint
 ///
 /// `hold(n)` is called before the buffer grows by `n` bytes, so what an upload holds
 /// counts against the memory budget while the rest of it arrives (many slow uploads
-/// cannot add up past the budget); its error ends the upload.
+/// cannot add up past the budget); its error ends the upload. An upload whose next chunk
+/// takes longer than `stall` is cut off with DEADLINE_EXCEEDED, so a stalled client
+/// cannot keep what it holds for as long as its own deadline allows.
 pub async fn receive(
     mut stream: Streaming<pb::CheckpointChunk>,
     max_bytes: u64,
+    stall: Duration,
     mut hold: impl FnMut(u64) -> Result<(), Status>,
 ) -> Result<Vec<u8>, Status> {
-    let first = stream
-        .message()
+    let first = next_chunk(&mut stream, stall, 0)
         .await?
         .ok_or_else(|| invalid("chunks", "the upload is empty: no chunk arrived"))?;
     let total = first.total_bytes;
@@ -163,7 +168,7 @@ pub async fn receive(
         }
         grow(&mut file, chunk.data.len(), total as usize, &mut hold)?;
         file.extend_from_slice(&chunk.data);
-        next = stream.message().await?;
+        next = next_chunk(&mut stream, stall, file.len()).await?;
     }
     if (file.len() as u64) < total {
         return Err(invalid(
@@ -184,6 +189,23 @@ pub async fn receive(
         ));
     }
     Ok(file)
+}
+
+/// The upload's next chunk, or DEADLINE_EXCEEDED when none comes within `stall`
+/// (`arrived` bytes so far, for the message).
+async fn next_chunk(
+    stream: &mut Streaming<pb::CheckpointChunk>,
+    stall: Duration,
+    arrived: usize,
+) -> Result<Option<pb::CheckpointChunk>, Status> {
+    match tokio::time::timeout(stall, stream.message()).await {
+        Ok(chunk) => chunk,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the upload stalled: no chunk for {:.1} s after {arrived} bytes \
+             (--upload-stall-secs); it is cut off and what it held is freed",
+            stall.as_secs_f64()
+        ))),
+    }
 }
 
 /// Makes room in `file` for `more` bytes of a `total`-byte upload, doubling (never past

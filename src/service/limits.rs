@@ -18,6 +18,8 @@
 //! Also here: the request limits that are not about sessions, the spec's size limits
 //! (checked before anything multiplies dimensions), TraceStep's and GradientCheck's
 //! budgets, the inline-vs-pool rule, and the shape of a model id.
+use std::time::Duration;
+
 use tonic::Status;
 
 use super::status::invalid;
@@ -32,13 +34,21 @@ pub struct RequestLimits {
     /// Numeric-gradient evaluations (elements checked × batch rows × parameters) one
     /// GradientCheck may cost, at most.
     pub max_gradcheck_work: u64,
+    /// An upload (ImportModel) whose next chunk takes longer than this is cut off.
+    pub upload_stall: Duration,
 }
+
+/// How long an upload may go without a chunk by default: slack for a 1 MiB chunk over
+/// a slow link (8 s at 1 Mbit/s), short enough that stalled uploads give back what they
+/// hold well before a client's deadline would.
+pub const DEFAULT_UPLOAD_STALL: Duration = Duration::from_secs(30);
 
 impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {
             max_batch_elements: 16 * 1024 * 1024,
             max_gradcheck_work: 20_000_000_000,
+            upload_stall: DEFAULT_UPLOAD_STALL,
         }
     }
 }

@@ -47,7 +47,8 @@ impl From<StoreError> for Status {
             StoreError::TooManySessions(_)
             | StoreError::TenantSessions { .. }
             | StoreError::TooManyParameters { .. }
-            | StoreError::OverMemoryBudget { .. } => Status::resource_exhausted(e.to_string()),
+            | StoreError::OverMemoryBudget { .. }
+            | StoreError::OverUploadShare { .. } => Status::resource_exhausted(e.to_string()),
             // The disk may recover (space freed, remounted): the same call can succeed later.
             StoreError::Persist(_) | StoreError::Unsaved { .. } => {
                 Status::unavailable(e.to_string())

@@ -98,6 +98,60 @@ impl Drop for Reservation {
     }
 }
 
+/// What an upload in flight holds: its bytes against the memory budget and, the same
+/// bytes again, against the share of the budget that uploads together may take (see
+/// `Limits::max_upload_memory`). The share is what keeps stalled or slow uploads from
+/// starving every other call: however many there are, the rest of the budget stays
+/// for sessions and for calls that compute.
+#[derive(Debug)]
+#[must_use = "the bytes are given back as soon as the upload's hold drops"]
+pub struct UploadHold {
+    budget: Reservation,
+    share: Reservation,
+}
+
+/// Which limit an upload's growth would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadRefusal {
+    /// The uploads' share of the budget.
+    Share,
+    /// The memory budget itself.
+    Budget,
+}
+
+impl UploadHold {
+    /// An upload holding nothing yet.
+    pub fn new(budget: Reservation, share: Reservation) -> Self {
+        UploadHold { budget, share }
+    }
+
+    /// The bytes this upload holds.
+    pub fn bytes(&self) -> u64 {
+        self.budget.bytes()
+    }
+
+    /// Holds `more` bytes if they fit within the uploads' `share_cap` and, beside `held`
+    /// (the sessions' bytes) and every other reservation, within `budget`; holds nothing
+    /// more and says which limit refused otherwise.
+    pub fn try_grow(
+        &mut self,
+        more: u64,
+        held: u64,
+        budget: u64,
+        share_cap: u64,
+    ) -> Result<(), UploadRefusal> {
+        if !self.share.try_grow(more, 0, share_cap) {
+            return Err(UploadRefusal::Share);
+        }
+        if !self.budget.try_grow(more, held, budget) {
+            let before = self.share.bytes() - more;
+            self.share.keep(before);
+            return Err(UploadRefusal::Budget);
+        }
+        Ok(())
+    }
+}
+
 /// A reservation carried by a response until the transport has sent it (or dropped it):
 /// an answer waiting for a slow or silent reader still counts against the budget, so
 /// many of them cannot add up past it. Cloneable only to travel in a response's
@@ -279,6 +333,32 @@ mod tests {
         assert_eq!(r.reserved(), 0);
         let mut free = Reservation::unlimited(5);
         assert!(free.try_grow(u64::MAX - 5, 0, 0), "no budget, no refusal");
+    }
+
+    #[test]
+    fn an_upload_grows_within_its_share_and_the_budget_and_gives_both_back() {
+        let (budget, share) = (Reservations::default(), Reservations::default());
+        let hold = |b: &Reservations, s: &Reservations| {
+            UploadHold::new(
+                b.try_reserve(0, 0, u64::MAX).unwrap(),
+                s.try_reserve(0, 0, u64::MAX).unwrap(),
+            )
+        };
+        let mut a = hold(&budget, &share);
+        assert_eq!(a.try_grow(300, 100, 1000, 400), Ok(()));
+        let mut b = hold(&budget, &share);
+        assert_eq!(b.try_grow(101, 100, 1000, 400), Err(UploadRefusal::Share));
+        assert_eq!(b.try_grow(100, 100, 1000, 400), Ok(()), "exactly the share");
+        assert_eq!((budget.reserved(), share.reserved()), (400, 400));
+        // The budget refuses while the share has room: the share is given back too.
+        let mut c = hold(&budget, &share);
+        assert_eq!(c.try_grow(50, 600, 1000, 1000), Err(UploadRefusal::Budget));
+        assert_eq!(
+            (c.bytes(), budget.reserved(), share.reserved()),
+            (0, 400, 400)
+        );
+        drop((a, b, c));
+        assert_eq!((budget.reserved(), share.reserved()), (0, 0));
     }
 
     #[test]

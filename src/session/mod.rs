@@ -10,7 +10,7 @@ pub mod pool;
 pub mod store;
 pub mod tenant;
 
-pub use budget::{Reservation, UntilSent, WaitPlace};
+pub use budget::{Reservation, UntilSent, UploadHold, WaitPlace};
 pub use id::SessionId;
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError, run_caught};

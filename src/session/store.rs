@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use tokio::time::Instant;
 
-use super::budget::{Reservation, Reservations, Waiters};
+use super::budget::{Reservation, Reservations, UploadHold, UploadRefusal, Waiters};
 use super::id::SessionId;
 use super::persist::{Persister, Restored};
 use super::tenant::Tenant;
@@ -37,7 +37,17 @@ pub struct Limits {
     pub max_call_memory: Option<u64>,
     /// Calls that may wait for one session's lock at once (`budget::Waiters`).
     pub max_session_waiters: usize,
+    /// Bytes all uploads in flight together may hold, at most (`budget::UploadHold`);
+    /// `None` = [`DEFAULT_UPLOAD_SHARE`] of the memory budget. Also the largest
+    /// checkpoint ImportModel takes.
+    pub max_upload_memory: Option<u64>,
 }
+
+/// The fraction of the memory budget that uploads in flight may hold together when
+/// `max_upload_memory` is not set. Half: an imported file must fit beside the model it
+/// decodes into (about its size again), and the other half stays for every other call
+/// however many uploads stall.
+pub const DEFAULT_UPLOAD_SHARE: f64 = 0.5;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -48,6 +58,7 @@ impl Default for Limits {
             max_memory: None,
             max_call_memory: None,
             max_session_waiters: super::budget::DEFAULT_MAX_SESSION_WAITERS,
+            max_upload_memory: None,
         }
     }
 }
@@ -75,6 +86,12 @@ pub enum StoreError {
         what: &'static str,
         hint: &'static str,
     },
+    #[error(
+        "uploads in flight may hold {cap} bytes together (--max-upload-memory), which \
+         cannot hold this upload ({need} bytes) beside the others now; retry later, or \
+         import when fewer uploads are in flight"
+    )]
+    OverUploadShare { need: u64, cap: u64 },
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
     /// The state directory could not be written (or a file removed); the change was not
@@ -242,6 +259,8 @@ struct Shared {
     bytes_held: AtomicU64,
     /// Bytes calls in flight reserved against the same budget (see `budget`).
     reservations: Reservations,
+    /// Bytes uploads in flight hold, within their share of the budget.
+    uploads: Reservations,
 }
 
 impl SessionStore {
@@ -262,6 +281,7 @@ impl SessionStore {
                 persister,
                 bytes_held: AtomicU64::new(0),
                 reservations: Reservations::default(),
+                uploads: Reservations::default(),
             }),
         }
     }
@@ -323,28 +343,46 @@ impl SessionStore {
             })
     }
 
-    /// Grows `reservation` by `more` bytes, or refuses with RESOURCE_EXHAUSTED when the
-    /// budget cannot hold them now (`what` and `hint` go into the message). For uploads,
-    /// which hold what has arrived against the budget while the rest arrives.
-    pub fn grow(
-        &self,
-        reservation: &mut Reservation,
-        more: u64,
-        what: &'static str,
-        hint: &'static str,
-    ) -> Result<(), StoreError> {
+    /// An upload's hold, empty: it grows with [`SessionStore::grow_upload`] as chunks
+    /// arrive.
+    pub fn start_upload(&self) -> UploadHold {
+        let empty = |r: &Reservations| r.try_reserve(0, 0, u64::MAX).expect("0 bytes fit");
+        UploadHold::new(
+            empty(&self.shared.reservations),
+            empty(&self.shared.uploads),
+        )
+    }
+
+    /// Grows `upload` by `more` bytes, or refuses with RESOURCE_EXHAUSTED when the
+    /// uploads' share or the budget cannot hold them now. Uploads hold what has arrived
+    /// against both while the rest arrives.
+    pub fn grow_upload(&self, upload: &mut UploadHold, more: u64) -> Result<(), StoreError> {
         let Some(budget) = self.shared.limits.max_memory else {
             return Ok(());
         };
-        if reservation.try_grow(more, self.bytes_held(), budget) {
-            return Ok(());
+        let cap = self.upload_cap(budget);
+        match upload.try_grow(more, self.bytes_held(), budget, cap) {
+            Ok(()) => Ok(()),
+            Err(UploadRefusal::Share) => Err(StoreError::OverUploadShare {
+                need: upload.bytes() + more,
+                cap,
+            }),
+            Err(UploadRefusal::Budget) => Err(StoreError::OverMemoryBudget {
+                need: upload.bytes() + more,
+                budget,
+                what: "this upload",
+                hint: "retry later, or import when fewer uploads are in flight",
+            }),
         }
-        Err(StoreError::OverMemoryBudget {
-            need: reservation.bytes() + more,
-            budget,
-            what,
-            hint,
-        })
+    }
+
+    /// What uploads in flight may hold together under `budget`.
+    fn upload_cap(&self, budget: u64) -> u64 {
+        self.shared
+            .limits
+            .max_upload_memory
+            .unwrap_or((budget as f64 * DEFAULT_UPLOAD_SHARE) as u64)
+            .min(budget)
     }
 
     /// Bytes calls in flight hold against the memory budget now.
@@ -357,10 +395,10 @@ impl SessionStore {
     pub fn max_checkpoint_bytes(&self) -> u64 {
         let limits = &self.shared.limits;
         let most = limits.max_parameters.saturating_mul(8 * 3);
+        let most = most.saturating_add(16 << 20);
         limits
             .max_memory
-            .map_or(most, |budget| most.min(budget))
-            .saturating_add(16 << 20)
+            .map_or(most, |budget| most.min(self.upload_cap(budget)))
     }
 
     /// Adds a model under a fresh id, owned by `tenant`, and, with a state directory,

@@ -830,6 +830,7 @@ fn bad_settings_are_refused_at_startup() {
             vec!["--max-concurrent-streams", "0"],
             "--max-concurrent-streams",
         ),
+        (vec!["--upload-stall-secs", "0"], "--upload-stall-secs"),
         // /proc exists and is not writable, for root too.
         (
             vec!["--state-dir", "/proc"],

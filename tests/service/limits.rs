@@ -324,19 +324,15 @@ async fn calls_waiting_for_one_session_are_bounded() {
     let mut c = srv.trainer();
     let (slow, _) = create(&mut c, slow_spec()).await;
     let (other, _) = create(&mut c, wire_spec(4, &[], 3)).await;
-    let idle = c
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models[0]
-        .idle_seconds;
+    // Left idle for 100 ms, so its idle time dropping under 50 ms below says the holder
+    // took its lock.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let holder = {
         let mut c = srv.trainer();
         let req = slow_request(&slow);
         tokio::spawn(async move { c.gradient_check(req).await })
     };
-    wait_until_in_use(&mut c, &slow, idle.min(0.05)).await;
+    wait_until_in_use(&mut c, &slow, 0.05).await;
     let b = Batch::random(48, 16, 8, 4);
     let steps: Vec<_> = (0..10)
         .map(|_| {
@@ -511,19 +507,10 @@ async fn until_reserved(srv: &TestServer, bytes: f64) -> f64 {
     panic!("calls in flight never held {bytes} bytes");
 }
 
-#[tokio::test]
-async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives() {
-    let mut config = test_config();
-    config.limits.max_memory = Some(7 << 20);
-    let srv = TestServer::with_metrics(config).await;
-    let mut c = srv.trainer();
-    // ~1.06M f32 parameters: a checkpoint of about 4.25 MB, exported and then deleted so
-    // the sessions hold nothing.
-    let (id, _) = create(
-        &mut c,
-        wire_spec(1024, &[layer(1024, pb::Activation::Relu)], 10),
-    )
-    .await;
+/// A checkpoint of about 4.25 MB (~1.06M f32 parameters) in 1 MiB chunks, exported
+/// from a model that is then deleted, so the sessions hold nothing.
+async fn four_mb_checkpoint(c: &mut Client) -> Vec<pb::CheckpointChunk> {
+    let (id, _) = create(c, wire_spec(1024, &[layer(1024, pb::Activation::Relu)], 10)).await;
     let mut export = c
         .export_model(pb::ExportModelRequest {
             model_id: id.clone(),
@@ -542,9 +529,20 @@ async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives
     c.delete_model(pb::DeleteModelRequest { model_id: id })
         .await
         .expect("DeleteModel");
-    let budget = 7u64 << 20;
-    // Alone, an upload fits: the file (4.25 MB) while it arrives, then the model it
-    // decodes into, are each under the 7.3 MB budget.
+    chunks
+}
+
+#[tokio::test]
+async fn uploads_hold_what_has_arrived_within_their_share_of_the_budget() {
+    let budget = 9u64 << 20;
+    let mut config = test_config();
+    config.limits.max_memory = Some(budget);
+    let srv = TestServer::with_metrics(config).await;
+    let mut c = srv.trainer();
+    let chunks = four_mb_checkpoint(&mut c).await;
+    // Alone, an upload fits: the file (4.25 MB) while it arrives is within the uploads'
+    // default share (half the budget, 4.5 MiB), and the model it decodes into within
+    // the budget.
     let alone = c
         .import_model(tokio_stream::iter(chunks.clone()))
         .await
@@ -568,19 +566,20 @@ async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives
             .await
     });
     let held = until_reserved(&srv, (3u64 << 20) as f64).await;
-    assert_eq!(held, (4u64 << 20) as f64, "the buffer grew 1, 2, 4 MiB");
+    assert_eq!(held, (4u64 << 20) as f64, "the buffer grew to 1, 2, 4 MiB");
 
     // Beside it, a second upload is refused as soon as its buffer would grow past what
-    // the budget has left (its third growth, to 4 MiB: 4 + 4 > 7 MiB).
+    // the uploads' share has left (its first growth, to 1 MiB: 4 + 1 > 4.5 MiB).
     let e = c
         .import_model(tokio_stream::iter(chunks.clone()))
         .await
         .unwrap_err();
-    assert_code(&e, Code::ResourceExhausted, "memory budget");
+    assert_code(&e, Code::ResourceExhausted, "uploads in flight");
+    let share = budget / 2;
     assert!(
         e.message()
-            .contains(&format!("({budget} bytes, --max-memory)"))
-            && e.message().contains("this upload")
+            .contains(&format!("{share} bytes together (--max-upload-memory)"))
+            && e.message().contains("this upload (1048576 bytes)")
             && !e.message().contains("free"),
         "{}",
         e.message()
@@ -594,6 +593,16 @@ async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives
         held,
         "the refused upload gave back all it held"
     );
+    // Uploads cannot starve the rest: a model as large as the checkpoint is created
+    // beside the stalled upload, in the half of the budget uploads may not take.
+    let (big, _) = create(
+        &mut c,
+        wire_spec(1024, &[layer(1024, pb::Activation::Relu)], 10),
+    )
+    .await;
+    c.delete_model(pb::DeleteModelRequest { model_id: big })
+        .await
+        .expect("DeleteModel");
 
     // The slow upload is cut off: what it held comes back, and the same upload fits.
     drop(tx);
@@ -603,5 +612,55 @@ async fn uploads_hold_what_has_arrived_against_the_budget_while_the_rest_arrives
     c.import_model(tokio_stream::iter(chunks))
         .await
         .expect("fits once the slow upload is gone");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_cut_off_and_gives_back_what_it_held() {
+    let mut config = test_config();
+    config.limits.max_memory = Some(64 << 20);
+    config.request_limits.upload_stall = Duration::from_millis(400);
+    let srv = TestServer::with_metrics(config).await;
+    let mut c = srv.trainer();
+    let chunks = four_mb_checkpoint(&mut c).await;
+    // Two chunks, then silence with the stream left open: the client's own deadline
+    // (none here) would let it hold its 2 MiB forever.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for chunk in &chunks[..2] {
+        tx.send(chunk.clone()).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let stalled = c
+        .import_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_code(&stalled, Code::DeadlineExceeded, "the upload stalled");
+    assert!(
+        stalled
+            .message()
+            .contains("no chunk for 0.4 s after 2097152 bytes (--upload-stall-secs)"),
+        "{}",
+        stalled.message()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "cut off only after the stall: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(scrape(&srv).await["backprop_memory_reserved_bytes"], 0.0);
+    assert!(list_ids(&mut c).await.is_empty(), "it created nothing");
+    drop(tx);
+    // Chunks that keep coming, each within the stall, are not cut off.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let paced = tokio::spawn(async move {
+        for chunk in chunks {
+            tx.send(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    c.import_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a paced upload longer than the stall in all arrives");
+    paced.await.unwrap();
     srv.stop().await;
 }

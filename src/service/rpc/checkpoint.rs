@@ -44,14 +44,13 @@ pub async fn import(
         // it decodes; the decoded model is then admitted by its own size. (The model's
         // copy made during the decode, beside the file, is the kind of transient the
         // budget's headroom is for: see `session::budget::DEFAULT_MEMORY_FRACTION`.)
-        let mut held = svc.store.reserve(0)?;
+        // Uploads together hold at most their share of the budget, so however many stall
+        // the rest stays for other calls.
+        let mut held = svc.store.start_upload();
         let most = svc.store.max_checkpoint_bytes();
-        let file = checkpoint::receive(stream, most, |more| {
-            let (what, hint) = (
-                "this upload",
-                "retry later, or import when fewer uploads are in flight",
-            );
-            Ok(svc.store.grow(&mut held, more, what, hint)?)
+        let stall = svc.admission.limits.upload_stall;
+        let file = checkpoint::receive(stream, most, stall, |more| {
+            Ok(svc.store.grow_upload(&mut held, more)?)
         })
         .await?;
         check_checkpoint_header(&file)?;
