@@ -125,6 +125,7 @@ fn fuzz_config() -> Config {
         request_limits: RequestLimits {
             max_batch_elements: MAX_BATCH_ELEMENTS,
             max_gradcheck_work: MAX_GRADCHECK_WORK,
+            ..RequestLimits::default()
         },
         max_message_bytes: MAX_MESSAGE_BYTES,
         ..test_config()
