@@ -1468,13 +1468,17 @@ async fn waiters_on_one_session(ctx: &Ctx) -> Result<Tally, Error> {
 // Stalled uploads
 
 /// Concurrent ImportModel uploads that each declare `--upload-declared-bytes`, send
-/// `--upload-sent-bytes` and stall. The server must refuse those the memory budget cannot
-/// hold and end the others (its default deadline), creating nothing.
+/// `--upload-sent-bytes` and stall. The server must refuse those its uploads' share of the
+/// memory budget cannot hold and end the others (no chunk for `--upload-stall-secs`, or
+/// at the latest its default deadline), creating nothing.
 async fn stalled_imports(ctx: &Ctx) -> Result<Tally, Error> {
     use tokio::sync::mpsc;
     let mut tally = Tally::new("calls");
     let piece = Bytes::from(vec![0u8; 4 << 20]);
     let declared = ctx.args.upload_declared_bytes;
+    if declared == 0 {
+        return Err("--upload-declared-bytes must be at least 1: a stalled upload declares more than it sends".into());
+    }
     let to_send = ctx.args.upload_sent_bytes.min(declared - 1);
     let wait = Duration::from_secs(ctx.args.default_deadline_secs + 20);
     let before = ctx
@@ -1804,7 +1808,14 @@ async fn import_negative_adam_v(ctx: &Ctx) -> Result<Tally, Error> {
         .and_then(|o| o.get(0))
         .and_then(|o| o.as_u64())
         .ok_or("no layers.0.weight.adam_v")? as usize;
-    data[start..start + 4].copy_from_slice(&(-1.0f32).to_le_bytes());
+    // The offset comes from the server's header: a wrong one is the server's bug, named
+    // here, not the harness's panic.
+    let len = data.len();
+    data.get_mut(start..start.saturating_add(4))
+        .ok_or(format!(
+            "layers.0.weight.adam_v starts at {start}, past the {len} data bytes"
+        ))?
+        .copy_from_slice(&(-1.0f32).to_le_bytes());
     let r = import(&mut c, safetensors_file(&header, &data)?).await;
     tally.expect("ImportModel(adam_v < 0)", &r, "INVALID_ARGUMENT");
     if let Ok(r) = &r {
