@@ -11,25 +11,15 @@
 //! - [`malloc`]: allocator settings that keep step buffers in the process.
 //! - [`metrics`]: a server's own Prometheus recorder: calls, steps, queue, shed, memory.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
-//! - [`pb_tensor`]: the hand-written `Tensor` message, decoded in one pass.
-//! - [`pb`]: the generated `backprop.v1` protobuf and gRPC types.
+//! - [`pb`]: the `backprop.v1` wire types (generated, but the hand-written `Tensor`).
 pub mod checkpoint;
 pub mod cli;
 pub mod engine;
 pub mod malloc;
 pub mod metrics;
 pub mod model;
-pub mod pb_tensor;
+pub mod pb;
 pub mod render;
 pub mod server;
 pub mod service;
 pub mod session;
-
-/// The `backprop.v1` wire contract, generated from `proto/backprop/v1/backprop.proto`.
-pub mod pb {
-    tonic::include_proto!("backprop.v1");
-    pub use crate::pb_tensor::Tensor;
-    /// Encoded descriptor set, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("backprop_descriptor");
-}
