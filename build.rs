@@ -14,9 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.encode_file_descriptor_set(),
     )?;
 
-    // Tensor is written by hand (src/pb/tensor.rs) so a batch decodes in one pass.
+    // Tensor is written by hand (src/pb/tensor.rs) so a batch decodes in one pass; the
+    // codec (src/pb/codec.rs) encodes each message into a buffer of exactly its size.
     tonic_prost_build::configure()
         .extern_path(".backprop.v1.Tensor", "crate::pb::tensor::Tensor")
+        .codec_path("crate::pb::codec::SizedCodec")
         // Checkpoint chunks are slices of one encoded file: Bytes shares it, no copy.
         .bytes(".backprop.v1.CheckpointChunk.data")
         .compile_fds(compiler.file_descriptor_set())?;

@@ -11,7 +11,8 @@
 //! - [`malloc`]: allocator settings that keep step buffers in the process.
 //! - [`metrics`]: a server's own Prometheus recorder: calls, steps, queue, shed, memory.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
-//! - [`pb`]: the `backprop.v1` wire types (generated, but the hand-written `Tensor`).
+//! - [`pb`]: the `backprop.v1` wire types (generated, but the hand-written `Tensor`), and
+//!   the codec that encodes each message into a buffer of exactly its size.
 pub mod checkpoint;
 pub mod cli;
 pub mod engine;

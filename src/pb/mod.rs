@@ -1,5 +1,8 @@
 //! The `backprop.v1` wire contract, generated from `proto/backprop/v1/backprop.proto`,
-//! with the pieces written by hand: the `Tensor` message ([`tensor`]).
+//! with the pieces written by hand: the `Tensor` message ([`tensor`]) and the codec of
+//! the generated services and clients ([`codec`]), which sizes every encode buffer to its
+//! message.
+pub mod codec;
 pub mod tensor;
 
 tonic::include_proto!("backprop.v1");
