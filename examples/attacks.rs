@@ -180,7 +180,7 @@ impl Attack {
             }
             Attack::WaitersOnOneSession => "concurrent 4 MB TrainSteps on one session",
             Attack::StalledImports => {
-                "concurrent ImportModel uploads declaring 1.2 GB, sending part and stalling"
+                "concurrent ImportModel uploads declaring more than they send, then stalling"
             }
             Attack::AnswersOverMessageLimit => {
                 "a 17.2M-parameter f32 model: GetModel with values and Backward (69 MB answers)"

@@ -21,9 +21,11 @@
 #
 # Usage: bench/attacks/run.sh [extra attacks args, e.g. --only idle-sockets,deep-trace]
 #   VARIANTS="default capped" (or one of them)  ULIMIT_V_KIB=4194304 (the capped variant)
-#   CAPPED_ARGS="--upload-sent-bytes 268435456" (attacks args for the capped variant only:
-#   16 stalled uploads of 256 MiB are twice its 2 GiB budget; on the default server, with
-#   half of the machine's memory as its budget, 16 × 128 MiB are sent)
+#   CAPPED_ARGS="--upload-declared-bytes 600000000 --upload-sent-bytes 268435456" (attacks
+#   args for the capped variant only: 16 stalled uploads of 256 MiB are four times its
+#   uploads' share, 1 GiB of its 2 GiB budget, and each declares a size the share could
+#   hold, so the share is what refuses them; on the default server, with half of the
+#   machine's memory as its budget, 16 × 128 MiB of 1.2 GB are sent)
 #   PROFILE=release (or debug: the test profile, quicker to build)  RUST_LOG=info
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +33,7 @@ cd "$(dirname "$0")/../.."
 VARIANTS=${VARIANTS:-default capped}
 ULIMIT_V_KIB=${ULIMIT_V_KIB:-4194304}
 PROFILE=${PROFILE:-release}
-CAPPED_ARGS=${CAPPED_ARGS:---upload-sent-bytes 268435456}
+CAPPED_ARGS=${CAPPED_ARGS:---upload-declared-bytes 600000000 --upload-sent-bytes 268435456}
 
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
