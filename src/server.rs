@@ -7,6 +7,7 @@
 //! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
 //! - [`tls`]: the certificate, key and client CA files, checked at startup.
 pub mod connections;
+pub mod listen;
 mod metrics;
 pub mod tls;
 use std::convert::Infallible;

@@ -371,7 +371,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
     };
     // Before binding: a refused configuration never listens.
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = server::listen::bind(args.listen)?;
     if let Some(path) = &args.address_file {
         // Written to a temporary name and renamed, so a reader never sees half an address.
         let tmp = path.with_extension("tmp");
@@ -379,11 +379,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         std::fs::rename(&tmp, path)?;
     }
     let metrics = match args.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("--metrics-listen {addr}: {e}"))?,
-        ),
+        Some(addr) => {
+            Some(server::listen::bind(addr).map_err(|e| format!("--metrics-listen {addr}: {e}"))?)
+        }
         None => None,
     };
     let listeners = Listeners {
