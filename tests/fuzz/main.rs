@@ -726,13 +726,14 @@ async fn export_of(c: &mut Client, id: &str) -> Result<tonic::Response<Vec<u8>>,
 
 /// How many sessions ListModels shows.
 async fn model_count(c: &mut Client) -> Result<usize, TestCaseError> {
-    Ok(
-        within("ListModels", c.list_models(pb::ListModelsRequest {}))
-            .await?
-            .map_err(|s| fail(format!("ListModels failed: {s:?}")))?
-            .models
-            .len(),
+    Ok(within(
+        "ListModels",
+        c.list_models(pb::ListModelsRequest::default()),
     )
+    .await?
+    .map_err(|s| fail(format!("ListModels failed: {s:?}")))?
+    .models
+    .len())
 }
 
 /// A file and its decoded model; a file that does not decode (e.g. a non-finite value,

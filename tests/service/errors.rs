@@ -97,7 +97,7 @@ impl<T: Wire> Fixture<T> {
         assert_params_eq(after_what, &after, &self.mirror);
         let listed = self
             .c
-            .list_models(pb::ListModelsRequest {})
+            .list_models(pb::ListModelsRequest::default())
             .await
             .unwrap()
             .into_inner();

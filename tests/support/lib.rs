@@ -411,7 +411,7 @@ pub async fn train(c: &mut Client, id: &str, b: &Batch, x: pb::Tensor) -> pb::Tr
 }
 
 pub async fn list_ids(c: &mut Client) -> Vec<String> {
-    c.list_models(pb::ListModelsRequest {})
+    c.list_models(pb::ListModelsRequest::default())
         .await
         .expect("ListModels")
         .into_inner()
@@ -452,7 +452,7 @@ pub async fn wait_until_in_use(c: &mut Client, id: &str, idle_before: f64) {
     let start = Instant::now();
     loop {
         let models = c
-            .list_models(pb::ListModelsRequest {})
+            .list_models(pb::ListModelsRequest::default())
             .await
             .expect("ListModels")
             .into_inner()
