@@ -575,6 +575,13 @@ async fn uploads_hold_what_has_arrived_within_their_share_of_the_budget() {
         .await
         .unwrap_err();
     assert_code(&e, Code::ResourceExhausted, "uploads in flight");
+    assert_reason(&e, Code::ResourceExhausted, "UPLOAD_SHARE");
+    assert_eq!(
+        retry_delay(&e),
+        Duration::from_secs(1),
+        "it fits once others finish"
+    );
+    assert_eq!(quota(&e).0, "--max-upload-memory");
     let share = budget / 2;
     assert!(
         e.message()
@@ -635,6 +642,7 @@ async fn a_stalled_upload_is_cut_off_and_gives_back_what_it_held() {
         .await
         .unwrap_err();
     assert_code(&stalled, Code::DeadlineExceeded, "the upload stalled");
+    assert_reason(&stalled, Code::DeadlineExceeded, "UPLOAD_STALLED");
     assert!(
         stalled
             .message()

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use backprop::pb;
 use support::*;
+use tonic::Code;
 
 async fn page(c: &mut Client, page_size: u32, page_token: &str) -> pb::ListModelsResponse {
     c.list_models(pb::ListModelsRequest {
@@ -138,6 +139,7 @@ async fn a_malformed_page_token_is_invalid_argument() {
             .await
             .unwrap_err();
         assert_invalid(&e, "page_token");
+        assert_reason(&e, Code::InvalidArgument, "INVALID_ARGUMENT");
         assert!(!e.message().contains(&long), "a long token echoed whole");
     }
     // A token stays a position after its model is deleted.
