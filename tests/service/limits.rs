@@ -365,6 +365,15 @@ async fn calls_waiting_for_one_session_are_bounded() {
                     "{}",
                     e.message()
                 );
+                assert_reason(&e, Code::ResourceExhausted, "SESSION_WAITERS");
+                assert_eq!(retry_delay(&e), Duration::from_millis(500));
+                assert_eq!(
+                    quota(&e),
+                    (
+                        "--max-session-waiters".to_string(),
+                        "one more call than the 3 that may wait for one model".to_string()
+                    )
+                );
                 refused += 1;
             }
         }
