@@ -1484,7 +1484,7 @@ async fn stalled_imports(ctx: &Ctx) -> Result<Tally, Error> {
     let before = ctx
         .client()
         .await?
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await?;
     let models_before = before.into_inner().models.len();
     let uploads: Vec<_> = (0..ctx.args.uploads)
@@ -1544,7 +1544,7 @@ async fn stalled_imports(ctx: &Ctx) -> Result<Tally, Error> {
     let after = ctx
         .client()
         .await?
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await?;
     let models_after = after.into_inner().models.len();
     if models_after != models_before {

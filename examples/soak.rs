@@ -726,7 +726,7 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let sessions = |l: &mut TrainerClient<Channel>| {
         let mut l = l.clone();
         async move {
-            l.list_models(pb::ListModelsRequest {})
+            l.list_models(pb::ListModelsRequest::default())
                 .await
                 .ok()
                 .map(|r| r.into_inner().models.len())

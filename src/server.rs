@@ -4,23 +4,23 @@
 //!
 //! - [`connections`]: the accept loop, connection timers and the per-call layer that
 //!   keep idle, half-open and non-reading clients from holding the server's resources.
+//! - `error_info`: the last pass that gives every error the Trainer answers an ErrorInfo,
+//!   and tonic's size-limit refusal the RESOURCE_EXHAUSTED of every other limit.
 //! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
+//! - [`listen`]: the listening sockets, with a backlog sized for the connection cap.
 //! - [`tls`]: the certificate, key and client CA files, checked at startup.
 pub mod connections;
+mod error_info;
 pub mod listen;
 mod metrics;
 pub mod tls;
-use std::convert::Infallible;
 use std::future::Future;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::codegen::{BoxFuture, Service, http};
-use tonic::server::NamedService;
 
 pub use self::connections::Transport;
-use crate::metrics::{Gauges, Metrics, Shed};
+use crate::metrics::{Gauges, Metrics};
 use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
 use crate::service::auth::{Authenticate, Authenticated, Tokens};
@@ -233,7 +233,7 @@ pub async fn run(
         .with_max_message_bytes(config.max_message_bytes)
         .with_metrics(metrics.clone());
     let auth = Authenticate::new(config.auth.clone());
-    let trainer = SizeLimitIsResourceExhausted(
+    let trainer = error_info::WithErrorInfo::new(
         Authenticated::new(
             TrainerServer::new(trainer)
                 .max_decoding_message_size(config.max_message_bytes)
@@ -241,6 +241,7 @@ pub async fn run(
             auth.clone(),
         ),
         metrics.clone(),
+        config.max_message_bytes,
     );
     let trainer = metrics::Observed::new(trainer, metrics.clone());
 
@@ -327,47 +328,4 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// tonic refuses a request over `max_decoding_message_size` with OUT_OF_RANGE, but gRPC
-/// (and grpc-go, grpc-java, C core) answer RESOURCE_EXHAUSTED for a message over the
-/// configured maximum, and so does our contract for every server limit. The Trainer never
-/// returns OUT_OF_RANGE itself, so this rewrites that code in the trailers-only answer a
-/// refused request gets.
-#[derive(Clone)]
-struct SizeLimitIsResourceExhausted<S>(S, Metrics);
-
-impl<S: NamedService> NamedService for SizeLimitIsResourceExhausted<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B, RB> Service<http::Request<B>> for SizeLimitIsResourceExhausted<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let answer = self.0.call(req);
-        let metrics = self.1.clone();
-        Box::pin(async move {
-            let mut res = answer.await?;
-            let status = res.headers().get("grpc-status");
-            if status.is_some_and(|s| s.as_bytes() == b"11") {
-                metrics.shed(Shed::MessageTooLarge);
-                res.headers_mut().insert(
-                    "grpc-status",
-                    http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
-                );
-            }
-            Ok(res)
-        })
-    }
 }

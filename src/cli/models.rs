@@ -2,10 +2,11 @@
 //! people, or JSON (`--json`) for scripts.
 use serde_json::json;
 
-use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use super::client::{self, CONNECT_TIMEOUT, Connection, ServerArgs};
 use super::describe::{self, table};
 use super::error::CliError;
 use crate::pb;
+use crate::pb::trainer_client::TrainerClient;
 
 #[derive(clap::Args, Debug)]
 pub struct ModelsArgs {
@@ -41,14 +42,13 @@ pub struct DeleteArgs {
     pub server: ServerArgs,
 }
 
+/// Models asked for per ListModels call: answers stay small (about 100 bytes a model)
+/// however many models the server holds.
+const PAGE_SIZE: u32 = 500;
+
 pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let list = client::trainer(channel)
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .map_err(CliError::rpc("ListModels"))?
-        .into_inner()
-        .models;
+    let list = all_models(&mut client::trainer(channel)).await?;
     if args.json {
         let models: Vec<_> = list
             .iter()
@@ -102,6 +102,29 @@ pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
         )
     );
     Ok(())
+}
+
+/// Every model of the caller's, a page at a time, in model_id order.
+async fn all_models(
+    trainer: &mut TrainerClient<Connection>,
+) -> Result<Vec<pb::ModelSummary>, CliError> {
+    let mut models = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = trainer
+            .list_models(pb::ListModelsRequest {
+                page_size: PAGE_SIZE,
+                page_token,
+            })
+            .await
+            .map_err(CliError::rpc("ListModels"))?
+            .into_inner();
+        models.extend(page.models);
+        if page.next_page_token.is_empty() {
+            return Ok(models);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 pub async fn show(args: ShowArgs) -> Result<(), CliError> {

@@ -31,6 +31,7 @@ use tonic::codegen::{BoxFuture, Bytes, Service, http};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::pb;
+use crate::service::status::{Reason, Refusal};
 use crate::session::UntilSent;
 
 /// The transport's limits (`--max-connections`, `--max-concurrent-streams`, the
@@ -559,10 +560,13 @@ where
                 None => answer.await?,
                 Some(d) => match tokio::time::timeout(d, answer).await {
                     Ok(res) => res?,
-                    Err(_) => tonic::Status::deadline_exceeded(format!(
-                        "the call sent no grpc-timeout and ran past the server's default \
-                         deadline of {} s (--default-deadline-secs); send a deadline to allow longer",
-                        d.as_secs_f64()
+                    Err(_) => tonic::Status::from(Refusal::new(
+                        Reason::DefaultDeadline,
+                        format!(
+                            "the call sent no grpc-timeout and ran past the server's default \
+                             deadline of {} s (--default-deadline-secs); send a deadline to allow longer",
+                            d.as_secs_f64()
+                        ),
                     ))
                     .into_http(),
                 },

@@ -18,6 +18,7 @@ use tonic::server::NamedService;
 
 use crate::metrics::{Gauges, Metrics};
 use crate::pb;
+use crate::service::reason::code_name;
 
 /// Counts and times each call of the wrapped service. The status is in the response
 /// headers for a trailers-only answer (every error the handlers, the interceptor or the
@@ -199,30 +200,6 @@ fn trainer_methods() -> Vec<&'static str> {
         // Leaked once per process: a few dozen bytes that label every call.
         .map(|m| &*Box::leak(m.name().to_string().into_boxed_str()))
         .collect()
-}
-
-/// The canonical name of a gRPC status code, as the label `code` shows it.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Serves `GET /metrics` on `listener` (HTTP/1.1, plaintext: keep it on a private

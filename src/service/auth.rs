@@ -20,6 +20,7 @@ use tonic::codegen::http;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::service::status::{Reason, Refusal};
 use crate::session::Tenant;
 
 /// Shorter tokens are refused: a token is a password that is guessed online.
@@ -218,15 +219,17 @@ impl Authenticate {
         });
         let Some(token) = token else {
             tracing::debug!("refused a call without a bearer token");
-            return Err(Status::unauthenticated(
+            return Err(Refusal::new(
+                Reason::Unauthenticated,
                 "this server needs `authorization: Bearer <token>` metadata",
-            ));
+            )
+            .into());
         };
         match tokens.tenant_of(token) {
             Some(tenant) => Ok(Some(tenant)),
             None => {
                 tracing::debug!("refused a call with an unknown bearer token");
-                Err(Status::unauthenticated("unknown bearer token"))
+                Err(Refusal::new(Reason::Unauthenticated, "unknown bearer token").into())
             }
         }
     }

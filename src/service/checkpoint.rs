@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use super::status::invalid;
+use super::status::{Reason, Refusal, invalid};
 use crate::pb;
 
 /// Chunk size when the caller does not choose one.
@@ -109,7 +109,7 @@ pub fn split(file: Vec<u8>, chunk: usize) -> impl Iterator<Item = pb::Checkpoint
 /// cannot keep what it holds for as long as its own deadline allows.
 pub async fn receive(
     mut stream: Streaming<pb::CheckpointChunk>,
-    max_bytes: u64,
+    (max_bytes, max_flag): (u64, &str),
     stall: Duration,
     mut hold: impl FnMut(u64) -> Result<(), Status>,
 ) -> Result<Vec<u8>, Status> {
@@ -124,10 +124,18 @@ pub async fn receive(
         ));
     }
     if total > max_bytes {
-        return Err(Status::resource_exhausted(format!(
-            "total_bytes: a {total}-byte checkpoint is larger than this server accepts \
-             ({max_bytes} bytes, from its parameter and memory limits)"
-        )));
+        return Err(Refusal::new(
+            Reason::CheckpointSize,
+            format!(
+                "total_bytes: a {total}-byte checkpoint is larger than this server accepts \
+                 ({max_bytes} bytes, from its parameter and memory limits)"
+            ),
+        )
+        .limit(
+            max_flag,
+            format!("a {total}-byte checkpoint, more than the {max_bytes} bytes accepted"),
+        )
+        .into());
     }
     let declared = first.sha256.to_ascii_lowercase();
     if declared.len() != 64 || !declared.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -200,11 +208,15 @@ async fn next_chunk(
 ) -> Result<Option<pb::CheckpointChunk>, Status> {
     match tokio::time::timeout(stall, stream.message()).await {
         Ok(chunk) => chunk,
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "the upload stalled: no chunk for {:.1} s after {arrived} bytes \
-             (--upload-stall-secs); it is cut off and what it held is freed",
-            stall.as_secs_f64()
-        ))),
+        Err(_) => Err(Refusal::new(
+            Reason::UploadStalled,
+            format!(
+                "the upload stalled: no chunk for {:.1} s after {arrived} bytes \
+                 (--upload-stall-secs); it is cut off and what it held is freed",
+                stall.as_secs_f64()
+            ),
+        )
+        .into()),
     }
 }
 

@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayD, IxDyn};
 use tonic::Status;
 
-use super::status::invalid;
+use super::status::{Reason, Refusal, invalid};
 use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
 use crate::engine::scalar::Scalar;
@@ -75,9 +75,18 @@ pub fn check_tensor(
             field,
             format!("shape {:?} needs {n} values, got {got}", t.shape),
         )),
-        Some(n) if n > max_elements => Err(Status::resource_exhausted(format!(
-            "{field}: {n} elements is more than this server's limit of {max_elements} per tensor"
-        ))),
+        Some(n) if n > max_elements => Err(Refusal::new(
+            Reason::TensorLimit,
+            format!(
+                "{field}: {n} elements is more than this server's limit of {max_elements} \
+                 per tensor"
+            ),
+        )
+        .limit(
+            "--max-batch-elements",
+            format!("{field} has {n} elements, more than the {max_elements} a tensor may have"),
+        )
+        .into()),
         Some(_) => Ok(shape),
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
-use super::status::invalid;
+use super::status::{Reason, invalid, invalid_because};
 use crate::model::{ActivationSpec, DType, ModelSpec};
 use crate::session::{Reservation, SessionId, SessionStore};
 
@@ -490,11 +490,14 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// The per-call cap: the configured one, else the memory budget; `None` = none.
-    pub fn call_cap(&self, store: &SessionStore) -> Option<u64> {
+    /// The per-call cap and the flag that sets it: the configured one, else the memory
+    /// budget (the smaller of the two when both are set); `None` = none.
+    pub fn call_cap(&self, store: &SessionStore) -> Option<(u64, &'static str)> {
         let limits = store.limits();
-        match (limits.max_call_memory, limits.max_memory) {
-            (Some(c), Some(b)) => Some(c.min(b)),
+        let call = limits.max_call_memory.map(|c| (c, "--max-call-memory"));
+        let budget = limits.max_memory.map(|b| (b, "--max-memory"));
+        match (call, budget) {
+            (Some(c), Some(b)) => Some(if c.0 <= b.0 { c } else { b }),
             (c, b) => c.or(b),
         }
     }
@@ -550,7 +553,8 @@ impl Admission {
                     None => "no batch is small enough for this model".into(),
                 },
             };
-            return Err(invalid(
+            return Err(invalid_because(
+                Reason::AnswerTooLarge,
                 field_of(call),
                 format!(
                     "the {} answer would be about {} bytes, more than this server's message \
@@ -558,10 +562,18 @@ impl Admission {
                     call.name(),
                     cost.answer_bytes
                 ),
-            ));
+            )
+            .limit(
+                "--max-message-mib",
+                format!(
+                    "an answer of about {} bytes, more than the {limit}-byte message limit",
+                    cost.answer_bytes
+                ),
+            )
+            .into());
         }
         let need = cost.peak_bytes.saturating_add(request_bytes);
-        if let Some(cap) = self.call_cap(store)
+        if let Some((cap, flag)) = self.call_cap(store)
             && need > cap
         {
             let how = match rows_fitting(cap, &need_at) {
@@ -569,7 +581,8 @@ impl Admission {
                 None if call.has_rows() => "no batch is small enough for this model".into(),
                 None => "use a smaller model".into(),
             };
-            return Err(invalid(
+            return Err(invalid_because(
+                Reason::CallMemory,
                 field_of(call),
                 format!(
                     "this {} needs about {need} bytes at its peak, more than this server \
@@ -577,7 +590,14 @@ impl Admission {
                      it can never succeed here; {how}",
                     call.name()
                 ),
-            ));
+            )
+            .limit(
+                flag,
+                format!(
+                    "a peak of about {need} bytes, more than the {cap} bytes one call may take"
+                ),
+            )
+            .into());
         }
         let reservation = store.reserve(need)?;
         Ok((cost, reservation))

@@ -1,12 +1,14 @@
 //! The gRPC face: the `backprop.v1.Trainer` implementation (a thin layer over the model
 //! and session modules), admission by cost (`limits`), wire conversion, the one place
-//! errors become statuses, bearer-token authentication (which tenant a call is),
+//! errors become statuses (`status`, with the machine-readable reasons in `reason`),
+//! bearer-token authentication (which tenant a call is),
 //! checkpoint streaming, and the health entry that follows the state directory.
 pub mod auth;
 pub mod checkpoint;
 pub mod convert;
 pub mod health;
 pub mod limits;
+pub mod reason;
 pub mod rpc;
 pub mod status;
 

@@ -2,7 +2,9 @@
 //! client cannot guess another client's model.
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Ordered by value, which is also the order of the hex form (fixed width, lowercase):
+/// ListModels pages in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(u128);
 
 impl SessionId {

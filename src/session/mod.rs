@@ -2,9 +2,10 @@
 //! per session, limits, idle reaping), session ids, the tenants that own sessions, the
 //! compute pool that runs the math off the async runtime, and the state directory that
 //! keeps sessions across restarts; the memory reservations and queue places of calls in
-//! flight (`budget`).
+//! flight (`budget`); a page of a tenant's sessions in id order (`page`).
 pub mod budget;
 pub mod id;
+pub mod page;
 pub mod persist;
 pub mod pool;
 pub mod store;
@@ -12,6 +13,7 @@ pub mod tenant;
 
 pub use budget::{Reservation, UntilSent, UploadHold, WaitPlace};
 pub use id::SessionId;
+pub use page::{Page, page};
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError, run_caught};
 pub use store::{Limits, Session, SessionGuard, SessionStore, StoreError};

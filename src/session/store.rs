@@ -390,15 +390,17 @@ impl SessionStore {
         self.shared.reservations.reserved()
     }
 
-    /// The largest checkpoint file ImportModel accepts: a model at the parameter limit,
-    /// in f64, with Adam's two state slots, plus room for the header.
-    pub fn max_checkpoint_bytes(&self) -> u64 {
+    /// The largest checkpoint file ImportModel accepts, and the flag that sets it: a
+    /// model at the parameter limit, in f64, with Adam's two state slots, plus room for
+    /// the header; at most what uploads may hold.
+    pub fn max_checkpoint_bytes(&self) -> (u64, &'static str) {
         let limits = &self.shared.limits;
         let most = limits.max_parameters.saturating_mul(8 * 3);
         let most = most.saturating_add(16 << 20);
-        limits
-            .max_memory
-            .map_or(most, |budget| most.min(self.upload_cap(budget)))
+        match limits.max_memory.map(|budget| self.upload_cap(budget)) {
+            Some(cap) if cap < most => (cap, "--max-upload-memory"),
+            _ => (most, "--max-parameters"),
+        }
     }
 
     /// Adds a model under a fresh id, owned by `tenant`, and, with a state directory,

@@ -82,7 +82,7 @@ fn assert_sane(figures: &Value, requests: u64) {
 async fn models(server: &TestServer) -> Vec<pb::ModelSummary> {
     server
         .trainer()
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .expect("ListModels")
         .into_inner()

@@ -726,13 +726,14 @@ async fn export_of(c: &mut Client, id: &str) -> Result<tonic::Response<Vec<u8>>,
 
 /// How many sessions ListModels shows.
 async fn model_count(c: &mut Client) -> Result<usize, TestCaseError> {
-    Ok(
-        within("ListModels", c.list_models(pb::ListModelsRequest {}))
-            .await?
-            .map_err(|s| fail(format!("ListModels failed: {s:?}")))?
-            .models
-            .len(),
+    Ok(within(
+        "ListModels",
+        c.list_models(pb::ListModelsRequest::default()),
     )
+    .await?
+    .map_err(|s| fail(format!("ListModels failed: {s:?}")))?
+    .models
+    .len())
 }
 
 /// A file and its decoded model; a file that does not decode (e.g. a non-finite value,
@@ -798,6 +799,26 @@ fn mirror_update<T: Scalar>(m: &mut Model<T>, call: &Call) -> Result<(), String>
     }
 }
 
+/// Every error the server answers carries a `google.rpc.ErrorInfo` from `backprop` with an
+/// UPPER_SNAKE reason, whoever made the status (the service, or the gRPC layer for an
+/// undecodable body).
+fn check_error_info(what: &str, s: &Status) -> Result<(), TestCaseError> {
+    let info = s
+        .get_details_error_info()
+        .ok_or_else(|| fail(format!("{what}: no ErrorInfo detail in {s:?}")))?;
+    prop_assert_eq!(&info.domain, "backprop", "{}: {:?}", what, s);
+    prop_assert!(
+        !info.reason.is_empty()
+            && info
+                .reason
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_'),
+        "{what}: reason {:?} is not UPPER_SNAKE_CASE",
+        info.reason
+    );
+    Ok(())
+}
+
 /// Awaits a call; no answer within [`CALL_TIMEOUT`] fails the case as a hang.
 async fn within<T>(
     what: &str,
@@ -811,8 +832,9 @@ async fn within<T>(
     }
 }
 
-/// A refusal: a client-error code with a message; INVALID_ARGUMENT names its field in the
-/// message and in a BadRequest field violation with a description.
+/// A refusal: a client-error code with a message and an ErrorInfo (see
+/// [`check_error_info`]); INVALID_ARGUMENT names its field in the message and in a
+/// BadRequest field violation with a description.
 fn check_refusal(what: &str, s: &Status) -> Result<(), TestCaseError> {
     prop_assert!(
         CLIENT_CODES.contains(&s.code()),
@@ -820,6 +842,7 @@ fn check_refusal(what: &str, s: &Status) -> Result<(), TestCaseError> {
         s.code()
     );
     prop_assert!(!s.message().is_empty(), "{what}: no message: {s:?}");
+    check_error_info(what, s)?;
     if s.code() == Code::InvalidArgument {
         let bad = s
             .get_details_bad_request()

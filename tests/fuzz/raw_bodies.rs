@@ -519,6 +519,7 @@ pub(crate) fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> 
                     s.code() == Code::Internal && s.message().contains("decode"),
                     "{what}: undecodable ({e}) but answered {s:?}"
                 );
+                check_error_info(what, s)?;
             }
             (Err(e), Ok(r)) => {
                 return Err(fail(format!(

@@ -503,7 +503,7 @@ pub(crate) async fn send(
             .await?
             .map(|_| Reply::DeleteModel),
         Call::ExportModel(r) => export(c, r).await?.map(Reply::ExportModel),
-        Call::ListModels => within(what, c.list_models(pb::ListModelsRequest {}))
+        Call::ListModels => within(what, c.list_models(pb::ListModelsRequest::default()))
             .await?
             .map(Reply::ListModels),
     })

@@ -118,6 +118,8 @@ async fn a_full_disk_refuses_changes_until_a_save_succeeds() {
     disk.fill();
     let (refused, acked) = train_until_refused(&mut c, &id).await;
     assert_code(&refused, Code::Unavailable, "No space left on device");
+    assert_reason(&refused, Code::Unavailable, "NOT_DURABLE");
+    assert_eq!(retry_delay(&refused), Duration::from_secs(5));
     let msg = refused.message();
     assert!(msg.contains(&format!("{id}.safetensors")), "{msg}");
     assert!(msg.contains("refused until a save succeeds"), "{msg}");

@@ -174,7 +174,7 @@ async fn check_restored(
     round: usize,
 ) -> Vec<u64> {
     let listed = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .expect("ListModels")
         .into_inner()

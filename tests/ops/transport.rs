@@ -318,7 +318,7 @@ async fn create_model(c: &mut TrainerClient<Channel>, input: u32, hidden: u32) -
 
 async fn served(s: &Serve) {
     let mut c = s.client().await;
-    c.list_models(pb::ListModelsRequest {})
+    c.list_models(pb::ListModelsRequest::default())
         .await
         .expect("a well-behaved client is served");
 }
@@ -350,7 +350,7 @@ async fn silent_sockets_are_closed_at_the_handshake_timeout() {
                     .await
                     .expect("connect"),
             );
-            c.list_models(pb::ListModelsRequest {})
+            c.list_models(pb::ListModelsRequest::default())
                 .await
                 .map(|_| start.elapsed())
         }
@@ -420,7 +420,7 @@ async fn a_connection_without_calls_is_closed_at_the_idle_timeout() {
     });
     let mut busy = s.client().await;
     while start.elapsed() < Duration::from_secs(3) {
-        busy.list_models(pb::ListModelsRequest {})
+        busy.list_models(pb::ListModelsRequest::default())
             .await
             .expect("a connection in use stays open");
         tokio::time::sleep(Duration::from_millis(300)).await;

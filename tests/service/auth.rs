@@ -66,7 +66,7 @@ async fn create_as(c: &mut Authed) -> Result<String, tonic::Status> {
 
 async fn ids_of(c: &mut Authed) -> Vec<String> {
     let mut ids: Vec<String> = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .expect("ListModels")
         .into_inner()
@@ -100,7 +100,10 @@ async fn calls_without_a_known_bearer_token_are_unauthenticated() {
         Some("Bearer "),
     ] {
         let mut c = client(&srv, authorization);
-        let err = c.list_models(pb::ListModelsRequest {}).await.unwrap_err();
+        let err = c
+            .list_models(pb::ListModelsRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{authorization:?}");
         let err = create_as(&mut c).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{authorization:?}");
@@ -347,7 +350,7 @@ async fn call_as(
             })
             .await,
         ),
-        "ListModels" => none(c.list_models(pb::ListModelsRequest {}).await),
+        "ListModels" => none(c.list_models(pb::ListModelsRequest::default()).await),
         "DeleteModel" => none(
             c.delete_model(pb::DeleteModelRequest { model_id: id })
                 .await,

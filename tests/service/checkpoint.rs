@@ -347,7 +347,7 @@ async fn bad_uploads_are_refused_and_create_nothing() {
         );
     }
     let models = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -308,7 +308,7 @@ async fn fifty_steps_on_one_session(inline_max_work: u64) {
     assert_eq!(after.step, CALLS);
     assert_params_eq("after 50 concurrent steps", &after, &m);
     let listed = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap()
         .into_inner();

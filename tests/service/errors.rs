@@ -97,7 +97,7 @@ impl<T: Wire> Fixture<T> {
         assert_params_eq(after_what, &after, &self.mirror);
         let listed = self
             .c
-            .list_models(pb::ListModelsRequest {})
+            .list_models(pb::ListModelsRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -1175,6 +1175,16 @@ async fn full_compute_queue_is_resource_exhausted() {
     for t in calls {
         if let Err(e) = t.await.unwrap() {
             assert_code(&e, Code::ResourceExhausted, "queue");
+            // Machine-readable: the reason, when to retry, and the limit with its numbers.
+            assert_reason(&e, Code::ResourceExhausted, "QUEUE_FULL");
+            assert_eq!(retry_delay(&e), Duration::from_millis(200));
+            assert_eq!(
+                quota(&e),
+                (
+                    "--queue-depth".to_string(),
+                    "one more job than the 1 the compute queue holds".to_string()
+                )
+            );
             refused += 1;
         }
     }

@@ -365,6 +365,15 @@ async fn calls_waiting_for_one_session_are_bounded() {
                     "{}",
                     e.message()
                 );
+                assert_reason(&e, Code::ResourceExhausted, "SESSION_WAITERS");
+                assert_eq!(retry_delay(&e), Duration::from_millis(500));
+                assert_eq!(
+                    quota(&e),
+                    (
+                        "--max-session-waiters".to_string(),
+                        "one more call than the 3 that may wait for one model".to_string()
+                    )
+                );
                 refused += 1;
             }
         }
@@ -575,6 +584,13 @@ async fn uploads_hold_what_has_arrived_within_their_share_of_the_budget() {
         .await
         .unwrap_err();
     assert_code(&e, Code::ResourceExhausted, "uploads in flight");
+    assert_reason(&e, Code::ResourceExhausted, "UPLOAD_SHARE");
+    assert_eq!(
+        retry_delay(&e),
+        Duration::from_secs(1),
+        "it fits once others finish"
+    );
+    assert_eq!(quota(&e).0, "--max-upload-memory");
     let share = budget / 2;
     assert!(
         e.message()
@@ -635,6 +651,7 @@ async fn a_stalled_upload_is_cut_off_and_gives_back_what_it_held() {
         .await
         .unwrap_err();
     assert_code(&stalled, Code::DeadlineExceeded, "the upload stalled");
+    assert_reason(&stalled, Code::DeadlineExceeded, "UPLOAD_STALLED");
     assert!(
         stalled
             .message()

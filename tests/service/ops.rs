@@ -227,7 +227,10 @@ async fn graceful_shutdown_lets_an_in_flight_call_finish() {
         .connect()
         .await;
     assert!(reconnect.is_err(), "the server still accepts connections");
-    let err = c.list_models(pb::ListModelsRequest {}).await.unwrap_err();
+    let err = c
+        .list_models(pb::ListModelsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 }
 

@@ -44,7 +44,7 @@ fn files(dir: &Path) -> Vec<String> {
 /// The ids ListModels reports, sorted.
 async fn listed_ids(c: &mut Client) -> Vec<String> {
     let models = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .expect("ListModels")
         .into_inner()
@@ -276,7 +276,7 @@ async fn a_restored_session_still_belongs_to_its_tenant() {
     let e = bob.get_model(get(id.clone())).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let listed = bob
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -766,7 +766,7 @@ async fn train_step_matches_engine_f32_svm_momentum() {
         "training changed nothing"
     );
     let listed = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -996,7 +996,7 @@ async fn list_and_delete_models() {
     train(&mut c, &b, &batch, batch.tensor::<f32>()).await;
 
     let listed = c
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -50,7 +50,7 @@ async fn try_list(endpoint: Endpoint) -> Result<usize, String> {
     let attempt = async {
         let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
         TrainerClient::new(channel)
-            .list_models(pb::ListModelsRequest {})
+            .list_models(pb::ListModelsRequest::default())
             .await
             .map(|r| r.into_inner().models.len())
             .map_err(|s| format!("{s:?}"))

@@ -4,12 +4,16 @@
 //! that a rejected call left its model exactly as it was.
 //!
 //! One crate every test binary depends on (a dev-dependency named `support`): `engine`
-//! (seeded data and the gate harness), `process` (the real binary as a child process, a
+//! (seeded data and the gate harness), `errors` (what an error status must say and
+//! carry), `process` (the real binary as a child process, a
 //! tmpfs to fill), `pki` (certificates made by the tests).
 
 pub mod engine;
+pub mod errors;
 pub mod pki;
 pub mod process;
+
+pub use errors::*;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,9 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
-use tonic_types::StatusExt;
 
 pub type Client = TrainerClient<Channel>;
 type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -411,7 +413,7 @@ pub async fn train(c: &mut Client, id: &str, b: &Batch, x: pb::Tensor) -> pb::Tr
 }
 
 pub async fn list_ids(c: &mut Client) -> Vec<String> {
-    c.list_models(pb::ListModelsRequest {})
+    c.list_models(pb::ListModelsRequest::default())
         .await
         .expect("ListModels")
         .into_inner()
@@ -452,7 +454,7 @@ pub async fn wait_until_in_use(c: &mut Client, id: &str, idle_before: f64) {
     let start = Instant::now();
     loop {
         let models = c
-            .list_models(pb::ListModelsRequest {})
+            .list_models(pb::ListModelsRequest::default())
             .await
             .expect("ListModels")
             .into_inner()
@@ -470,49 +472,7 @@ pub async fn wait_until_in_use(c: &mut Client, id: &str, idle_before: f64) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Errors
-
-/// Asserts an INVALID_ARGUMENT whose message names `field` and that carries a
-/// `google.rpc.BadRequest` field violation for it.
-#[track_caller]
-pub fn assert_invalid(status: &Status, field: &str) {
-    assert_eq!(
-        status.code(),
-        Code::InvalidArgument,
-        "expected INVALID_ARGUMENT naming {field:?}, got {status:?}"
-    );
-    assert!(
-        status.message().contains(field),
-        "message {:?} does not name {field:?}",
-        status.message()
-    );
-    let bad = status
-        .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
-    assert!(
-        bad.field_violations.iter().any(|v| v.field == field),
-        "no field violation for {field:?} in {:?}",
-        bad.field_violations
-    );
-    assert!(
-        bad.field_violations
-            .iter()
-            .all(|v| !v.description.is_empty()),
-        "a field violation without a description: {:?}",
-        bad.field_violations
-    );
-}
-
-/// Asserts a status code; the message must contain `needle`.
-#[track_caller]
-pub fn assert_code(status: &Status, code: Code, needle: &str) {
-    assert_eq!(status.code(), code, "expected {code:?}, got {status:?}");
-    assert!(
-        status.message().contains(needle),
-        "message {:?} does not contain {needle:?}",
-        status.message()
-    );
-}
+// Rejected calls
 
 /// Compares two GetModel snapshots (values included) bit for bit, step too.
 #[track_caller]

@@ -19,7 +19,7 @@ use crate::pb;
 use crate::service::auth::tenant;
 use crate::service::convert::{check_tensor, labels};
 use crate::service::limits::{Call, Cost, check_model_id, runs_inline};
-use crate::service::status::invalid;
+use crate::service::status::{RETRY_WAITERS, Reason, Refusal, invalid};
 use crate::session::{
     PoolError, Reservation, Session, SessionGuard, Tenant, UntilSent, WaitPlace, run_caught,
 };
@@ -186,10 +186,19 @@ impl OnSession<'_> {
     fn wait_place(&self) -> Result<WaitPlace, Status> {
         let max = self.svc.store.limits().max_session_waiters;
         self.session.waiters.try_enter(max).ok_or_else(|| {
-            Status::resource_exhausted(format!(
-                "model_id: {max} calls already wait for this model (--max-session-waiters); \
-                 retry later"
-            ))
+            Refusal::new(
+                Reason::SessionWaiters,
+                format!(
+                    "model_id: {max} calls already wait for this model \
+                     (--max-session-waiters); retry later"
+                ),
+            )
+            .limit(
+                "--max-session-waiters",
+                format!("one more call than the {max} that may wait for one model"),
+            )
+            .retry_after(RETRY_WAITERS)
+            .into()
         })
     }
 

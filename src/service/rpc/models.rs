@@ -1,5 +1,6 @@
 //! CreateModel, GetModel, ListModels, DeleteModel: a tenant's sessions, their specs and
-//! their parameters.
+//! their parameters. ListModels pages in model_id order; its page token is the last id
+//! of the page, versioned (clients treat it as opaque).
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -9,8 +10,9 @@ use super::call::split;
 use crate::model::{AnyModel, Model};
 use crate::pb;
 use crate::service::convert::{WireScalar, spec_from_proto, spec_to_proto, to_tensor};
-use crate::service::limits::{Call, check_model_id, check_spec_size, init_work};
-use crate::session::Session;
+use crate::service::limits::{Call, check_model_id, check_spec_size, echo, init_work};
+use crate::service::status::invalid;
+use crate::session::{self, Session, SessionId};
 use crate::with_model;
 
 pub async fn create(
@@ -65,24 +67,64 @@ pub async fn list(
     svc: &TrainerService,
     req: Request<pb::ListModelsRequest>,
 ) -> Result<Response<pb::ListModelsResponse>, Status> {
-    let (tenant, _) = split(req);
+    let (tenant, req) = split(req);
     svc.observe("ListModels", "", 0, async {
-        let mut models: Vec<pb::ModelSummary> = svc
-            .store
-            .list(&tenant)
-            .iter()
-            .map(|s: &Arc<Session>| pb::ModelSummary {
-                model_id: s.id.to_string(),
-                spec: Some(spec_to_proto(&s.spec)),
-                step: s.step(),
-                parameter_count: s.parameter_count,
-                idle_seconds: s.idle_for().as_secs_f64(),
-            })
-            .collect();
-        models.sort_by(|a, b| a.model_id.cmp(&b.model_id));
-        Ok(pb::ListModelsResponse { models })
+        let after = parse_page_token(&req.page_token)?;
+        let size = match req.page_size {
+            0 => None,
+            n => Some((n as usize).min(MAX_PAGE_SIZE)),
+        };
+        let page = session::page(svc.store.list(&tenant), after, size);
+        Ok(pb::ListModelsResponse {
+            models: page.sessions.iter().map(summary).collect(),
+            next_page_token: page.next_after.map(page_token).unwrap_or_default(),
+        })
     })
     .await
+}
+
+/// The most models one ListModels answer holds when the caller pages: a larger
+/// `page_size` is taken as this (a page of 1000 small models is about 100 KB).
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// What every page token starts with: a version, so the encoding can change without an
+/// old token being misread.
+const PAGE_TOKEN_PREFIX: &str = "p1:";
+
+/// The token of a page that ends at `last`: the next page starts after it.
+fn page_token(last: SessionId) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{last}")
+}
+
+/// Where a page starts after (`None`: the first page, for an empty token).
+fn parse_page_token(token: &str) -> Result<Option<SessionId>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .and_then(SessionId::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                "page_token",
+                format!(
+                    "{} is not a page token; pass back a next_page_token unchanged, or \
+                     nothing for the first page",
+                    echo(token)
+                ),
+            )
+        })
+}
+
+fn summary(s: &Arc<Session>) -> pb::ModelSummary {
+    pb::ModelSummary {
+        model_id: s.id.to_string(),
+        spec: Some(spec_to_proto(&s.spec)),
+        step: s.step(),
+        parameter_count: s.parameter_count,
+        idle_seconds: s.idle_for().as_secs_f64(),
+    }
 }
 
 pub async fn delete(
