@@ -59,6 +59,8 @@ async fn steps_on_one_session_apply_in_arrival_order() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
     let (id, _) = create(&mut c, slow_spec()).await;
+    // Idle for 100 ms first, so an idle time under 50 ms says the holder took the lock.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let busy = hold(&srv, &id);
     wait_until_in_use(&mut c, &id, 0.05).await;
     let mut steps = vec![];
@@ -116,6 +118,8 @@ async fn a_deadline_that_passes_waiting_for_the_session_does_no_work() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
     let (id, _) = create(&mut c, slow_spec()).await;
+    // Idle for 100 ms first, so an idle time under 50 ms says the holder took the lock.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let busy = hold(&srv, &id);
     wait_until_in_use(&mut c, &id, 0.05).await;
     let b = slow_batch(1);
@@ -150,9 +154,9 @@ async fn a_deadline_that_passes_waiting_for_the_session_does_no_work() {
     srv.stop().await;
 }
 
-/// With the compute pool full (one thread, room for one job, taken by a slow call), a
-/// further call is RESOURCE_EXHAUSTED while the slow call is still running: it was
-/// refused at once, not after waiting for room.
+/// With the compute pool full (one thread running a slow call, its one waiting place
+/// taken by a second), a further call is RESOURCE_EXHAUSTED while the slow calls are
+/// still running: it was refused at once, not after waiting for room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_at_once() {
     let mut config = test_config();
@@ -162,9 +166,20 @@ async fn a_full_queue_is_refused_at_once() {
     let srv = TestServer::with_config(config).await;
     let mut c = srv.trainer();
     let (running, _) = create(&mut c, slow_spec()).await;
+    let (waiting, _) = create(&mut c, slow_spec()).await;
     let (small, _) = create(&mut c, wire_spec(3, &[], 2)).await;
+    // Idle for 100 ms first, so an idle time under 50 ms says a holder took the lock
+    // (right after CreateModel it is under 50 ms anyway).
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let busy = hold(&srv, &running);
     wait_until_in_use(&mut c, &running, 0.05).await;
+    // The lock is taken before the job reaches the pool: a moment for the thread to
+    // take it, so that the second slow call, on its own session, takes the pool's one
+    // waiting place (a moment again for it to get there).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued = hold(&srv, &waiting);
+    wait_until_in_use(&mut c, &waiting, 0.05).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let b = Batch::random(4, 3, 2, 5);
     let e = c
         .forward(pb::ForwardRequest {
@@ -181,6 +196,7 @@ async fn a_full_queue_is_refused_at_once() {
         refused < freed,
         "the refusal came after the pool had room again: it waited"
     );
+    queued.await.expect("the queued slow call");
     // Room again: the same call is answered.
     c.forward(pb::ForwardRequest {
         model_id: small,
