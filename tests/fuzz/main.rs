@@ -803,20 +803,9 @@ fn mirror_update<T: Scalar>(m: &mut Model<T>, call: &Call) -> Result<(), String>
 /// UPPER_SNAKE reason, whoever made the status (the service, or the gRPC layer for an
 /// undecodable body).
 fn check_error_info(what: &str, s: &Status) -> Result<(), TestCaseError> {
-    let info = s
-        .get_details_error_info()
-        .ok_or_else(|| fail(format!("{what}: no ErrorInfo detail in {s:?}")))?;
-    prop_assert_eq!(&info.domain, "backprop", "{}: {:?}", what, s);
-    prop_assert!(
-        !info.reason.is_empty()
-            && info
-                .reason
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b == b'_'),
-        "{what}: reason {:?} is not UPPER_SNAKE_CASE",
-        info.reason
-    );
-    Ok(())
+    support::errors::checked_reason(s)
+        .map(drop)
+        .map_err(|e| fail(format!("{what}: {e}")))
 }
 
 /// Awaits a call; no answer within [`CALL_TIMEOUT`] fails the case as a hang.

@@ -6,24 +6,34 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+/// The `reason` of the status's `google.rpc.ErrorInfo` if it has one from this server
+/// (domain `backprop`) with an UPPER_SNAKE_CASE reason; otherwise what is wrong.
+pub fn checked_reason(status: &Status) -> Result<String, String> {
+    let info = status
+        .get_details_error_info()
+        .ok_or_else(|| format!("no ErrorInfo detail in {status:?}"))?;
+    if info.domain != "backprop" {
+        return Err(format!(
+            "ErrorInfo domain {:?}, not \"backprop\": {status:?}",
+            info.domain
+        ));
+    }
+    let snake = !info.reason.is_empty()
+        && info
+            .reason
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_');
+    if !snake {
+        return Err(format!("reason {:?} is not UPPER_SNAKE_CASE", info.reason));
+    }
+    Ok(info.reason)
+}
+
 /// The `reason` of the status's `google.rpc.ErrorInfo`, after asserting that it has one
 /// from this server (domain `backprop`) and that the reason is UPPER_SNAKE_CASE.
 #[track_caller]
 pub fn reason(status: &Status) -> String {
-    let info = status
-        .get_details_error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo detail in {status:?}"));
-    assert_eq!(info.domain, "backprop", "{status:?}");
-    assert!(
-        !info.reason.is_empty()
-            && info
-                .reason
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b == b'_'),
-        "reason {:?} is not UPPER_SNAKE_CASE",
-        info.reason
-    );
-    info.reason
+    checked_reason(status).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Asserts the status's ErrorInfo reason (see [`reason`]) and code.
