@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use backprop::model::{
     ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, Net, OptimizerSpec,
 };
-use backprop::render;
+use backprop::cli::graph as render;
 use ndarray::array;
 
 fn main() -> ExitCode {

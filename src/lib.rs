@@ -7,7 +7,6 @@
 //! - [`service`]: the `backprop.v1.Trainer` gRPC implementation, a thin layer over those:
 //!   one file per group of RPCs in `service::rpc`, admission by cost in `service::limits`.
 //! - [`server`]: `run(listener, config, shutdown)` with health and reflection beside it.
-//! - [`render`]: a traced graph as Graphviz DOT, a self-laid-out SVG, or JSON.
 //! - [`malloc`]: allocator settings that keep step buffers in the process.
 //! - [`metrics`]: a server's own Prometheus recorder: calls, steps, queue, shed, memory.
 //! - [`cli`]: the `backprop` client subcommands for people (train on a CSV, models, health).
@@ -20,7 +19,6 @@ pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod pb;
-pub mod render;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -5,20 +5,19 @@
 //!
 //! - [`client`]: the shared `--address` flag and the connection.
 //! - [`csv`]: labelled CSV → dataset, every rejection at `file:line:col`.
-//! - [`train`]: split, create, TrainStep minibatches, Evaluate, summary.
-//! - [`progress`]: a bar on a terminal, plain lines in a pipe.
-//! - [`plot`]: the loss/accuracy curve as a hand-written SVG.
+//! - [`train`]: split, create, TrainStep minibatches, Evaluate, summary; its
+//!   `progress` (a bar on a terminal, plain lines in a pipe) and `plot` (the
+//!   loss/accuracy curve as a hand-written SVG).
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
-//! - [`bench`]: the load generator (`bench_load`: callers and tally; [`bench_workload`]:
-//!   the BENCH.md specs and batches).
+//! - [`bench`]: the load generator (`bench::load`: callers and tally; `bench::workload`:
+//!   the specs and batches of bench/README.md).
 //! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file.
-//! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON.
+//! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON,
+//!   and the renderers themselves (`graph::dot`, `graph::svg`, `graph::draw`).
 //! - [`error`]: what can go wrong, worded for people.
 use std::process::ExitCode;
 
 pub mod bench;
-mod bench_load;
-pub mod bench_workload;
 pub mod checkpoint;
 pub mod client;
 pub mod csv;
@@ -27,8 +26,6 @@ pub mod error;
 pub mod graph;
 pub mod health;
 pub mod models;
-pub mod plot;
-pub mod progress;
 pub mod train;
 
 pub use error::CliError;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use backprop::pb;
-use backprop::render;
+use backprop::cli::graph as render;
 use ndarray::{Array2, ArrayD, Axis, Ix2, IxDyn};
 use support::*;
 use tonic::Code;

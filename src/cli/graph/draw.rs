@@ -5,17 +5,11 @@
 //!
 //! The input is the engine's [`Trace`] in f64; [`from_wire`] rebuilds one from a
 //! `TraceStepResponse`, so a client renders exactly what the server traced.
-pub mod dot;
-pub mod svg;
-
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{Value, json};
 
 use crate::engine::trace::{LocalRule, Trace, TraceEdge, TraceNode};
 use crate::pb;
-
-pub use dot::dot;
-pub use svg::svg;
 
 /// What the renderers draw.
 pub type Graph = Trace<f64>;

@@ -5,7 +5,7 @@
 //! forward value above the curve and the gradient sent back below it.
 use std::fmt::Write;
 
-use super::{Graph, edge_colour, edge_label, node_colour, node_label};
+use super::draw::{Graph, edge_colour, edge_label, node_colour, node_label};
 
 const CHAR_W: f64 = 6.2;
 const LINE_H: f64 = 12.0;

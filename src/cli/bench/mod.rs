@@ -20,6 +20,9 @@
 //!
 //! Caller i uses connection i mod K and session i mod S. Latency is per call, from
 //! sending to the decoded answer, failed calls included.
+mod load;
+pub mod workload;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,11 +30,11 @@ use serde_json::{Value, json};
 
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use super::bench_load::{self, Call, Callers, Stop, Tally};
-use super::bench_workload::{self as workload, w1, w2};
-use super::client::{self, CONNECT_TIMEOUT, Connection, ServerArgs};
-use super::describe::table;
-use super::error::CliError;
+use self::load::{Call, Callers, Stop, Tally};
+use self::workload::{w1, w2};
+use crate::cli::client::{self, CONNECT_TIMEOUT, Connection, ServerArgs};
+use crate::cli::describe::table;
+use crate::cli::error::CliError;
 use crate::pb;
 
 #[derive(clap::Args, Debug)]
@@ -222,9 +225,9 @@ where
     U: prost::Message + Default + Send + 'static,
 {
     if !plan.warmup.is_zero() {
-        bench_load::run::<U>(callers, call, Stop::Duration(plan.warmup), |_| None).await;
+        load::run::<U>(callers, call, Stop::Duration(plan.warmup), |_| None).await;
     }
-    bench_load::run::<U>(callers, call, plan.stop, |_| None).await
+    load::run::<U>(callers, call, plan.stop, |_| None).await
 }
 
 async fn measure_health(callers: &Callers<'_>, plan: &Plan) -> Tally {
@@ -340,7 +343,7 @@ async fn w3(
     let call = Call::new("/backprop.v1.Trainer/CreateModel", [request]);
     let stop = Stop::Total(plan.sessions as u64);
     let tally =
-        bench_load::run::<pb::CreateModelResponse>(callers, &call, stop, |r| Some(r.model_id))
+        load::run::<pb::CreateModelResponse>(callers, &call, stop, |r| Some(r.model_id))
             .await;
     // Read before deleting, but fail only after: a vanished server must not leave the
     // sessions behind (if it vanished, deleting fails too, and says so).

@@ -2,14 +2,17 @@
 //! (after a seeded shuffle, so the same seed gives the same split and the same run), create
 //! a model from flags, train it with TrainStep minibatches, score the held-out rows with
 //! Evaluate, and draw the loss/accuracy curve beside the data.
+pub mod plot;
+pub mod progress;
+
 use std::path::{Path, PathBuf};
 
-use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
-use super::csv::{self, CsvOptions, Dataset};
-use super::describe;
-use super::error::CliError;
-use super::plot::{self, Curve};
-use super::progress::{Progress, Snapshot};
+use self::plot::Curve;
+use self::progress::{Progress, Snapshot};
+use crate::cli::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use crate::cli::csv::{self, CsvOptions, Dataset};
+use crate::cli::describe;
+use crate::cli::error::CliError;
 use crate::engine::rng::Rng;
 use crate::pb;
 
@@ -425,7 +428,7 @@ fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
 
 /// Held-out (loss, accuracy), in Evaluate calls of bounded size, weighted by their rows.
 async fn evaluate(
-    trainer: &mut pb::trainer_client::TrainerClient<super::client::Connection>,
+    trainer: &mut pb::trainer_client::TrainerClient<crate::cli::client::Connection>,
     id: &str,
     data: &Dataset,
     rows: &[usize],

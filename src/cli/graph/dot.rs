@@ -3,7 +3,7 @@
 //! gradient sent back.
 use std::fmt::Write;
 
-use super::{Graph, edge_colour, edge_label, node_colour, node_label};
+use super::draw::{Graph, edge_colour, edge_label, node_colour, node_label};
 
 /// Escapes a label for a quoted DOT string; lines are joined with `\n`.
 fn quoted(lines: &[String]) -> String {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::client::Connection;
+use crate::cli::client::Connection;
 use prost::Message;
 use prost::bytes::BufMut;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
@@ -20,7 +20,7 @@ use tonic::codegen::Bytes;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Status};
 
-use super::error::{causes, code_name};
+use crate::cli::error::{causes, code_name};
 
 /// One kind of call: the gRPC method and its request bodies, already encoded. Caller i
 /// sends `bodies[i % bodies.len()]` (e.g. one body per session).

@@ -1,14 +1,21 @@
 //! `backprop graph ID`: the model's computational graph on one small batch (TraceStep),
 //! written as an SVG laid out here, Graphviz DOT, or JSON. Read-only: the model is not
 //! changed.
+pub mod dot;
+pub mod draw;
+pub mod svg;
+
+pub use dot::dot;
+pub use draw::{Graph, from_wire, json};
+pub use svg::svg;
+
 use std::path::PathBuf;
 
-use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
-use super::csv::{self, CsvOptions};
-use super::error::CliError;
+use crate::cli::client::{self, CONNECT_TIMEOUT, ServerArgs};
+use crate::cli::csv::{self, CsvOptions};
+use crate::cli::error::CliError;
 use crate::engine::rng::Rng;
 use crate::pb;
-use crate::render;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -115,11 +122,11 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
         .await
         .map_err(CliError::rpc("TraceStep"))?
         .into_inner();
-    let g = render::from_wire(&trace);
+    let g = draw::from_wire(&trace);
     let text = match args.format() {
-        Format::Svg => render::svg(&g),
-        Format::Dot => render::dot(&g),
-        Format::Json => render::json(&g),
+        Format::Svg => svg(&g),
+        Format::Dot => dot(&g),
+        Format::Json => draw::json(&g),
     };
     if args.out == "-" {
         print!("{text}");
