@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use backprop::cli::error::code_name;
 use backprop::pb;
+use backprop::pb::chunks::sha256_hex;
 use backprop::pb::trainer_client::TrainerClient;
-use backprop::service::checkpoint::sha256_hex;
 use clap::{Parser, ValueEnum};
 use prost::bytes::Bytes;
 use serde::Serialize;

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use backprop::cli::graph as render;
 use backprop::model::{
     ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, Net, OptimizerSpec,
 };
-use backprop::cli::graph as render;
 use ndarray::array;
 
 fn main() -> ExitCode {

@@ -11,7 +11,7 @@ use super::client::{self, CONNECT_TIMEOUT, ServerArgs};
 use super::error::CliError;
 use crate::checkpoint::file::write_atomic;
 use crate::pb;
-use crate::service::checkpoint::{DEFAULT_CHUNK_BYTES, sha256_hex, split};
+use crate::pb::chunks::{DEFAULT_CHUNK_BYTES, sha256_hex, split};
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {

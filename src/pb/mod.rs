@@ -1,9 +1,18 @@
 //! The `backprop.v1` wire contract, generated from `proto/backprop/v1/backprop.proto`,
-//! with the pieces written by hand: the `Tensor` message ([`tensor`]) and the codec of
-//! the generated services and clients ([`codec`]), which sizes every encode buffer to its
-//! message.
+//! and what both sides of it share, so that a client never imports the server's
+//! internals:
+//!
+//! - [`tensor`]: the `Tensor` message, written by hand to decode a batch in one pass;
+//! - [`array`]: ndarray ↔ `Tensor` without validation (answers out, answers read back);
+//! - [`chunks`]: the checkpoint chunk format (size and SHA-256 first, slices after);
+//! - [`trace`]: a traced step ↔ `TraceStepResponse`, both directions;
+//! - [`codec`]: the codec of the generated services and clients, which sizes every encode
+//!   buffer to its message.
+pub mod array;
+pub mod chunks;
 pub mod codec;
 pub mod tensor;
+pub mod trace;
 
 tonic::include_proto!("backprop.v1");
 pub use tensor::Tensor;

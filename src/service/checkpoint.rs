@@ -1,20 +1,17 @@
-//! ExportModel and ImportModel: a session's checkpoint (see [`crate::checkpoint`])
-//! streamed in chunks, each chunk a slice of one encoded file made as the transport asks
-//! for it, with the file's size and SHA-256 declared up front so the receiver can tell a
-//! complete upload from a truncated or corrupted one.
+//! The server's side of the checkpoint chunk format ([`crate::pb::chunks`]): the chunk
+//! size an export uses, its answer stream, and the receiving of an upload (contiguous,
+//! exactly the declared size within the server's limit, its SHA-256 checked, held
+//! against the memory budget as it grows, cut off when it stalls).
 use std::pin::Pin;
 use std::time::Duration;
 
-use prost::bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
 use super::status::{Reason, Refusal, invalid};
 use crate::pb;
+use crate::pb::chunks::{DEFAULT_CHUNK_BYTES, Outgoing, sha256_hex};
 
-/// Chunk size when the caller does not choose one.
-pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 /// The smallest chunk ExportModel sends (unless the message limit is smaller): a smaller
 /// `chunk_bytes` is raised to it. Every chunk costs a message of framing and bookkeeping
 /// on the way out, so tiny chunks would multiply a file's size in memory and time.
@@ -42,59 +39,11 @@ pub fn chunk_size(requested: u32, max_message_bytes: usize) -> Result<usize, Sta
     }
 }
 
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// An encoded checkpoint on its way out: one buffer, which every chunk slices (a
-/// reference count, no copy), and its SHA-256 for the first chunk.
-pub struct Outgoing {
-    file: Bytes,
-    sha256: String,
-}
-
-impl Outgoing {
-    /// Hashes the file: work in proportion to its size, so call this off the async runtime.
-    pub fn new(file: Vec<u8>) -> Self {
-        let sha256 = sha256_hex(&file);
-        Outgoing {
-            file: Bytes::from(file),
-            sha256,
-        }
-    }
-
-    /// The file in chunks of at most `chunk` bytes, each made only when asked for (the
-    /// first carries the size and checksum). Held by a stream, the buffer lives as long
-    /// as the stream does; a receiver that hangs up drops both.
-    pub fn chunks(self, chunk: usize) -> impl Iterator<Item = pb::CheckpointChunk> + Send {
-        let Outgoing { file, sha256 } = self;
-        let total = file.len();
-        let mut sha256 = Some(sha256);
-        (0..total.max(1))
-            .step_by(chunk.max(1))
-            .map(move |offset| pb::CheckpointChunk {
-                data: file.slice(offset..(offset + chunk).min(total)),
-                offset: offset as u64,
-                total_bytes: total as u64,
-                sha256: sha256.take().unwrap_or_default(),
-            })
-    }
-
-    /// The file as ExportModel's answer stream: chunks are sliced one by one as the
-    /// transport takes them (it polls only when it can send), so the memory an export
-    /// costs is the one encoded file, whatever the chunk size.
-    pub fn stream(self, chunk: usize) -> ChunkStream {
-        Box::pin(tokio_stream::iter(self.chunks(chunk).map(Ok)))
-    }
-}
-
-/// The file cut into chunks of at most `chunk` bytes, as `backprop import` uploads it.
-pub fn split(file: Vec<u8>, chunk: usize) -> impl Iterator<Item = pb::CheckpointChunk> + Send {
-    Outgoing::new(file).chunks(chunk)
+/// The file as ExportModel's answer stream: chunks are sliced one by one as the
+/// transport takes them (it polls only when it can send), so the memory an export costs
+/// is the one encoded file, whatever the chunk size.
+pub fn stream(file: Outgoing, chunk: usize) -> ChunkStream {
+    Box::pin(tokio_stream::iter(file.chunks(chunk).map(Ok)))
 }
 
 /// Receives a whole upload: checks that chunks are contiguous, that the file is exactly

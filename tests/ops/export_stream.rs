@@ -4,7 +4,8 @@
 //! file a default export sends, checksum included.
 
 use backprop::pb;
-use backprop::service::checkpoint::{MIN_CHUNK_BYTES, sha256_hex};
+use backprop::pb::chunks::sha256_hex;
+use backprop::service::checkpoint::MIN_CHUNK_BYTES;
 use support::process::{Binary, scratch};
 use tokio_stream::StreamExt;
 

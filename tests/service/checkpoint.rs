@@ -4,7 +4,8 @@
 //! second moment) is refused with a clear error and creates nothing.
 
 use backprop::pb;
-use backprop::service::checkpoint::{MIN_CHUNK_BYTES, sha256_hex};
+use backprop::pb::chunks::sha256_hex;
+use backprop::service::checkpoint::MIN_CHUNK_BYTES;
 use prost::bytes::Bytes;
 use support::*;
 use tokio_stream::StreamExt;

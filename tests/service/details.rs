@@ -285,7 +285,7 @@ async fn every_error_carries_a_reason() {
             data: Bytes::from(junk.clone()),
             offset: 0,
             total_bytes: junk.len() as u64,
-            sha256: backprop::service::checkpoint::sha256_hex(&junk),
+            sha256: backprop::pb::chunks::sha256_hex(&junk),
         }))
         .await
         .unwrap_err();

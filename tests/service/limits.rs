@@ -489,7 +489,7 @@ async fn a_checkpoint_header_beyond_any_allowed_model_is_refused_before_decoding
         data: Bytes::from(file.clone()),
         offset: 0,
         total_bytes: file.len() as u64,
-        sha256: backprop::service::checkpoint::sha256_hex(&file),
+        sha256: backprop::pb::chunks::sha256_hex(&file),
     }]);
     let e = c.import_model(upload).await.unwrap_err();
     assert_invalid(&e, "checkpoint");

@@ -151,7 +151,7 @@ async fn the_memory_budget_refuses_models_beyond_it() {
             data: Bytes::from(file.clone()),
             offset: 0,
             total_bytes: file.len() as u64,
-            sha256: backprop::service::checkpoint::sha256_hex(&file),
+            sha256: backprop::pb::chunks::sha256_hex(&file),
         }])
     };
     let e = c.import_model(upload()).await.unwrap_err();

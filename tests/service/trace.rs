@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use backprop::pb;
 use backprop::cli::graph as render;
+use backprop::pb;
 use ndarray::{Array2, ArrayD, Axis, Ix2, IxDyn};
 use support::*;
 use tonic::Code;

@@ -343,8 +343,7 @@ async fn w3(
     let call = Call::new("/backprop.v1.Trainer/CreateModel", [request]);
     let stop = Stop::Total(plan.sessions as u64);
     let tally =
-        load::run::<pb::CreateModelResponse>(callers, &call, stop, |r| Some(r.model_id))
-            .await;
+        load::run::<pb::CreateModelResponse>(callers, &call, stop, |r| Some(r.model_id)).await;
     // Read before deleting, but fail only after: a vanished server must not leave the
     // sessions behind (if it vanished, deleting fails too, and says so).
     let after = rss(args.server_pid);

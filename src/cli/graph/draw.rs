@@ -3,74 +3,18 @@
 //! red, the regularization path green; each edge carries its forward value above and the
 //! gradient it sends back below.
 //!
-//! The input is the engine's [`Trace`] in f64; [`from_wire`] rebuilds one from a
-//! `TraceStepResponse`, so a client renders exactly what the server traced.
-use ndarray::{ArrayD, IxDyn};
+//! The input is the engine's [`Trace`] in f64; `pb::trace::from_wire` rebuilds one from
+//! a `TraceStepResponse`, so a client renders exactly what the server traced.
+use ndarray::ArrayD;
 use serde_json::{Value, json};
 
-use crate::engine::trace::{LocalRule, Trace, TraceEdge, TraceNode};
-use crate::pb;
+use crate::engine::trace::{Trace, TraceNode};
 
 /// What the renderers draw.
 pub type Graph = Trace<f64>;
 
 /// Tensors with more elements than this are summarized by their shape in labels.
 pub const MAX_LABEL_ELEMENTS: usize = 12;
-
-/// A wire tensor as f64, whatever the model's dtype; `None` if malformed.
-fn tensor(t: &pb::Tensor) -> Option<ArrayD<f64>> {
-    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    let v: Vec<f64> = if t.values_f64.is_empty() {
-        t.values.iter().map(|&v| f64::from(v)).collect()
-    } else {
-        t.values_f64.clone()
-    };
-    ArrayD::from_shape_vec(IxDyn(&shape), v).ok()
-}
-
-/// The graph a TraceStep response describes.
-pub fn from_wire(r: &pb::TraceStepResponse) -> Graph {
-    let us = |v: &[u32]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
-    let nodes = r
-        .nodes
-        .iter()
-        .map(|n| TraceNode {
-            id: n.id as usize,
-            kind: n.kind.clone(),
-            inputs: us(&n.inputs),
-            shape: us(&n.shape),
-            leaf_name: (n.kind == "leaf").then(|| n.leaf_name.clone()),
-            data_path: n.data_path,
-            reg_path: n.reg_path,
-            value: n.value.as_ref().and_then(tensor),
-            grad: n.grad.as_ref().and_then(tensor),
-            edges: n
-                .edges
-                .iter()
-                .map(|e| TraceEdge {
-                    input: e.input as usize,
-                    rule: match pb::LocalRule::try_from(e.rule) {
-                        Ok(pb::LocalRule::Elementwise) => LocalRule::Elementwise,
-                        Ok(pb::LocalRule::MatmulRight) => LocalRule::MatmulRight,
-                        Ok(pb::LocalRule::MatmulLeft) => LocalRule::MatmulLeft,
-                        Ok(pb::LocalRule::Scale) => LocalRule::Scale,
-                        _ => LocalRule::Unknown,
-                    },
-                    local: e.local_grad.as_ref().and_then(tensor),
-                    downstream: e.downstream.as_ref().and_then(tensor),
-                })
-                .collect(),
-        })
-        .collect();
-    Trace {
-        nodes,
-        with_values: r.with_values,
-        scores: Some(r.scores_node as usize),
-        data_loss: r.data_loss_node.map(|i| i as usize),
-        reg_loss: r.reg_loss_node.map(|i| i as usize),
-        loss: Some(r.loss_node as usize),
-    }
-}
 
 /// A number in at most ~8 characters.
 pub fn num(v: f64) -> String {

@@ -5,8 +5,9 @@ pub mod dot;
 pub mod draw;
 pub mod svg;
 
+pub use crate::pb::trace::from_wire;
 pub use dot::dot;
-pub use draw::{Graph, from_wire, json};
+pub use draw::{Graph, json};
 pub use svg::svg;
 
 use std::path::PathBuf;
@@ -122,7 +123,7 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
         .await
         .map_err(CliError::rpc("TraceStep"))?
         .into_inner();
-    let g = draw::from_wire(&trace);
+    let g = from_wire(&trace);
     let text = match args.format() {
         Format::Svg => svg(&g),
         Format::Dot => dot(&g),

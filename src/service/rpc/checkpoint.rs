@@ -1,12 +1,13 @@
 //! ExportModel and ImportModel: a session's checkpoint file streamed out in chunks made
 //! as the transport asks for them, and streamed in with what has arrived held against
-//! the memory budget (the chunk format is `service::checkpoint`).
+//! the memory budget (the chunk format is `pb::chunks`).
 use tonic::{Request, Response, Status, Streaming};
 
 use super::TrainerService;
 use super::call::split;
 use crate::pb;
-use crate::service::checkpoint::{self, ChunkStream, Outgoing};
+use crate::pb::chunks::Outgoing;
+use crate::service::checkpoint::{self, ChunkStream};
 use crate::service::convert::spec_to_proto;
 use crate::service::limits::{check_checkpoint_header, check_spec_size, checkpoint_work};
 
@@ -29,7 +30,7 @@ pub async fn export(
                 file.map(Outgoing::new)
             })
             .await??;
-        Ok(file.stream(chunk))
+        Ok(checkpoint::stream(file, chunk))
     })
     .await
 }

@@ -1,0 +1,76 @@
+//! Tensors from the wire, strictly: a shape that disagrees with its values, overflows or
+//! is over the server's limit is refused with the field's name before anything is
+//! decoded, and decoding costs one pass at most (an f32 tensor for an f32 model is
+//! moved, not copied). The other direction, which cannot fail, is [`crate::pb::array`].
+use ndarray::{Array2, ArrayD, IxDyn};
+use tonic::Status;
+
+use crate::pb;
+use crate::pb::array::WireScalar;
+use crate::service::status::{Reason, Refusal, invalid};
+
+/// Checks a tensor's shape against its values and a size limit, without touching the
+/// values: cheap enough for the async side. Returns the shape.
+pub fn check_tensor(
+    t: &pb::Tensor,
+    field: &str,
+    max_elements: usize,
+) -> Result<Vec<usize>, Status> {
+    if !t.values.is_empty() && !t.values_f64.is_empty() {
+        return Err(invalid(field, "set either values or values_f64, not both"));
+    }
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let got = t.values.len().max(t.values_f64.len());
+    // A malformed tensor (its shape overflows or disagrees with its values) is the
+    // client's mistake whatever its size; only a well-formed one over the limit is the
+    // retryable RESOURCE_EXHAUSTED.
+    match expected {
+        None => Err(invalid(field, format!("shape {:?} overflows", t.shape))),
+        Some(n) if n != got => Err(invalid(
+            field,
+            format!("shape {:?} needs {n} values, got {got}", t.shape),
+        )),
+        Some(n) if n > max_elements => Err(Refusal::new(
+            Reason::TensorLimit,
+            format!(
+                "{field}: {n} elements is more than this server's limit of {max_elements} \
+                 per tensor"
+            ),
+        )
+        .limit(
+            "--max-batch-elements",
+            format!("{field} has {n} elements, more than the {max_elements} a tensor may have"),
+        )
+        .into()),
+        Some(_) => Ok(shape),
+    }
+}
+
+/// Decodes a tensor (already checked with [`check_tensor`]) into the model's dtype.
+pub fn tensor_values<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<ArrayD<T>, Status> {
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let values = if t.values_f64.is_empty() {
+        T::from_f32s(t.values)
+    } else {
+        T::from_f64s(t.values_f64)
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Decodes an N×D (or N×C) matrix.
+pub fn matrix<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<Array2<T>, Status> {
+    if t.shape.len() != 2 {
+        return Err(invalid(
+            field,
+            format!("expected a matrix shape [rows, cols], got {:?}", t.shape),
+        ));
+    }
+    tensor_values::<T>(t, field)?
+        .into_dimensionality()
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+pub fn labels(v: Vec<u32>) -> Vec<usize> {
+    v.into_iter().map(|l| l as usize).collect()
+}
