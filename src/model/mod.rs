@@ -4,7 +4,8 @@
 //!
 //! - [`spec`]: what a model is, its defaults and validation.
 //! - [`init`]: seeded, machine-independent initialization.
-//! - [`net`]: parameters, forward and backward for a batch.
+//! - [`param`]: named parameters and the finiteness check their values pass.
+//! - [`net`]: forward and backward for a batch.
 //! - [`optim`]: the update rules (SGD, momentum, RMSProp, Adam, AdamW), one file each, and the
 //!   optimizer state they update all-or-nothing.
 //! - `check`: the range checks spec values go through.
@@ -14,15 +15,17 @@ mod check;
 pub mod init;
 pub mod net;
 pub mod optim;
+pub mod param;
 pub mod spec;
 pub mod trace;
 
 use ndarray::{ArrayD, ArrayView2};
 
 pub use any::AnyModel;
-pub use net::{Gradients, Losses, Net, Param, Target, accuracy, predictions};
-pub use optim::{Adam, AdamW, Momentum, Optimizer, RmsProp, Sgd};
-pub use spec::{ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec, OptimizerSpec};
+pub use net::{Gradients, Losses, Net, Target, accuracy, predictions};
+pub use optim::{Adam, AdamW, Momentum, Optimizer, OptimizerSpec, RmsProp, Sgd};
+pub use param::Param;
+pub use spec::{ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec};
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::gradcheck::{self, Elements, TensorCheck};
@@ -58,7 +61,7 @@ impl<T: Scalar> Model<T> {
         spec.validate()?;
         let net = Net::from_values(spec, values)?;
         for p in net.params() {
-            net::check_finite(&p.name, &p.value)?;
+            param::check_finite(&p.name, &p.value)?;
         }
         Ok(Self::from_net(net))
     }

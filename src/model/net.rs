@@ -7,6 +7,7 @@
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2, arr0};
 
 use super::init::init_params;
+use super::param::{Param, check_finite};
 use super::spec::{ActivationSpec, LossSpec, ModelSpec};
 use crate::engine::backward::BackwardOptions;
 use crate::engine::error::{EngineError, Result};
@@ -15,15 +16,6 @@ use crate::engine::ops::{
     elu::Elu, gelu::Gelu, leaky_relu::LeakyRelu, relu::Relu, sigmoid::Sigmoid, tanh::Tanh,
 };
 use crate::engine::scalar::{Scalar, first_non_finite};
-
-/// A named parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Param<T> {
-    pub name: String,
-    pub value: ArrayD<T>,
-    /// Weight matrices are regularized, biases are not.
-    pub is_weight: bool,
-}
 
 /// The two parts of the loss, reported apart.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -391,23 +383,6 @@ pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
         .filter(|(p, l)| p == l)
         .count();
     hits as f64 / labels.len().max(1) as f64
-}
-
-/// Checks that every value is finite; the error gives the first bad flat index.
-pub fn check_finite<T, S, D>(field: &str, a: &ndarray::ArrayBase<S, D>) -> Result<()>
-where
-    T: Scalar,
-    S: ndarray::Data<Elem = T>,
-    D: ndarray::Dimension,
-{
-    match first_non_finite(a) {
-        Some(index) => Err(EngineError::NonFinite {
-            field: field.into(),
-            index,
-            value: a.iter().nth(index).map_or(f64::NAN, |v| v.as_f64()),
-        }),
-        None => Ok(()),
-    }
 }
 
 fn to_matrix<T: Scalar>(a: ArrayD<T>) -> Array2<T> {

@@ -11,7 +11,7 @@
 //!
 //! A save that fails (a full or read-only disk) is never papered over: the session is
 //! marked *unsaved* with the reason, its changing calls are refused (see
-//! [`Session::unsaved`](super::store::Session::unsaved)) until a later save of it
+//! [`SaveState::unsaved`]) until a later save of it
 //! succeeds (the saver retries every `interval`), the count of unsaved sessions is
 //! published (for health and the `backprop_unsaved_sessions` gauge), and a shutdown that
 //! cannot save everything reports it. This is Redis's `stop-writes-on-bgsave-error`,
@@ -22,16 +22,20 @@
 //!
 //! On start every file is decoded; one that does not decode is reported, moved into
 //! `corrupt/` and skipped, so a damaged file never stops the server.
+//!
+//! The persister knows a session only through [`Persisted`] (its id, owner, step and a
+//! snapshot) and keeps its own bookkeeping in the session's [`SaveState`], so the store
+//! depends on this module and not the other way round.
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedRwLockReadGuard, watch};
 
 use super::id::SessionId;
 use super::pool::ComputePool;
-use super::store::Session;
 use super::tenant::Tenant;
 use crate::checkpoint::{self, file};
 use crate::metrics::Metrics;
@@ -45,6 +49,60 @@ const CORRUPT_DIR: &str = "corrupt";
 const KEY_ID: &str = "model_id";
 /// Metadata key holding the owner's tenant name ("" without authentication).
 const KEY_TENANT: &str = "tenant";
+
+/// What the persister needs of a session (the store's `Session` provides it).
+pub trait Persisted: Send + Sync + 'static {
+    fn id(&self) -> &SessionId;
+    /// The owner, written into the file so a restart gives the session back to them.
+    fn tenant(&self) -> &Tenant;
+    /// The step now, readable without the model's lock.
+    fn step(&self) -> u64;
+    fn save_state(&self) -> &SaveState;
+    /// Shared access to the model for one encode; must not count as a use of the
+    /// session (saving never keeps a session from being reaped as idle).
+    fn snapshot(&self) -> impl Future<Output = OwnedRwLockReadGuard<AnyModel>> + Send;
+}
+
+/// The persister's bookkeeping for one session, held by the session and changed only
+/// here.
+#[derive(Debug, Default)]
+pub struct SaveState {
+    /// Serializes writes of the session's file.
+    lock: tokio::sync::Mutex<()>,
+    /// Set when the session is deleted or reaped: no file may be written after that.
+    deleted: AtomicBool,
+    /// The step the file holds, and whether it has been written at all.
+    persisted_step: AtomicU64,
+    saved_once: AtomicBool,
+    /// Why the last save failed, while the session is unsaved (see the module doc). Set
+    /// and cleared under `lock`; a std `Mutex` as it is never held across an `.await`.
+    unsaved: Mutex<Option<String>>,
+}
+
+impl SaveState {
+    /// The state of a session read from its file at `step`: already saved.
+    pub fn on_disk(step: u64) -> Self {
+        SaveState {
+            persisted_step: AtomicU64::new(step),
+            saved_once: AtomicBool::new(true),
+            ..SaveState::default()
+        }
+    }
+
+    /// Why the session's last save failed, if it is unsaved now; its changing calls are
+    /// refused meanwhile.
+    pub fn unsaved(&self) -> Option<String> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a write of the file is in progress now.
+    fn writing(&self) -> bool {
+        self.lock.try_lock().is_err()
+    }
+}
 
 /// Where and how often sessions are saved.
 #[derive(Debug, Clone)]
@@ -205,15 +263,15 @@ impl Persister {
     /// acknowledged. A failure only refuses that call: the caller drops the session, and
     /// any file a half-failed write left (renamed, but the directory not synced) is
     /// removed so the session cannot come back at the next start.
-    pub async fn save_new(&self, session: &Arc<Session>) -> Result<(), PersistError> {
-        let _writing = session.persist_lock.lock().await;
+    pub async fn save_new(&self, session: &impl Persisted) -> Result<(), PersistError> {
+        let _writing = session.save_state().lock.lock().await;
         let start = std::time::Instant::now();
         let wrote = self.write(session).await;
         self.count(&wrote, start);
         if let Err(e) = &wrote {
-            let path = self.path_of(&session.id);
-            tracing::error!(model_id = %session.id, path = %path.display(), error = %e, "could not save a new session");
-            session.deleted.store(true, Ordering::Release);
+            let path = self.path_of(session.id());
+            tracing::error!(model_id = %session.id(), path = %path.display(), error = %e, "could not save a new session");
+            session.save_state().deleted.store(true, Ordering::Release);
             let _ = tokio::task::spawn_blocking(move || file::remove_durably(&path)).await;
         }
         wrote.map(|_| ())
@@ -223,8 +281,8 @@ impl Persister {
     /// the session is being deleted. Writes of one session are serialized, so an older
     /// snapshot never replaces a newer one. A failure marks the session unsaved (see the
     /// module doc); a success clears that.
-    pub async fn save(&self, session: &Arc<Session>) -> Result<(), PersistError> {
-        let _writing = session.persist_lock.lock().await;
+    pub async fn save(&self, session: &impl Persisted) -> Result<(), PersistError> {
+        let _writing = session.save_state().lock.lock().await;
         let start = std::time::Instant::now();
         let wrote = self.write(session).await;
         self.count(&wrote, start);
@@ -234,14 +292,14 @@ impl Persister {
             }
             Ok(Wrote::Deleted) => {}
             Err(e) => {
-                let path = self.path_of(&session.id);
+                let path = self.path_of(session.id());
                 if self.mark(session, Some(e.to_string())) {
                     tracing::error!(
-                        model_id = %session.id, path = %path.display(), error = %e,
+                        model_id = %session.id(), path = %path.display(), error = %e,
                         "saving the session failed; its changes are refused until a save succeeds"
                     );
                 } else {
-                    tracing::debug!(model_id = %session.id, path = %path.display(), error = %e, "saving the session failed again");
+                    tracing::debug!(model_id = %session.id(), path = %path.display(), error = %e, "saving the session failed again");
                 }
             }
         }
@@ -256,8 +314,12 @@ impl Persister {
 
     /// Sets (`Some(reason)`) or clears the session's unsaved mark and keeps the count;
     /// returns whether the session just became unsaved. Called under its persist lock.
-    fn mark(&self, session: &Session, reason: Option<String>) -> bool {
-        let mut slot = session.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+    fn mark(&self, session: &impl Persisted, reason: Option<String>) -> bool {
+        let mut slot = session
+            .save_state()
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let (was, now) = (slot.is_some(), reason.is_some());
         *slot = reason;
         drop(slot);
@@ -267,25 +329,25 @@ impl Persister {
             });
             self.metrics.unsaved_sessions(*self.unsaved.borrow());
             if was {
-                tracing::info!(model_id = %session.id, "the session is saved again; its changes are accepted");
+                tracing::info!(model_id = %session.id(), "the session is saved again; its changes are accepted");
             }
         }
         !was && now
     }
 
     /// The body of [`save`](Self::save), under the session's persist lock.
-    async fn write(&self, session: &Arc<Session>) -> Result<Wrote, PersistError> {
-        if session.deleted.load(Ordering::Acquire) {
+    async fn write(&self, session: &impl Persisted) -> Result<Wrote, PersistError> {
+        if session.save_state().deleted.load(Ordering::Acquire) {
             return Ok(Wrote::Deleted);
         }
-        if session.saved_once.load(Ordering::Acquire)
-            && session.persisted_step.load(Ordering::Acquire) == session.step()
+        if session.save_state().saved_once.load(Ordering::Acquire)
+            && session.save_state().persisted_step.load(Ordering::Acquire) == session.step()
         {
             return Ok(Wrote::UpToDate);
         }
-        let guard = session.snapshot_lock().await;
-        let id = session.id.to_string();
-        let tenant = session.tenant.name().to_string();
+        let guard = session.snapshot().await;
+        let id = session.id().to_string();
+        let tenant = session.tenant().name().to_string();
         let (step, bytes) = self
             .pool
             .run(move || {
@@ -295,7 +357,7 @@ impl Persister {
             .await
             .map_err(|e| PersistError::Encode(e.to_string()))?;
         let bytes = bytes.map_err(|e| PersistError::Encode(e.to_string()))?;
-        let path = self.path_of(&session.id);
+        let path = self.path_of(session.id());
         let file = file_name(&path);
         tokio::task::spawn_blocking(move || file::write_atomic(&path, &bytes))
             .await
@@ -305,18 +367,24 @@ impl Persister {
                 file,
                 source,
             })?;
-        session.persisted_step.store(step, Ordering::Release);
-        session.saved_once.store(true, Ordering::Release);
+        session
+            .save_state()
+            .persisted_step
+            .store(step, Ordering::Release);
+        session
+            .save_state()
+            .saved_once
+            .store(true, Ordering::Release);
         Ok(Wrote::File)
     }
 
     /// Removes the session's file (after any write in progress) and, from then on, lets
     /// no write of it start. If the file cannot be removed the session stays as it was
     /// (the caller keeps it) and the error says why; the absolute path is logged.
-    pub async fn remove(&self, session: &Arc<Session>) -> Result<(), PersistError> {
-        session.deleted.store(true, Ordering::Release);
-        let _writing = session.persist_lock.lock().await;
-        let path = self.path_of(&session.id);
+    pub async fn remove(&self, session: &impl Persisted) -> Result<(), PersistError> {
+        session.save_state().deleted.store(true, Ordering::Release);
+        let _writing = session.save_state().lock.lock().await;
+        let path = self.path_of(session.id());
         let (file, shown) = (file_name(&path), path.display().to_string());
         let removed = tokio::task::spawn_blocking(move || {
             let r = file::remove_durably(&path);
@@ -333,11 +401,14 @@ impl Persister {
                 Ok(())
             }
             Err(source) => {
-                tracing::error!(model_id = %session.id, path = %shown, error = %source, "could not remove a session file; the session stays");
-                session.deleted.store(false, Ordering::Release);
+                tracing::error!(model_id = %session.id(), path = %shown, error = %source, "could not remove a session file; the session stays");
+                session.save_state().deleted.store(false, Ordering::Release);
                 if !still_there {
                     // Unlinked but not synced: write it again at the next save.
-                    session.saved_once.store(false, Ordering::Release);
+                    session
+                        .save_state()
+                        .saved_once
+                        .store(false, Ordering::Release);
                 }
                 Err(PersistError::File {
                     action: "removing",
@@ -350,15 +421,22 @@ impl Persister {
 
     /// Undoes [`remove`](Self::remove) for a session that must stay after all (the
     /// reaper found it in use again): it is written again at the next save.
-    pub(crate) fn keep(&self, session: &Session) {
-        session.saved_once.store(false, Ordering::Release);
-        session.deleted.store(false, Ordering::Release);
+    pub(crate) fn keep(&self, session: &impl Persisted) {
+        session
+            .save_state()
+            .saved_once
+            .store(false, Ordering::Release);
+        session.save_state().deleted.store(false, Ordering::Release);
     }
 
-    /// Whether a session that just reached `step` is due a background save.
-    pub fn due(&self, session: &Session, step: u64) -> bool {
+    /// Whether a session that just reached `step` is due a background save (and none of
+    /// its writes is in progress already).
+    pub fn due(&self, session: &impl Persisted, step: u64) -> bool {
         let every = self.config.every_steps;
-        every > 0 && step >= session.persisted_step.load(Ordering::Acquire) + every
+        let state = session.save_state();
+        every > 0
+            && step >= state.persisted_step.load(Ordering::Acquire) + every
+            && !state.writing()
     }
 }
 

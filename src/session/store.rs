@@ -6,7 +6,8 @@
 //! waiters fairly: steps on one session apply in arrival order, reads (Forward, Backward,
 //! Evaluate) of one session may run side by side.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 use super::budget::{Reservation, Reservations, UploadHold, UploadRefusal, Waiters};
 use super::id::SessionId;
-use super::persist::{Persister, Restored};
+use super::persist::{Persisted, Persister, Restored, SaveState};
 use super::tenant::Tenant;
 use crate::model::{AnyModel, ModelSpec};
 
@@ -120,17 +121,8 @@ pub struct Session {
     last_used: Mutex<Instant>,
     /// Calls holding or waiting for this session; the reaper skips busy sessions.
     in_use: AtomicUsize,
-    /// Serializes writes of this session's file (see `persist`).
-    pub(crate) persist_lock: tokio::sync::Mutex<()>,
-    /// Set when the session is deleted or reaped: no file may be written after that.
-    pub(crate) deleted: AtomicBool,
-    /// The step the session's file holds, and whether it has been written at all.
-    pub(crate) persisted_step: AtomicU64,
-    pub(crate) saved_once: AtomicBool,
-    /// Why the last save failed, while the session is unsaved (see `persist`'s module
-    /// doc). Set and cleared by the persister under `persist_lock`; a std `Mutex` as it
-    /// is never held across an `.await`.
-    pub(crate) unsaved: Mutex<Option<String>>,
+    /// The persister's bookkeeping of this session's file (see `persist`).
+    save: SaveState,
     /// Calls waiting for the lock, bounded by the service (see `budget::Waiters`).
     pub waiters: Waiters,
 }
@@ -157,12 +149,6 @@ impl Session {
         }
     }
 
-    /// Shared access for a snapshot: unlike [`read`](Self::read) it does not count as a
-    /// use, so saving a session never keeps it from being reaped as idle.
-    pub(crate) async fn snapshot_lock(&self) -> OwnedRwLockReadGuard<AnyModel> {
-        self.model.clone().read_owned().await
-    }
-
     /// Waits (in arrival order) for shared access to the model.
     pub async fn read(self: &Arc<Self>) -> SessionGuard<OwnedRwLockReadGuard<AnyModel>> {
         let _use = InUse::new(self);
@@ -173,10 +159,7 @@ impl Session {
 
     /// Why the session's last save failed, if it is unsaved now.
     pub fn unsaved(&self) -> Option<String> {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.save.unsaved()
     }
 
     /// Waits (in arrival order) for exclusive access to the model, to change it. An
@@ -199,8 +182,31 @@ impl Session {
     }
 }
 
+impl Persisted for Session {
+    fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    fn step(&self) -> u64 {
+        Session::step(self)
+    }
+
+    fn save_state(&self) -> &SaveState {
+        &self.save
+    }
+
+    /// Unlike [`read`](Session::read) it does not count as a use.
+    fn snapshot(&self) -> impl Future<Output = OwnedRwLockReadGuard<AnyModel>> + Send {
+        self.model.clone().read_owned()
+    }
+}
+
 impl Session {
-    fn new(id: SessionId, tenant: Tenant, model: AnyModel) -> Self {
+    fn new(id: SessionId, tenant: Tenant, model: AnyModel, save: SaveState) -> Self {
         Session {
             id,
             tenant,
@@ -210,11 +216,7 @@ impl Session {
             model: Arc::new(AsyncRwLock::new(model)),
             last_used: Mutex::new(Instant::now()),
             in_use: AtomicUsize::new(0),
-            persist_lock: tokio::sync::Mutex::new(()),
-            deleted: AtomicBool::new(false),
-            persisted_step: AtomicU64::new(0),
-            saved_once: AtomicBool::new(false),
-            unsaved: Mutex::new(None),
+            save,
             waiters: Waiters::default(),
         }
     }
@@ -411,7 +413,12 @@ impl SessionStore {
         tenant: &Tenant,
     ) -> Result<Arc<Session>, StoreError> {
         let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
-        let session = Arc::new(Session::new(id, tenant.clone(), model));
+        let session = Arc::new(Session::new(
+            id,
+            tenant.clone(),
+            model,
+            SaveState::default(),
+        ));
         {
             let mut map = self.write_map();
             if map.len() >= self.shared.limits.max_sessions {
@@ -423,7 +430,7 @@ impl SessionStore {
             map.insert(id, session.clone());
         }
         if let Some(p) = &self.shared.persister
-            && let Err(e) = p.save_new(&session).await
+            && let Err(e) = p.save_new(session.as_ref()).await
         {
             self.detach(&session);
             return Err(StoreError::Persist(e.to_string()));
@@ -437,12 +444,8 @@ impl SessionStore {
         let mut map = self.write_map();
         let n = restored.len();
         for r in restored {
-            let session = Session::new(r.id, r.tenant, r.model);
-            session
-                .persisted_step
-                .store(session.step(), Ordering::Release);
-            session.saved_once.store(true, Ordering::Release);
-            let session = Arc::new(session);
+            let save = SaveState::on_disk(r.model.step());
+            let session = Arc::new(Session::new(r.id, r.tenant, r.model, save));
             self.hold(&session, true);
             map.insert(r.id, session);
         }
@@ -455,10 +458,10 @@ impl SessionStore {
         let Some(p) = &self.shared.persister else {
             return;
         };
-        if p.due(session, step) && session.persist_lock.try_lock().is_ok() {
+        if p.due(session.as_ref(), step) {
             let (p, session) = (p.clone(), session.clone());
             // A failure marks the session unsaved and is logged by the persister.
-            tokio::spawn(async move { p.save(&session).await });
+            tokio::spawn(async move { p.save(session.as_ref()).await });
         }
     }
 
@@ -471,7 +474,7 @@ impl SessionStore {
         let mut failed = 0;
         let all: Vec<Arc<Session>> = self.read_map().values().cloned().collect();
         for session in all {
-            if p.save(&session).await.is_err() {
+            if p.save(session.as_ref()).await.is_err() {
                 failed += 1;
             }
         }
@@ -522,7 +525,7 @@ impl SessionStore {
     pub async fn remove(&self, id: &str, tenant: &Tenant) -> Result<Arc<Session>, StoreError> {
         let session = self.get(id, tenant)?;
         if let Some(p) = &self.shared.persister {
-            p.remove(&session)
+            p.remove(session.as_ref())
                 .await
                 .map_err(|e| StoreError::Persist(e.to_string()))?;
         }
@@ -587,12 +590,12 @@ impl SessionStore {
         for s in candidates {
             if let Some(p) = &self.shared.persister {
                 // Logged (with the path) by the persister; the session stays.
-                if p.remove(&s).await.is_err() {
+                if p.remove(s.as_ref()).await.is_err() {
                     continue;
                 }
                 if !idle(&s) {
                     // A call arrived while the file went: keep the session, write it again.
-                    p.keep(&s);
+                    p.keep(s.as_ref());
                     continue;
                 }
             }

@@ -1,6 +1,6 @@
 //! The update rules, one file each ([`Sgd`], [`Momentum`], [`RmsProp`], [`Adam`], [`AdamW`]), each
 //! its hyper-parameters with their defaults, its state slots and its update behind
-//! [`Rule`]; [`OptimizerSpec`](super::OptimizerSpec) lists them. [`Optimizer`] keeps
+//! [`Rule`]; [`OptimizerSpec`] lists them. [`Optimizer`] keeps
 //! their state per parameter and makes an update all-or-nothing: new values and new
 //! state are computed into fresh buffers and checked finite (gradients, values and state
 //! alike), and only then swapped in; any error leaves every parameter and every state
@@ -11,6 +11,7 @@ mod momentum;
 mod rmsprop;
 mod rule;
 mod sgd;
+mod spec;
 
 pub use adam::Adam;
 pub use adamw::AdamW;
@@ -18,11 +19,11 @@ pub use momentum::Momentum;
 pub use rmsprop::RmsProp;
 pub use rule::{Rule, Slot, Staged};
 pub use sgd::Sgd;
+pub use spec::OptimizerSpec;
 
 use ndarray::ArrayD;
 
-use super::net::Param;
-use super::spec::OptimizerSpec;
+use super::param::{Param, check_finite};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::scalar::Scalar;
 
@@ -95,7 +96,7 @@ impl<T: Scalar> Optimizer<T> {
                         s.shape(),
                     ));
                 }
-                super::net::check_finite(&field, s)?;
+                check_finite(&field, s)?;
                 if kind.squares
                     && let Some((index, v)) = s.iter().enumerate().find(|(_, v)| **v < T::zero())
                 {
