@@ -9,7 +9,7 @@
 //!   `progress` (a bar on a terminal, plain lines in a pipe) and `plot` (the
 //!   loss/accuracy curve as a hand-written SVG).
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
-//! - [`bench`]: the load generator (`bench::load`: callers and tally; `bench::workload`:
+//! - [`bench`](mod@bench): the load generator (`bench::load`: callers and tally; `bench::workload`:
 //!   the specs and batches of bench/README.md).
 //! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file.
 //! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON,

@@ -3,7 +3,7 @@
 //! internals:
 //!
 //! - [`tensor`]: the `Tensor` message, written by hand to decode a batch in one pass;
-//! - [`array`]: ndarray ↔ `Tensor` without validation (answers out, answers read back);
+//! - [`array`](mod@array): ndarray ↔ `Tensor` without validation (answers out, answers read back);
 //! - [`chunks`]: the checkpoint chunk format (size and SHA-256 first, slices after);
 //! - [`trace`]: a traced step ↔ `TraceStepResponse`, both directions;
 //! - [`codec`]: the codec of the generated services and clients, which sizes every encode

@@ -6,7 +6,7 @@
 //!   keep idle, half-open and non-reading clients from holding the server's resources.
 //! - `error_info`: the last pass that gives every error the Trainer answers an ErrorInfo,
 //!   and tonic's size-limit refusal the RESOURCE_EXHAUSTED of every other limit.
-//! - [`metrics`](self::metrics): calls counted and timed by method and status; `/metrics`.
+//! - `metrics`: calls counted and timed by method and status; `/metrics`.
 //! - [`listen`]: the listening sockets, with a backlog sized for the connection cap.
 //! - [`tls`]: the certificate, key and client CA files, checked at startup.
 pub mod connections;
