@@ -16,5 +16,6 @@ mod overload;
 mod paging;
 mod persist;
 mod rpcs;
+mod stream;
 mod tls;
 mod trace;

@@ -1,6 +1,7 @@
 //! The `backprop.v1.Trainer` service, one file per group of RPCs: `models` (create,
 //! get, list, delete), `math` (forward, backward, evaluate, gradient check), `train`
-//! (train step, apply gradients), `trace`, `checkpoint` (export, import). What every
+//! (train step, apply gradients), `stream` (train stream), `trace`, `checkpoint` (export,
+//! import). What every
 //! handler shares (span and log, session lookup, admission by cost, the bounded lock
 //! queue, inline-or-pool) is `call`. Each handler decodes, validates what is cheap,
 //! admits the call by its estimated cost (`service::limits`), takes the session's lock in
@@ -10,6 +11,7 @@ mod call;
 mod checkpoint;
 mod math;
 mod models;
+mod stream;
 mod trace;
 mod train;
 
@@ -162,5 +164,14 @@ impl Trainer for TrainerService {
         req: Request<pb::TraceStepRequest>,
     ) -> Result<Response<pb::TraceStepResponse>, Status> {
         trace::trace_step(self, req).await
+    }
+
+    type TrainStreamStream = stream::AnswerStream;
+
+    async fn train_stream(
+        &self,
+        req: Request<Streaming<pb::TrainStreamRequest>>,
+    ) -> Result<Response<Self::TrainStreamStream>, Status> {
+        stream::train_stream(self, req).await
     }
 }

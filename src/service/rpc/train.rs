@@ -1,10 +1,11 @@
-//! TrainStep and ApplyGradients: the RPCs that change a model. Each takes the session's
+//! TrainStep and ApplyGradients: the RPCs that change a model (TrainStream, beside,
+//! applies each of its batches through [`step_on`]). Each takes the session's
 //! exclusive lock in arrival order, steps all-or-nothing (a refused step leaves values,
 //! optimizer state and step as they were) and records the step where it is taken.
 use tonic::{Request, Response, Status};
 
 use super::TrainerService;
-use super::call::{split, tensor_bytes};
+use super::call::{OnSession, split, tensor_bytes};
 use super::math::losses_pb;
 use crate::model::Model;
 use crate::pb;
@@ -20,23 +21,31 @@ pub async fn train_step(
 ) -> Result<Response<pb::TrainStepResponse>, Status> {
     let (tenant, req) = split(req);
     let on = svc.on_batch(&req.model_id, &tenant, &req.x)?;
-    on.observe("TrainStep", async {
-        let y = on.labels(req.labels)?;
-        let admitted = on.admit(Call::TrainStep, tensor_bytes(&req.x))?;
-        let x = req.x.unwrap_or_default();
-        let mut guard = on.write().await?;
-        let session = on.session.clone();
-        let r = on
-            .compute(admitted, move || {
-                let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y))?;
-                session.set_step(r.step);
-                Ok(r)
-            })
-            .await?;
-        on.stepped(r.step);
-        Ok(r)
-    })
-    .await
+    on.observe("TrainStep", step_on(&on, req.x, req.labels))
+        .await
+}
+
+/// One optimizer step on the batch `x` (its shape already checked by `on_batch`) with
+/// `labels`: what TrainStep does and every batch of a TrainStream.
+pub async fn step_on(
+    on: &OnSession<'_>,
+    x: Option<pb::Tensor>,
+    labels: Vec<u32>,
+) -> Result<pb::TrainStepResponse, Status> {
+    let y = on.labels(labels)?;
+    let admitted = on.admit(Call::TrainStep, tensor_bytes(&x))?;
+    let x = x.unwrap_or_default();
+    let mut guard = on.write().await?;
+    let session = on.session.clone();
+    let r = on
+        .compute(admitted, move || {
+            let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y))?;
+            session.set_step(r.step);
+            Ok(r)
+        })
+        .await?;
+    on.stepped(r.step);
+    Ok(r)
 }
 
 pub async fn apply_gradients(
