@@ -260,6 +260,7 @@ fn cross_tenant_calls() -> Vec<(&'static str, Scope)> {
         ("Forward", Scope::Model),
         ("Backward", Scope::Model),
         ("TrainStep", Scope::Model),
+        ("TrainStream", Scope::Model),
         ("ApplyGradients", Scope::Model),
         ("Evaluate", Scope::Model),
         ("GetModel", Scope::Model),
@@ -374,6 +375,26 @@ async fn call_as(
             .await,
         ),
         // The stream's first message: a leak would show there (the weights).
+        // A stream's refusal is its batch's answer; as a status, so the checks are the same.
+        "TrainStream" => {
+            let first = pb::TrainStreamRequest {
+                model_id: id,
+                sequence: 1,
+                x,
+                labels,
+            };
+            let mut s = c
+                .train_stream(tokio_stream::iter([first]))
+                .await?
+                .into_inner();
+            let answer = s.message().await?.expect("an answer");
+            match answer.result {
+                Some(pb::train_stream_response::Result::Error(e)) => {
+                    Err(tonic::Status::new(Code::from(e.code), e.message))
+                }
+                _ => Ok(None),
+            }
+        }
         "ExportModel" => {
             let mut s = c
                 .export_model(pb::ExportModelRequest {

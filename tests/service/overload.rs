@@ -38,6 +38,7 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
     .await;
     let (small, _) = create(&mut c, wire_spec(4, &[layer(8, pb::Activation::Relu)], 3)).await;
     let heavy = Batch::random(4000, 1000, 10, 1);
+    let ready = scrape(&server).await;
     let busy = {
         let mut c = server.trainer();
         let req = pb::TrainStepRequest {
@@ -51,7 +52,21 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
             start.elapsed()
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await; // the heavy step is computing
+    // The heavy step is computing once the thread has taken its job (a guessed sleep
+    // let the small call in first on a loaded machine).
+    let start = Instant::now();
+    while delta(
+        &ready,
+        &scrape(&server).await,
+        "backprop_compute_queue_wait_seconds_count",
+    ) < 1.0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the heavy step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let b = Batch::random(5, 4, 3, 2);
     let mut req = tonic::Request::new(pb::TrainStepRequest {
