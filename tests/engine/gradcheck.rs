@@ -92,7 +92,10 @@ fn drawn(seen: &[Option<(usize, usize, f64)>], k: usize) -> Vec<usize> {
         .map(|pair| {
             let ((_, up, dh_up), (_, down, dh_down)) = (*pair[0], *pair[1]);
             assert_eq!(up, down, "a pair moves one element");
-            assert!((dh_up - H).abs() < 1e-12 && (dh_down + H).abs() < 1e-12, "{pair:?}");
+            assert!(
+                (dh_up - H).abs() < 1e-12 && (dh_down + H).abs() < 1e-12,
+                "{pair:?}"
+            );
             up
         })
         .collect()
@@ -160,7 +163,11 @@ fn sample_checks_its_count_drawn_by_its_seed() {
     let twin_exact = vec![exact[0].clone(), exact[0].clone()];
     let (_, seen_twins) = run_recorded(&mut twins, &twin_exact, sample);
     assert_eq!(drawn(&seen_twins, 0), first);
-    assert_ne!(drawn(&seen_twins, 1), first, "tensor 1 drew tensor 0's elements");
+    assert_ne!(
+        drawn(&seen_twins, 1),
+        first,
+        "tensor 1 drew tensor 0's elements"
+    );
 
     // A wrong element that is drawn is found, and is the worst.
     let planted = first[2];
@@ -226,16 +233,27 @@ fn a_column_major_tensor_is_checked_in_row_major_order_and_restored() {
         ("fortran state", &fortran, &wrong),
         ("fortran state and gradient", &fortran, &wrong_fortran),
         ("transposed state", &transposed_view, &wrong),
-        ("row-major state, fortran gradient", &logical, &wrong_fortran),
+        (
+            "row-major state, fortran gradient",
+            &logical,
+            &wrong_fortran,
+        ),
     ] {
         let mut state = vec![start.clone()];
         let (c, seen) = run_recorded(&mut state, std::slice::from_ref(analytic), Elements::All);
         assert_eq!(c[0].elements_checked, 12, "{name}");
         assert_eq!(c[0].worst_element, Some(planted), "{name}: {c:?}");
-        assert!((c[0].max_relative_error - 0.2).abs() < 1e-6, "{name}: {c:?}");
+        assert!(
+            (c[0].max_relative_error - 0.2).abs() < 1e-6,
+            "{name}: {c:?}"
+        );
         assert_eq!(drawn(&seen, 0), (0..12).collect::<Vec<_>>(), "{name}");
         assert_eq!(state[0], logical, "{name}: the values");
-        assert_eq!(bits(&state[0]), bits(&logical), "{name}: restored bit for bit");
+        assert_eq!(
+            bits(&state[0]),
+            bits(&logical),
+            "{name}: restored bit for bit"
+        );
 
         // The right gradient in either layout passes.
         let (c, _) = run_recorded(&mut state, &[cubic_grad(&logical)], Elements::All);
@@ -251,13 +269,20 @@ fn a_column_major_tensor_is_checked_in_row_major_order_and_restored() {
         );
         let d = drawn(&seen, 0);
         assert_eq!((c[0].elements_checked, d.len()), (5, 5), "{name}");
-        assert!(d.contains(&c[0].worst_element.unwrap()), "{name}: {c:?} {d:?}");
+        assert!(
+            d.contains(&c[0].worst_element.unwrap()),
+            "{name}: {c:?} {d:?}"
+        );
         assert_eq!(
             c[0].max_relative_error > 0.1,
             d.contains(&planted),
             "{name}: found exactly when drawn, {c:?} {d:?}"
         );
-        assert_eq!(bits(&state[0]), bits(&logical), "{name}: restored bit for bit");
+        assert_eq!(
+            bits(&state[0]),
+            bits(&logical),
+            "{name}: restored bit for bit"
+        );
     }
 }
 

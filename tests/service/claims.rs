@@ -330,7 +330,11 @@ async fn a_full_pool_refuses_at_once_skips_the_expired_and_keeps_order() {
     assert_eq!(delta(&before, &after, STEPS_TAKEN), STEPS as f64);
     assert_eq!(delta(&before, &after, SHED_FULL), 1.0);
     assert_eq!(after[DEPTH], 0.0);
-    assert_eq!(step_of(&mut c, &late).await, 0, "the timed-out step was applied");
+    assert_eq!(
+        step_of(&mut c, &late).await,
+        0,
+        "the timed-out step was applied"
+    );
 
     let mut engine =
         Model::<f64>::new(spec_from_proto(Some(slow_spec())).expect("spec")).expect("engine");

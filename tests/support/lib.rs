@@ -492,7 +492,10 @@ pub async fn start_in_use<T>(c: &mut Client, id: &str, start: impl FnOnce() -> T
         if idle < s.elapsed().as_secs_f64() {
             return started;
         }
-        assert!(Instant::now() < deadline, "the call never reached the model");
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the model"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
