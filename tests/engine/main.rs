@@ -1,7 +1,8 @@
 //! The engine and model layer, in process, no server: every gate's gradient against
-//! central differences, known values computed by hand, whole nets, the optimizers' update
-//! rules, the checkpoint codec, and the wire `Tensor` codec.
+//! central differences, that oracle itself, known values computed by hand, whole nets,
+//! the optimizers' update rules, the checkpoint codec, and the wire `Tensor` codec.
 mod checkpoint;
+mod gradcheck;
 mod gates;
 mod known_values;
 mod nets;

@@ -1153,12 +1153,11 @@ async fn full_compute_queue_is_resource_exhausted() {
     config.inline_max_work = 0;
     let mut f = Fixture::<f32>::with_config(config).await;
     let (slow, _) = create(&mut f.c, slow_spec()).await;
-    tokio::time::sleep(Duration::from_millis(60)).await; // let its idle time grow
-    let busy = {
-        let (mut c, slow) = (f.srv.trainer(), slow.clone());
-        tokio::spawn(async move { c.gradient_check(slow_request(&slow)).await })
-    };
-    wait_until_in_use(&mut f.c, &slow, 0.05).await;
+    let (mut c, slow_id) = (f.srv.trainer(), slow.clone());
+    let busy = start_in_use(&mut f.c, &slow, || {
+        tokio::spawn(async move { c.gradient_check(slow_request(&slow_id)).await })
+    })
+    .await;
 
     // The one compute thread is busy and the queue holds one job. Forward takes the
     // session's lock shared, so 5 at once all reach the queue: at least 4 are refused.

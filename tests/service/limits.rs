@@ -324,15 +324,11 @@ async fn calls_waiting_for_one_session_are_bounded() {
     let mut c = srv.trainer();
     let (slow, _) = create(&mut c, slow_spec()).await;
     let (other, _) = create(&mut c, wire_spec(4, &[], 3)).await;
-    // Left idle for 100 ms, so its idle time dropping under 50 ms below says the holder
-    // took its lock.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let holder = {
-        let mut c = srv.trainer();
-        let req = slow_request(&slow);
-        tokio::spawn(async move { c.gradient_check(req).await })
-    };
-    wait_until_in_use(&mut c, &slow, 0.05).await;
+    let (mut c2, req) = (srv.trainer(), slow_request(&slow));
+    let holder = start_in_use(&mut c, &slow, || {
+        tokio::spawn(async move { c2.gradient_check(req).await })
+    })
+    .await;
     let b = Batch::random(48, 16, 8, 4);
     let steps: Vec<_> = (0..10)
         .map(|_| {

@@ -1,8 +1,6 @@
 //! `--metrics-listen`: `/metrics` after known traffic moved each counter by exactly the
 //! calls made, with the status code of each, and the gauges show the server's state.
 
-use std::time::Duration;
-
 use backprop::pb;
 use support::*;
 use tonic::Code;
@@ -147,13 +145,12 @@ async fn a_full_queue_is_counted_as_shed() {
     let mut c = srv.trainer();
     let (slow, _) = create(&mut c, slow_spec()).await;
     let (small, _) = create(&mut c, wire_spec(3, &[], 2)).await;
-    tokio::time::sleep(Duration::from_millis(60)).await;
     let before = scrape(&srv).await;
-    let busy = {
-        let (mut c, slow) = (srv.trainer(), slow.clone());
-        tokio::spawn(async move { c.gradient_check(slow_request(&slow)).await })
-    };
-    wait_until_in_use(&mut c, &slow, 0.05).await;
+    let (mut c2, slow_id) = (srv.trainer(), slow.clone());
+    let busy = start_in_use(&mut c, &slow, || {
+        tokio::spawn(async move { c2.gradient_check(slow_request(&slow_id)).await })
+    })
+    .await;
     let b = Batch::random(4, 3, 2, 5);
     let calls: Vec<_> = (0..5)
         .map(|_| {

@@ -190,17 +190,16 @@ async fn graceful_shutdown_lets_an_in_flight_call_finish() {
     let mut srv = TestServer::with_config(config).await;
     let mut c = srv.trainer();
     let (id, _) = create(&mut c, slow_spec()).await;
-    tokio::time::sleep(Duration::from_millis(60)).await; // let the idle time grow
     let done = Arc::new(AtomicBool::new(false));
-    let call = {
-        let (mut c, id, done) = (srv.trainer(), id.clone(), done.clone());
+    let (mut c2, id2, done2) = (srv.trainer(), id.clone(), done.clone());
+    let call = start_in_use(&mut c, &id, || {
         tokio::spawn(async move {
-            let r = c.gradient_check(slow_request(&id)).await;
-            done.store(true, Ordering::SeqCst);
+            let r = c2.gradient_check(slow_request(&id2)).await;
+            done2.store(true, Ordering::SeqCst);
             (r, Instant::now())
         })
-    };
-    wait_until_in_use(&mut c, &id, 0.05).await;
+    })
+    .await;
     srv.trigger_shutdown();
     assert!(
         !done.load(Ordering::SeqCst),

@@ -447,24 +447,53 @@ pub fn slow_request(id: &str) -> pb::GradientCheckRequest {
     }
 }
 
-/// Waits until the session's idle time drops below `idle_before` seconds: its lock was
-/// just taken, so a call on it is running in the server (ListModels itself does not
-/// count as use).
-pub async fn wait_until_in_use(c: &mut Client, id: &str, idle_before: f64) {
-    let start = Instant::now();
+/// How long a session is left unused before [`start_in_use`] starts its call.
+const IDLE_MARGIN: Duration = Duration::from_millis(100);
+
+/// The session's idle time as ListModels reports it (ListModels itself is no use).
+async fn idle_seconds(c: &mut Client, id: &str) -> f64 {
+    let models = c
+        .list_models(pb::ListModelsRequest::default())
+        .await
+        .expect("ListModels")
+        .into_inner()
+        .models;
+    models
+        .iter()
+        .find(|m| m.model_id == id)
+        .expect("listed")
+        .idle_seconds
+}
+
+/// Starts a call on session `id` (`start` spawns it) and returns once the call has taken
+/// the session's lock in the server, so it is running there (or has already run).
+///
+/// The lock's taking is seen in the session's idle time, reset when a call takes the
+/// lock: the session is first left unused until its idle time is at least
+/// [`IDLE_MARGIN`], then `start` runs at `s`. A listing answered at `r` (client time)
+/// that shows an idle time under `r − s` has seen a use since `s`; without one the idle
+/// time would be over `r − s + IDLE_MARGIN`, whenever the listing is served. So no
+/// threshold has to be beaten by a quick enough poll, and a session just created (idle
+/// for less than any threshold) is not taken for one in use.
+pub async fn start_in_use<T>(c: &mut Client, id: &str, start: impl FnOnce() -> T) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let models = c
-            .list_models(pb::ListModelsRequest::default())
-            .await
-            .expect("ListModels")
-            .into_inner()
-            .models;
-        let m = models.iter().find(|m| m.model_id == id).expect("listed");
-        if m.idle_seconds < idle_before {
-            return;
+        let idle = Duration::from_secs_f64(idle_seconds(c, id).await);
+        if idle >= IDLE_MARGIN {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session never went idle");
+        tokio::time::sleep(IDLE_MARGIN - idle).await;
+    }
+    let s = Instant::now();
+    let started = start();
+    loop {
+        let idle = idle_seconds(c, id).await;
+        if idle < s.elapsed().as_secs_f64() {
+            return started;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            Instant::now() < deadline,
             "the call never reached the model"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
