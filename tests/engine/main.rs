@@ -2,8 +2,8 @@
 //! central differences, that oracle itself, known values computed by hand, whole nets,
 //! the optimizers' update rules, the checkpoint codec, and the wire `Tensor` codec.
 mod checkpoint;
-mod gradcheck;
 mod gates;
+mod gradcheck;
 mod known_values;
 mod nets;
 mod optimizers;
