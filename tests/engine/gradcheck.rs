@@ -46,6 +46,10 @@ fn bits(a: &ArrayD<f64>) -> Vec<u64> {
     a.iter().map(|x| x.to_bits()).collect()
 }
 
+/// One evaluation of f: the (tensor, row-major element) moved and by how much, or `None`
+/// at the unperturbed point.
+type Moved = Option<(usize, usize, f64)>;
+
 /// Runs the check and records, for every evaluation of f, which (tensor, row-major
 /// element) was moved away from `originals` and by how much (`None` for an evaluation
 /// at the unperturbed point).
@@ -53,7 +57,7 @@ fn run_recorded(
     state: &mut Vec<ArrayD<f64>>,
     analytic: &[ArrayD<f64>],
     elements: Elements,
-) -> (Vec<TensorCheck>, Vec<Option<(usize, usize, f64)>>) {
+) -> (Vec<TensorCheck>, Vec<Moved>) {
     let originals = state.clone();
     let seen = RefCell::new(vec![]);
     let c = gradcheck::check(
