@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::pb::codec::SizedCodec")
         // Checkpoint chunks are slices of one encoded file: Bytes shares it, no copy.
         .bytes(".backprop.v1.CheckpointChunk.data")
+        // A dataset chunk's rows are decoded from the received buffer without a copy.
+        .bytes(".backprop.v1.DatasetChunk.x")
         .compile_fds(compiler.file_descriptor_set())?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

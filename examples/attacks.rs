@@ -392,6 +392,7 @@ async fn probe_calls(uri: String) -> Result<(), String> {
             model_id: id.clone(),
             x: Some(x.clone()),
             labels,
+            learning_rate: None,
         })
         .await
         .map_err(e("TrainStep"))?
@@ -846,6 +847,7 @@ async fn batch_call(
                 model_id: id,
                 x,
                 labels,
+                learning_rate: None,
             })
             .await
             .map(drop),
@@ -1422,6 +1424,7 @@ async fn waiters_on_one_session(ctx: &Ctx) -> Result<Tally, Error> {
                 model_id: id.clone(),
                 x: Some(x.clone()),
                 labels: labels.clone(),
+                learning_rate: None,
             };
             tokio::spawn(async move { c.train_step(req).await.map(drop) })
         })
@@ -1726,6 +1729,7 @@ async fn small_checkpoint(
         model_id: id.clone(),
         x: Some(x),
         labels,
+        learning_rate: None,
     })
     .await?;
     let file = export(c, &id).await?;
@@ -1878,6 +1882,7 @@ async fn svm_nan(ctx: &Ctx) -> Result<Tally, Error> {
             model_id: id.clone(),
             x: Some(x),
             labels,
+            learning_rate: None,
         })
         .await;
     tally.call("TrainStep(overflowing x)", &r);

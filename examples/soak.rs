@@ -315,6 +315,7 @@ async fn caller(
                 model_id: m.id.clone(),
                 x: Some(x),
                 labels,
+                learning_rate: None,
             };
             if let Ok(resp) = timed(&stats, t, "TrainStep", c.train_step(req)).await {
                 if resp.step != m.step + 1 {

@@ -225,6 +225,7 @@ async fn the_estimate_is_at_least_the_real_peak() {
                     model_id: id.clone(),
                     x: Some(x()),
                     labels: b.labels.clone(),
+                    learning_rate: None,
                 }));
                 r.await.expect("train").into_inner().encode_to_vec().len()
             })

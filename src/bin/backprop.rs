@@ -111,6 +111,11 @@ struct ServeArgs {
     /// 0 = half the memory budget, so stalled uploads never take what other calls need.
     #[arg(long, env = "BACKPROP_MAX_UPLOAD_MEMORY", default_value = "0", value_parser = parse_bytes)]
     max_upload_memory: u64,
+    /// Memory all datasets (UploadDataset) may hold together, e.g. `2GiB`; an upload
+    /// beyond it gets RESOURCE_EXHAUSTED. Datasets count in --max-memory as well. 0 = half
+    /// the memory budget (no cap without one).
+    #[arg(long, env = "BACKPROP_MAX_DATASET_MEMORY", default_value = "0", value_parser = parse_bytes)]
+    max_dataset_memory: u64,
     /// Seconds an upload may go without a chunk before it is cut off (DEADLINE_EXCEEDED)
     /// and what it holds is freed.
     #[arg(long, env = "BACKPROP_UPLOAD_STALL_SECS", default_value_t = backprop::service::limits::DEFAULT_UPLOAD_STALL.as_secs())]
@@ -323,6 +328,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
             max_call_memory: (args.max_call_memory > 0).then_some(args.max_call_memory),
             max_session_waiters: args.max_session_waiters,
             max_upload_memory: (args.max_upload_memory > 0).then_some(args.max_upload_memory),
+            max_dataset_memory: (args.max_dataset_memory > 0).then_some(args.max_dataset_memory),
         },
         request_limits: RequestLimits {
             max_batch_elements: args.max_batch_elements,

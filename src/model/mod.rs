@@ -109,9 +109,21 @@ impl<T: Scalar> Model<T> {
 
     /// Forward, backward and one update on a labelled batch; nothing changes on error.
     pub fn train_step(&mut self, x: ArrayView2<'_, T>, labels: &[usize]) -> Result<StepReport> {
+        self.train_step_at(x, labels, None)
+    }
+
+    /// As [`train_step`](Self::train_step), at learning rate `lr` instead of the spec's
+    /// for this step when given (a schedule's step).
+    pub fn train_step_at(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        labels: &[usize],
+        lr: Option<f64>,
+    ) -> Result<StepReport> {
         let next = self.next_step()?;
         let g = self.net.gradients(x, Target::Labels(labels), false)?;
-        self.optimizer.update(self.net.params_mut(), &g.params)?;
+        self.optimizer
+            .update_at(self.net.params_mut(), &g.params, lr)?;
         self.step = next;
         Ok(StepReport {
             losses: g.losses,

@@ -291,6 +291,10 @@ pub struct ParamShape {
     pub layer: usize,
 }
 
+/// Dimensions beyond this are absurd for a fully connected net, whatever the limits
+/// (a model's input or layer width, a dataset's row).
+pub const MAX_DIM: usize = 1 << 24;
+
 /// The most maxout pieces a layer may have (each piece is a full weight matrix).
 pub const MAX_PIECES: usize = 16;
 

@@ -5,12 +5,14 @@
 //! - [`tensor`]: the `Tensor` message, written by hand to decode a batch in one pass;
 //! - [`array`](mod@array): ndarray ↔ `Tensor` without validation (answers out, answers read back);
 //! - [`chunks`]: the checkpoint chunk format (size and SHA-256 first, slices after);
+//! - [`dataset`](mod@dataset): the dataset upload format (whole rows, the checksum first);
 //! - [`trace`]: a traced step ↔ `TraceStepResponse`, both directions;
 //! - [`codec`]: the codec of the generated services and clients, which sizes every encode
 //!   buffer to its message.
 pub mod array;
 pub mod chunks;
 pub mod codec;
+pub mod dataset;
 pub mod tensor;
 pub mod trace;
 

@@ -207,7 +207,9 @@ pub async fn run(
             let restored = tokio::task::spawn_blocking(move || reader.restore()).await??;
             let store = SessionStore::persistent(config.limits.clone(), persister);
             let n = store.restore(restored);
-            tracing::info!(sessions = n, %dir, "restored sessions from the state directory");
+            let reader = store.clone();
+            let datasets = tokio::task::spawn_blocking(move || reader.restore_datasets()).await?;
+            tracing::info!(sessions = n, datasets, %dir, "restored from the state directory");
             store
         }
     };

@@ -62,7 +62,7 @@ pub async fn receive(
     stall: Duration,
     mut hold: impl FnMut(u64) -> Result<(), Status>,
 ) -> Result<Vec<u8>, Status> {
-    let first = next_chunk(&mut stream, stall, 0)
+    let first = next_chunk(&mut stream, stall, "0 bytes")
         .await?
         .ok_or_else(|| invalid("chunks", "the upload is empty: no chunk arrived"))?;
     let total = first.total_bytes;
@@ -125,7 +125,7 @@ pub async fn receive(
         }
         grow(&mut file, chunk.data.len(), total as usize, &mut hold)?;
         file.extend_from_slice(&chunk.data);
-        next = next_chunk(&mut stream, stall, file.len()).await?;
+        next = next_chunk(&mut stream, stall, format!("{} bytes", file.len())).await?;
     }
     if (file.len() as u64) < total {
         return Err(invalid(
@@ -149,18 +149,18 @@ pub async fn receive(
 }
 
 /// The upload's next chunk, or DEADLINE_EXCEEDED when none comes within `stall`
-/// (`arrived` bytes so far, for the message).
-async fn next_chunk(
-    stream: &mut Streaming<pb::CheckpointChunk>,
+/// (`arrived` says how much has arrived, for the message: "1024 bytes", "20 rows").
+pub async fn next_chunk<T>(
+    stream: &mut Streaming<T>,
     stall: Duration,
-    arrived: usize,
-) -> Result<Option<pb::CheckpointChunk>, Status> {
+    arrived: impl std::fmt::Display,
+) -> Result<Option<T>, Status> {
     match tokio::time::timeout(stall, stream.message()).await {
         Ok(chunk) => chunk,
         Err(_) => Err(Refusal::new(
             Reason::UploadStalled,
             format!(
-                "the upload stalled: no chunk for {:.1} s after {arrived} bytes \
+                "the upload stalled: no chunk for {:.1} s after {arrived} \
                  (--upload-stall-secs); it is cut off and what it held is freed",
                 stall.as_secs_f64()
             ),

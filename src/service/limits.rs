@@ -82,8 +82,7 @@ pub fn checkpoint_work(bytes: u64) -> u64 {
     bytes.saturating_mul(WORK_PER_CHECKPOINT_BYTE)
 }
 
-/// Dimensions beyond this are absurd for a fully connected net, whatever the limits.
-pub const MAX_DIM: usize = 1 << 24;
+pub use crate::model::spec::MAX_DIM;
 /// Hidden layers at most.
 pub const MAX_DEPTH: usize = crate::model::spec::MAX_HIDDEN_LAYERS;
 
@@ -758,6 +757,20 @@ pub fn check_model_id(id: &str) -> Result<(), Status> {
             "model_id",
             format!(
                 "{} is not a model id (32 hex digits, as CreateModel and ImportModel return)",
+                echo(id)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a dataset id (in `field`) that is not of the shape UploadDataset hands out.
+pub fn check_dataset_id(field: &str, id: &str) -> Result<(), Status> {
+    if SessionId::parse(id).is_none() {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not a dataset id (32 hex digits, as UploadDataset returns)",
                 echo(id)
             ),
         ));

@@ -27,6 +27,15 @@ pub enum Reason {
     /// No such model for this caller (never created, deleted, reaped, or another
     /// tenant's).
     ModelNotFound,
+    /// No such dataset for this caller (never uploaded, deleted, reaped, or another
+    /// tenant's).
+    DatasetNotFound,
+    /// Datasets together cannot hold this one (`--max-dataset-memory`).
+    DatasetLimit,
+    /// A fit is training the model: only it may change the model until it ends.
+    FitRunning,
+    /// WatchFit on a model no fit has run on.
+    NoFit,
     /// The server holds its maximum of sessions (`--max-sessions`).
     SessionLimit,
     /// The caller's tenant holds its maximum of sessions (`max_sessions` in
@@ -75,6 +84,10 @@ impl Reason {
             Reason::AnswerTooLarge => "ANSWER_TOO_LARGE",
             Reason::CallMemory => "CALL_MEMORY",
             Reason::ModelNotFound => "MODEL_NOT_FOUND",
+            Reason::DatasetNotFound => "DATASET_NOT_FOUND",
+            Reason::DatasetLimit => "DATASET_LIMIT",
+            Reason::FitRunning => "FIT_RUNNING",
+            Reason::NoFit => "NO_FIT",
             Reason::SessionLimit => "SESSION_LIMIT",
             Reason::TenantSessionLimit => "TENANT_SESSION_LIMIT",
             Reason::ParameterLimit => "PARAMETER_LIMIT",
@@ -102,7 +115,8 @@ impl Reason {
             | Reason::InvalidCheckpoint
             | Reason::AnswerTooLarge
             | Reason::CallMemory => Code::InvalidArgument,
-            Reason::ModelNotFound => Code::NotFound,
+            Reason::ModelNotFound | Reason::DatasetNotFound => Code::NotFound,
+            Reason::FitRunning | Reason::NoFit => Code::FailedPrecondition,
             Reason::SessionLimit
             | Reason::TenantSessionLimit
             | Reason::ParameterLimit
@@ -112,7 +126,8 @@ impl Reason {
             | Reason::UploadShare
             | Reason::MessageLimit
             | Reason::QueueFull
-            | Reason::SessionWaiters => Code::ResourceExhausted,
+            | Reason::SessionWaiters
+            | Reason::DatasetLimit => Code::ResourceExhausted,
             Reason::NotDurable | Reason::ShuttingDown => Code::Unavailable,
             Reason::UploadStalled | Reason::DefaultDeadline => Code::DeadlineExceeded,
             Reason::Unauthenticated => Code::Unauthenticated,
@@ -159,6 +174,10 @@ mod tests {
             Reason::AnswerTooLarge,
             Reason::CallMemory,
             Reason::ModelNotFound,
+            Reason::DatasetNotFound,
+            Reason::DatasetLimit,
+            Reason::FitRunning,
+            Reason::NoFit,
             Reason::SessionLimit,
             Reason::TenantSessionLimit,
             Reason::ParameterLimit,

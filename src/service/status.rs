@@ -19,6 +19,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 pub use super::reason::{DOMAIN, Reason};
 use crate::checkpoint::CheckpointError;
+use crate::dataset::DatasetError;
 use crate::engine::EngineError;
 use crate::session::{PoolError, StoreError};
 
@@ -139,6 +140,22 @@ impl From<StoreError> for Status {
         let message = e.to_string();
         let refusal = match e {
             StoreError::NotFound(_) => Refusal::new(Reason::ModelNotFound, message),
+            StoreError::DatasetNotFound(_) => Refusal::new(Reason::DatasetNotFound, message),
+            StoreError::FitRunning { .. } => Refusal::new(Reason::FitRunning, message),
+            StoreError::OverDatasetShare { need, cap } => {
+                let refusal = Refusal::new(Reason::DatasetLimit, message).limit(
+                    "--max-dataset-memory",
+                    format!(
+                        "this dataset needs {need} bytes of the {cap} bytes datasets may \
+                         hold together"
+                    ),
+                );
+                if need <= cap {
+                    refusal.retry_after(RETRY_MEMORY)
+                } else {
+                    refusal
+                }
+            }
             StoreError::TooManySessions(max) => Refusal::new(Reason::SessionLimit, message).limit(
                 "--max-sessions",
                 format!("one more session than the {max} this server holds at most"),
@@ -213,6 +230,12 @@ impl From<PoolError> for Status {
             PoolError::Closed => Refusal::new(Reason::ShuttingDown, message),
         }
         .into()
+    }
+}
+
+impl From<DatasetError> for Status {
+    fn from(e: DatasetError) -> Self {
+        invalid(e.field, e.reason)
     }
 }
 

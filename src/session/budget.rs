@@ -140,7 +140,19 @@ impl UploadHold {
         budget: u64,
         share_cap: u64,
     ) -> Result<(), UploadRefusal> {
-        if !self.share.try_grow(more, 0, share_cap) {
+        self.try_grow_beside(more, held, budget, (0, share_cap))
+    }
+
+    /// As [`try_grow`](Self::try_grow), with the share's cap holding `share_held` bytes
+    /// already besides the uploads (the datasets held, for a dataset upload).
+    pub fn try_grow_beside(
+        &mut self,
+        more: u64,
+        held: u64,
+        budget: u64,
+        (share_held, share_cap): (u64, u64),
+    ) -> Result<(), UploadRefusal> {
+        if !self.share.try_grow(more, share_held, share_cap) {
             return Err(UploadRefusal::Share);
         }
         if !self.budget.try_grow(more, held, budget) {

@@ -2,8 +2,10 @@
 //! per session, limits, idle reaping), session ids, the tenants that own sessions, the
 //! compute pool that runs the math off the async runtime, and the state directory that
 //! keeps sessions across restarts; the memory reservations and queue places of calls in
-//! flight (`budget`); a page of a tenant's sessions in id order (`page`).
+//! flight (`budget`); a page of a tenant's sessions in id order (`page`); the datasets
+//! fits train on (`datasets`).
 pub mod budget;
+pub mod datasets;
 pub mod id;
 pub mod page;
 pub mod persist;
@@ -16,5 +18,6 @@ pub use id::SessionId;
 pub use page::{Page, page};
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError, run_caught};
+pub use datasets::StoredDataset;
 pub use store::{Limits, Session, SessionGuard, SessionStore, StoreError};
 pub use tenant::Tenant;

@@ -230,33 +230,10 @@ impl Persister {
         for path in paths {
             match read_session(&path) {
                 Ok(r) => restored.push(r),
-                Err(why) => self.set_aside(&path, &why),
+                Err(why) => set_aside(dir, &path, &why),
             }
         }
         Ok(restored)
-    }
-
-    fn set_aside(&self, path: &Path, why: &str) {
-        let aside = self.config.dir.join(CORRUPT_DIR);
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let name = path.file_name().map_or_else(
-            || "unnamed".to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let target = aside.join(format!("{name}.{stamp}"));
-        let moved = std::fs::create_dir_all(&aside).and_then(|()| std::fs::rename(path, &target));
-        match moved {
-            Ok(()) => tracing::error!(
-                file = %path.display(), moved_to = %target.display(), reason = why,
-                "a session file does not decode; moved aside, the server starts without it"
-            ),
-            Err(e) => tracing::error!(
-                file = %path.display(), reason = why, error = %e,
-                "a session file does not decode and could not be moved aside; skipped"
-            ),
-        }
     }
 
     /// The first save of a new session (CreateModel, ImportModel), before it is
@@ -437,6 +414,31 @@ impl Persister {
         every > 0
             && step >= state.persisted_step.load(Ordering::Acquire) + every
             && !state.writing()
+    }
+}
+
+/// Moves a file of `dir` that does not decode into `dir/corrupt/` (with a time stamp) and
+/// logs why; a file that cannot be moved is skipped, logged too.
+pub(super) fn set_aside(dir: &Path, path: &Path, why: &str) {
+    let aside = dir.join(CORRUPT_DIR);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name().map_or_else(
+        || "unnamed".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let target = aside.join(format!("{name}.{stamp}"));
+    let moved = std::fs::create_dir_all(&aside).and_then(|()| std::fs::rename(path, &target));
+    match moved {
+        Ok(()) => tracing::error!(
+            file = %path.display(), moved_to = %target.display(), reason = why,
+            "a state file does not decode; moved aside, the server starts without it"
+        ),
+        Err(e) => tracing::error!(
+            file = %path.display(), reason = why, error = %e,
+            "a state file does not decode and could not be moved aside; skipped"
+        ),
     }
 }
 

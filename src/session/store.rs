@@ -7,7 +7,7 @@
 //! Evaluate) of one session may run side by side.
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use super::budget::{Reservation, Reservations, UploadHold, UploadRefusal, Waiter
 use super::id::SessionId;
 use super::persist::{Persisted, Persister, Restored, SaveState};
 use super::tenant::Tenant;
+use crate::fit::FitJob;
 use crate::model::{AnyModel, ModelSpec};
 
 /// Limits on what clients may hold.
@@ -42,7 +43,16 @@ pub struct Limits {
     /// `None` = [`DEFAULT_UPLOAD_SHARE`] of the memory budget. Also the largest
     /// checkpoint ImportModel takes.
     pub max_upload_memory: Option<u64>,
+    /// Bytes all datasets together (and dataset uploads in flight) may hold, at most;
+    /// `None` = [`DEFAULT_DATASET_SHARE`] of the memory budget (no cap without a budget).
+    /// Datasets count in the memory budget too.
+    pub max_dataset_memory: Option<u64>,
 }
+
+/// The fraction of the memory budget datasets may hold together when
+/// `max_dataset_memory` is not set: half, so models and the calls that train them keep
+/// the other half however much data is uploaded.
+pub const DEFAULT_DATASET_SHARE: f64 = 0.5;
 
 /// The fraction of the memory budget that uploads in flight may hold together when
 /// `max_upload_memory` is not set. Half: an imported file must fit beside the model it
@@ -60,6 +70,7 @@ impl Default for Limits {
             max_call_memory: None,
             max_session_waiters: super::budget::DEFAULT_MAX_SESSION_WAITERS,
             max_upload_memory: None,
+            max_dataset_memory: None,
         }
     }
 }
@@ -99,6 +110,20 @@ pub enum StoreError {
     /// made. The reason names the file, never the directory (it reaches clients).
     #[error("the state directory could not be updated, nothing was changed: {0}")]
     Persist(String),
+    #[error("dataset_id: no dataset {0:?} (never uploaded, deleted, or dropped after being idle)")]
+    DatasetNotFound(String),
+    /// How much is free is not said, as for the memory budget.
+    #[error(
+        "datasets may hold {cap} bytes together (--max-dataset-memory), which cannot hold \
+         this one ({need} bytes) beside the others; delete a dataset first"
+    )]
+    OverDatasetShare { need: u64, cap: u64 },
+    /// A fit trains the model: only it may change the model until it ends.
+    #[error(
+        "model_id {id}: a fit is training this model; changes are refused until it ends \
+         (WatchFit follows it, CancelFit stops it)"
+    )]
+    FitRunning { id: String },
     /// The session's last save failed: it takes no changes until a save succeeds.
     #[error(
         "model_id {id}: the session's last save to the state directory failed ({reason}); \
@@ -125,6 +150,10 @@ pub struct Session {
     save: SaveState,
     /// Calls waiting for the lock, bounded by the service (see `budget::Waiters`).
     pub waiters: Waiters,
+    /// The model's running or last fit: while one runs only it may change the model.
+    fit: Mutex<Option<Arc<FitJob>>>,
+    /// Set when the session leaves the store (deleted or reaped): a fit on it stops.
+    removed: AtomicBool,
 }
 
 impl Session {
@@ -166,8 +195,24 @@ impl Session {
     /// unsaved session (its last save failed) is refused instead: a change that might be
     /// lost is never acknowledged. Checked once the lock is held, so a save that failed
     /// while the call waited counts.
+    /// A model a fit trains is refused too (FitRunning), checked once the lock is held.
     pub async fn write(
         self: &Arc<Self>,
+    ) -> Result<SessionGuard<OwnedRwLockWriteGuard<AnyModel>>, StoreError> {
+        self.write_for(None).await
+    }
+
+    /// [`write`](Self::write) for the fit `job`, the one writer while it runs.
+    pub async fn write_as_fit(
+        self: &Arc<Self>,
+        job: &Arc<FitJob>,
+    ) -> Result<SessionGuard<OwnedRwLockWriteGuard<AnyModel>>, StoreError> {
+        self.write_for(Some(job)).await
+    }
+
+    async fn write_for(
+        self: &Arc<Self>,
+        fit: Option<&Arc<FitJob>>,
     ) -> Result<SessionGuard<OwnedRwLockWriteGuard<AnyModel>>, StoreError> {
         let _use = InUse::new(self);
         let guard = self.model.clone().write_owned().await;
@@ -178,7 +223,43 @@ impl Session {
                 reason,
             });
         }
+        if let Some(running) = self.running_fit()
+            && !fit.is_some_and(|f| Arc::ptr_eq(f, &running))
+        {
+            return Err(self.fit_running());
+        }
         Ok(SessionGuard { guard, _use })
+    }
+
+    fn fit_running(&self) -> StoreError {
+        StoreError::FitRunning {
+            id: self.id.to_string(),
+        }
+    }
+
+    /// The model's running or last fit.
+    pub fn fit(&self) -> Option<Arc<FitJob>> {
+        self.fit.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The fit that trains the model now, if any.
+    pub fn running_fit(&self) -> Option<Arc<FitJob>> {
+        self.fit().filter(|f| f.is_running())
+    }
+
+    /// Makes `job` the model's fit, unless another one runs (FitRunning).
+    pub fn start_fit(&self, job: Arc<FitJob>) -> Result<(), StoreError> {
+        let mut slot = self.fit.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|f| f.is_running()) {
+            return Err(self.fit_running());
+        }
+        *slot = Some(job);
+        Ok(())
+    }
+
+    /// Whether the session has left the store (deleted or reaped).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 }
 
@@ -218,6 +299,8 @@ impl Session {
             in_use: AtomicUsize::new(0),
             save,
             waiters: Waiters::default(),
+            fit: Mutex::new(None),
+            removed: AtomicBool::new(false),
         }
     }
 }
@@ -248,21 +331,24 @@ pub struct SessionGuard<G> {
 /// A cheap, cloneable handle to the store.
 #[derive(Clone)]
 pub struct SessionStore {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
-    limits: Limits,
+    pub(super) limits: Limits,
     /// Keeps sessions in a state directory, when the server was given one.
-    persister: Option<Persister>,
-    /// Sum of `state_bytes` over live sessions, for the memory budget. Changed only under
-    /// the map's write lock, so admission cannot race past the budget.
-    bytes_held: AtomicU64,
+    pub(super) persister: Option<Persister>,
+    /// Sum of `state_bytes` over live sessions and of the datasets' bytes, for the memory
+    /// budget. Changed only under a map's write lock, so admission cannot race past the
+    /// budget.
+    pub(super) bytes_held: AtomicU64,
     /// Bytes calls in flight reserved against the same budget (see `budget`).
-    reservations: Reservations,
+    pub(super) reservations: Reservations,
     /// Bytes uploads in flight hold, within their share of the budget.
     uploads: Reservations,
+    /// The datasets (see `session::datasets`).
+    pub(super) datasets: super::datasets::Datasets,
 }
 
 impl SessionStore {
@@ -284,6 +370,7 @@ impl SessionStore {
                 bytes_held: AtomicU64::new(0),
                 reservations: Reservations::default(),
                 uploads: Reservations::default(),
+                datasets: Default::default(),
             }),
         }
     }
@@ -546,6 +633,7 @@ impl SessionStore {
             return false;
         }
         map.remove(&session.id);
+        session.removed.store(true, Ordering::Release);
         self.hold(session, false);
         true
     }
@@ -579,7 +667,9 @@ impl SessionStore {
         let Some(ttl) = self.shared.limits.idle_ttl else {
             return 0;
         };
-        let idle = |s: &Session| s.in_use.load(Ordering::Acquire) == 0 && s.idle_for() > ttl;
+        let idle = |s: &Session| {
+            s.in_use.load(Ordering::Acquire) == 0 && s.idle_for() > ttl && s.running_fit().is_none()
+        };
         let candidates: Vec<Arc<Session>> = self
             .read_map()
             .values()
@@ -620,6 +710,10 @@ impl SessionStore {
                 let n = store.reap_idle().await;
                 if n > 0 {
                     tracing::info!(dropped = n, "dropped idle sessions");
+                }
+                let n = store.reap_idle_datasets().await;
+                if n > 0 {
+                    tracing::info!(dropped = n, "dropped idle datasets");
                 }
             }
         })))

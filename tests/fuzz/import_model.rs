@@ -507,6 +507,7 @@ pub(crate) fn import_model_at_the_largest_step_then_train_refuses_cleanly() {
                     model_id: id.clone(),
                     x: Some(x),
                     labels: vec![1],
+                    learning_rate: None,
                 })
                 .await;
             let after = support::get_values(&mut c, &id).await;

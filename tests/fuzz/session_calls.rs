@@ -225,6 +225,7 @@ pub(crate) fn case_strategy(lives: Arc<Vec<Live>>) -> BoxedStrategy<Case> {
                     }),
                 4 => batch(d, c).prop_map(|(x, labels)| Call::TrainStep(pb::TrainStepRequest {
                     model_id: String::new(), x, labels,
+                    learning_rate: None,
                 })),
                 3 => gradients(l.params.clone()).prop_map(|gradients| {
                     Call::ApplyGradients(pb::ApplyGradientsRequest { model_id: String::new(), gradients })

@@ -41,6 +41,7 @@ fn step_request(id: &str, seed: u64) -> pb::TrainStepRequest {
         model_id: id.into(),
         x: Some(b.tensor::<f32>()),
         labels: b.labels,
+        learning_rate: None,
     }
 }
 

@@ -106,6 +106,7 @@ async fn the_red_teams_batches_are_refused_and_the_server_stays_up() {
         model_id: keep.clone(),
         x: Some(kb.tensor::<f32>()),
         labels: kb.labels.clone(),
+        learning_rate: None,
     };
     c.train_step(step.clone()).await.expect("a step");
     let before = get_values(c, &keep).await;
@@ -139,6 +140,7 @@ async fn the_red_teams_batches_are_refused_and_the_server_stays_up() {
             model_id: id.clone(),
             x: Some(tall.tensor::<f32>()),
             labels: tall.labels.clone(),
+            learning_rate: None,
         })
         .await
         .unwrap_err();
@@ -201,6 +203,7 @@ async fn many_waiters_on_one_session_are_bounded_and_the_server_stays_up() {
         model_id: id.clone(),
         x: Some(b.tensor::<f32>()),
         labels: b.labels.clone(),
+        learning_rate: None,
     };
     let calls: Vec<_> = (0..120)
         .map(|_| {

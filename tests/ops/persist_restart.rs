@@ -103,6 +103,7 @@ async fn train_until_gone(mut c: Client, id: String, k: u64, from: u64, acks: Ar
                 model_id: id.clone(),
                 x: Some(b.tensor::<f32>()),
                 labels: b.labels.clone(),
+                learning_rate: None,
             })
             .await;
         match r {

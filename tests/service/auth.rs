@@ -173,6 +173,7 @@ async fn a_tenant_never_sees_another_tenants_sessions() {
             model_id: a.clone(),
             x: Some(batch.tensor::<f32>()),
             labels: batch.labels.clone(),
+            learning_rate: None,
         })
         .await
         .unwrap_err();
@@ -202,6 +203,7 @@ async fn a_tenant_never_sees_another_tenants_sessions() {
             model_id: a.clone(),
             x: Some(batch.tensor::<f32>()),
             labels: batch.labels.clone(),
+            learning_rate: None,
         })
         .await
         .expect("her own model");
@@ -326,6 +328,7 @@ async fn call_as(
                 model_id: id,
                 x,
                 labels,
+                learning_rate: None,
             })
             .await,
         ),
@@ -382,6 +385,7 @@ async fn call_as(
                 sequence: 1,
                 x,
                 labels,
+                learning_rate: None,
             };
             let mut s = c
                 .train_stream(tokio_stream::iter([first]))
@@ -461,6 +465,7 @@ async fn every_rpc_keeps_tenants_apart() {
             model_id: a.clone(),
             x: Some(b.tensor::<f32>()),
             labels: b.labels.clone(),
+            learning_rate: None,
         })
         .await
         .expect("she trains her model");

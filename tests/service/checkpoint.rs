@@ -34,6 +34,7 @@ async fn train(c: &mut Client, id: &str, steps: u64, seed: u64) -> u64 {
                 model_id: id.into(),
                 x: Some(b.tensor::<f64>()),
                 labels: b.labels.clone(),
+                learning_rate: None,
             })
             .await
             .expect("TrainStep")

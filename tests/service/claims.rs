@@ -76,6 +76,7 @@ async fn steps_on_one_session_apply_in_arrival_order() {
                 model_id: id,
                 x: Some(b.tensor::<f64>()),
                 labels: b.labels.clone(),
+                learning_rate: None,
             })
             .await
             .expect("TrainStep")
@@ -128,6 +129,7 @@ async fn a_deadline_that_passes_waiting_for_the_session_does_no_work() {
         model_id: id.clone(),
         x: Some(b.tensor::<f64>()),
         labels: b.labels.clone(),
+        learning_rate: None,
     });
     let deadline = Duration::from_millis(60);
     req.set_timeout(deadline);
@@ -209,6 +211,7 @@ fn train_task(
             model_id: id,
             x: Some(b.tensor::<f64>()),
             labels: b.labels.clone(),
+            learning_rate: None,
         });
         if let Some(t) = timeout {
             req.set_timeout(t);

@@ -178,6 +178,7 @@ async fn every_error_carries_a_reason() {
             model_id: id.clone(),
             x: x(&good),
             labels: vec![0, 1, 2, 7],
+            learning_rate: None,
         })
         .await
         .unwrap_err();

@@ -184,6 +184,7 @@ async fn call(
                 model_id,
                 x,
                 labels,
+                learning_rate: None,
             })
             .await
             .map(drop),
@@ -876,6 +877,7 @@ async fn overflowing_update_is_rejected_and_changes_nothing() {
             model_id: id.clone(),
             x: Some(b.tensor::<f32>()),
             labels: b.labels.clone(),
+            learning_rate: None,
         })
         .await
         .unwrap_err();
@@ -1106,6 +1108,7 @@ async fn message_bigger_than_max_message_bytes_is_refused() {
             model_id: id.clone(),
             x: Some(big.tensor::<f32>()),
             labels: big.labels.clone(),
+            learning_rate: None,
         })
         .await
         .unwrap_err();

@@ -89,6 +89,7 @@ async fn a_tall_thin_batch_is_refused_before_any_work_and_told_how_many_rows_fit
             model_id: id.clone(),
             x: x(),
             labels: labels(),
+            learning_rate: None,
         })
         .await
         .unwrap_err();
@@ -337,6 +338,7 @@ async fn calls_waiting_for_one_session_are_bounded() {
                 model_id: slow.clone(),
                 x: Some(b.tensor::<f64>()),
                 labels: b.labels.clone(),
+                learning_rate: None,
             };
             tokio::spawn(async move { c.train_step(req).await })
         })
@@ -347,6 +349,7 @@ async fn calls_waiting_for_one_session_are_bounded() {
         model_id: other.clone(),
         x: Some(o.tensor::<f32>()),
         labels: o.labels.clone(),
+        learning_rate: None,
     })
     .await
     .expect("another session");

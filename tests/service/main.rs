@@ -7,6 +7,7 @@ mod auth;
 mod checkpoint;
 mod claims;
 mod concurrency;
+mod datasets;
 mod details;
 mod errors;
 mod limits;

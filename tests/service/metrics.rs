@@ -43,7 +43,8 @@ async fn counters_move_by_exactly_the_calls_made() {
         .train_step(pb::TrainStepRequest {
             model_id: a.clone(),
             x: Some(batch.tensor::<f32>()),
-            labels: vec![0], // 4 rows need 4 labels
+            labels: vec![0], // 4 rows need 4 labels,
+            learning_rate: None,
         })
         .await
         .unwrap_err();
@@ -112,6 +113,7 @@ async fn shed_requests_are_counted_by_reason() {
                 model_id: id.clone(),
                 x: Some(big.tensor::<f32>()),
                 labels: big.labels.clone(),
+                learning_rate: None,
             })
             .await
             .unwrap_err();

@@ -45,6 +45,7 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
             model_id: big.clone(),
             x: Some(heavy.tensor::<f32>()),
             labels: heavy.labels.clone(),
+            learning_rate: None,
         };
         tokio::spawn(async move {
             let start = Instant::now();
@@ -73,6 +74,7 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
         model_id: small.clone(),
         x: Some(b.tensor::<f32>()),
         labels: b.labels.clone(),
+        learning_rate: None,
     });
     req.set_timeout(Duration::from_millis(100));
     let e = c
@@ -104,6 +106,7 @@ async fn a_call_past_its_deadline_in_the_queue_does_no_work() {
             model_id: small.clone(),
             x: Some(b.tensor::<f32>()),
             labels: b.labels.clone(),
+            learning_rate: None,
         })
         .await
         .expect("TrainStep")

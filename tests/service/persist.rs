@@ -64,6 +64,7 @@ async fn train(c: &mut Client, id: &str, steps: u64) {
             model_id: id.into(),
             x: Some(b.tensor::<f32>()),
             labels: b.labels,
+            learning_rate: None,
         })
         .await
         .expect("TrainStep");

@@ -30,6 +30,7 @@ fn message<T: Wire>(id: &str, sequence: u64, b: &Batch) -> pb::TrainStreamReques
         sequence,
         x: Some(b.tensor::<T>()),
         labels: b.labels.clone(),
+        learning_rate: None,
     }
 }
 

@@ -406,6 +406,7 @@ pub async fn train(c: &mut Client, id: &str, b: &Batch, x: pb::Tensor) -> pb::Tr
         model_id: id.to_string(),
         x: Some(x),
         labels: b.labels.clone(),
+        learning_rate: None,
     })
     .await
     .expect("TrainStep")

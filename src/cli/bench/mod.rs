@@ -265,6 +265,7 @@ fn train_step_call(ids: &[String], batch: workload::Batch) -> Call {
         model_id: id.clone(),
         x: Some(batch.x.clone()),
         labels: batch.labels.clone(),
+        learning_rate: None,
     });
     Call::new("/backprop.v1.Trainer/TrainStep", requests)
 }

@@ -239,6 +239,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
                     model_id: id.clone(),
                     x: Some(tensor(&data, rows, wide)),
                     labels: rows.iter().map(|&r| data.labels[r]).collect(),
+                    learning_rate: None,
                 })
                 .await
                 .map_err(CliError::rpc("TrainStep"))?

@@ -135,6 +135,18 @@ impl<T: Scalar> Optimizer<T> {
 
     /// Applies one update with `grads` (one per parameter, same shapes, in order).
     pub fn update(&mut self, params: &mut [Param<T>], grads: &[ArrayD<T>]) -> Result<()> {
+        self.update_at(params, grads, None)
+    }
+
+    /// As [`update`](Self::update), at learning rate `lr` instead of the spec's (for this
+    /// update only) when given: one step of a schedule.
+    pub fn update_at(
+        &mut self,
+        params: &mut [Param<T>],
+        grads: &[ArrayD<T>],
+        lr: Option<f64>,
+    ) -> Result<()> {
+        let spec = lr.map_or(self.spec, |lr| self.spec.at_learning_rate(lr));
         if grads.len() != params.len() {
             return Err(EngineError::Parameter {
                 field: "gradients".into(),
@@ -161,7 +173,7 @@ impl<T: Scalar> Optimizer<T> {
             }
             first_non_finite(&p.name, "gradient", g)?;
             let state: Vec<&ArrayD<T>> = self.state.iter().map(|slot| &slot[i]).collect();
-            let s = self.spec.stage(&p.value, g, &state, t);
+            let s = spec.stage(&p.value, g, &state, t);
             first_non_finite(&p.name, "updated value", &s.value)?;
             // A finite g can have an infinite (1 − ρ)·g² (f32, |g| ≳ 1e20): the step is then
             // finite (g/√∞ = 0) but the state would freeze the parameter for good.

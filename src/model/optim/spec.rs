@@ -55,6 +55,17 @@ impl OptimizerSpec {
         with_rule!(self, r => r.kind())
     }
 
+    /// The learning rate (every rule has one).
+    pub fn learning_rate(&self) -> f64 {
+        with_rule!(self, r => r.lr)
+    }
+
+    /// The same rule at learning rate `lr`: what one step of a schedule uses.
+    pub fn at_learning_rate(mut self, lr: f64) -> Self {
+        with_rule!(&mut self, r => r.lr = lr);
+        self
+    }
+
     /// The per-parameter state slots the rule keeps, in checkpoint order.
     pub fn slots(&self) -> &'static [Slot] {
         with_rule!(self, r => r.slots())

@@ -50,11 +50,7 @@ pub fn spec_from_proto(s: Option<pb::ModelSpec>) -> Result<ModelSpec, Status> {
             ));
         }
     };
-    let dtype = match pb::Dtype::try_from(s.dtype) {
-        Ok(pb::Dtype::Unspecified | pb::Dtype::F32) => DType::F32,
-        Ok(pb::Dtype::F64) => DType::F64,
-        Err(_) => return Err(invalid("spec.dtype", format!("unknown dtype {}", s.dtype))),
-    };
+    let dtype = dtype_from_proto("spec.dtype", s.dtype)?;
     let spec = ModelSpec {
         input_dim: s.input_dim as usize,
         hidden,
@@ -205,11 +201,25 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
             weight_scale,
             seed: s.seed,
         }),
-        dtype: match s.dtype {
-            DType::F32 => pb::Dtype::F32,
-            DType::F64 => pb::Dtype::F64,
-        } as i32,
+        dtype: dtype_to_proto(s.dtype),
     }
+}
+
+/// A wire dtype (unspecified = f32); an unknown value is refused naming `field`.
+pub fn dtype_from_proto(field: &str, dtype: i32) -> Result<DType, Status> {
+    match pb::Dtype::try_from(dtype) {
+        Ok(pb::Dtype::Unspecified | pb::Dtype::F32) => Ok(DType::F32),
+        Ok(pb::Dtype::F64) => Ok(DType::F64),
+        Err(_) => Err(invalid(field, format!("unknown dtype {dtype}"))),
+    }
+}
+
+pub fn dtype_to_proto(dtype: DType) -> i32 {
+    let d = match dtype {
+        DType::F32 => pb::Dtype::F32,
+        DType::F64 => pb::Dtype::F64,
+    };
+    d as i32
 }
 
 #[cfg(test)]

@@ -109,6 +109,17 @@ impl TrainerService {
         })
     }
 
+    /// The steps of a fit on `session`, each of up to `rows` rows (already checked
+    /// against the model).
+    pub(super) fn on_rows(&self, session: Arc<Session>, rows: usize) -> OnSession<'_> {
+        OnSession {
+            svc: self,
+            session,
+            rows,
+            answer: std::sync::Mutex::new(None),
+        }
+    }
+
     /// A call on the caller's session `id` with the batch `x`, whose shape is checked
     /// here, before any lock: `[N, D]` with N > 0 and D the model's input width.
     pub(super) fn on_batch(

@@ -3,9 +3,10 @@
 use tonic::{Request, Response, Status};
 
 use super::TrainerService;
+use crate::service::convert::losses_pb;
 use super::call::{split, tensor_bytes};
 use crate::engine::gradcheck::Elements;
-use crate::model::{Losses, Model, Target, accuracy, predictions};
+use crate::model::{Model, Target, accuracy, predictions};
 use crate::pb;
 use crate::pb::array::{WireScalar, to_tensor};
 use crate::service::convert::{check_tensor, matrix};
@@ -133,14 +134,6 @@ pub async fn gradient_check(
         .await
     })
     .await
-}
-
-pub fn losses_pb(l: Losses) -> pb::Losses {
-    pb::Losses {
-        data_loss: l.data,
-        reg_loss: l.reg,
-        total_loss: l.total(),
-    }
 }
 
 fn forward_typed<T: WireScalar>(

@@ -1,7 +1,7 @@
 //! The `backprop.v1.Trainer` service, one file per group of RPCs: `models` (create,
 //! get, list, delete), `math` (forward, backward, evaluate, gradient check), `train`
 //! (train step, apply gradients), `stream` (train stream), `trace`, `checkpoint` (export,
-//! import). What every
+//! import), `datasets` (upload, get, list, delete), `fit` (fit, watch, cancel). What every
 //! handler shares (span and log, session lookup, admission by cost, the bounded lock
 //! queue, inline-or-pool) is `call`. Each handler decodes, validates what is cheap,
 //! admits the call by its estimated cost (`service::limits`), takes the session's lock in
@@ -9,6 +9,8 @@
 //! Nothing here does matrix work on the async runtime.
 mod call;
 mod checkpoint;
+mod datasets;
+mod fit;
 mod math;
 mod models;
 mod stream;
@@ -173,5 +175,62 @@ impl Trainer for TrainerService {
         req: Request<Streaming<pb::TrainStreamRequest>>,
     ) -> Result<Response<Self::TrainStreamStream>, Status> {
         stream::train_stream(self, req).await
+    }
+
+    async fn upload_dataset(
+        &self,
+        req: Request<Streaming<pb::DatasetChunk>>,
+    ) -> Result<Response<pb::DatasetInfo>, Status> {
+        datasets::upload(self, req).await
+    }
+
+    async fn get_dataset(
+        &self,
+        req: Request<pb::GetDatasetRequest>,
+    ) -> Result<Response<pb::DatasetInfo>, Status> {
+        datasets::get(self, req).await
+    }
+
+    async fn list_datasets(
+        &self,
+        req: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        datasets::list(self, req).await
+    }
+
+    async fn delete_dataset(
+        &self,
+        req: Request<pb::DeleteDatasetRequest>,
+    ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
+        datasets::delete(self, req).await
+    }
+
+    type FitStream = fit::EventStream;
+
+    async fn fit(&self, req: Request<pb::FitRequest>) -> Result<Response<Self::FitStream>, Status> {
+        fit::fit(self, req).await
+    }
+
+    type WatchFitStream = fit::EventStream;
+
+    async fn watch_fit(
+        &self,
+        req: Request<pb::WatchFitRequest>,
+    ) -> Result<Response<Self::WatchFitStream>, Status> {
+        fit::watch(self, req).await
+    }
+
+    async fn cancel_fit(
+        &self,
+        req: Request<pb::CancelFitRequest>,
+    ) -> Result<Response<pb::CancelFitResponse>, Status> {
+        fit::cancel(self, req).await
+    }
+
+    async fn get_history(
+        &self,
+        _req: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        Err(Status::unimplemented("GetHistory: not yet"))
     }
 }

@@ -77,7 +77,7 @@ pub async fn list(
         };
         let page = session::page(svc.store.list(&tenant), after, size);
         Ok(pb::ListModelsResponse {
-            models: page.sessions.iter().map(summary).collect(),
+            models: page.items.iter().map(summary).collect(),
             next_page_token: page.next_after.map(page_token).unwrap_or_default(),
         })
     })
@@ -93,12 +93,12 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 const PAGE_TOKEN_PREFIX: &str = "p1:";
 
 /// The token of a page that ends at `last`: the next page starts after it.
-fn page_token(last: SessionId) -> String {
+pub(super) fn page_token(last: SessionId) -> String {
     format!("{PAGE_TOKEN_PREFIX}{last}")
 }
 
 /// Where a page starts after (`None`: the first page, for an empty token).
-fn parse_page_token(token: &str) -> Result<Option<SessionId>, Status> {
+pub(super) fn parse_page_token(token: &str) -> Result<Option<SessionId>, Status> {
     if token.is_empty() {
         return Ok(None);
     }

@@ -148,7 +148,7 @@ async fn apply(
         };
         let sequence = m.sequence;
         let result = match stream_model(&mut model, m.model_id) {
-            Ok(id) => one_batch(&svc, &tenant, id, m.x, m.labels).await,
+            Ok(id) => one_batch(&svc, &tenant, id, m.x, m.labels, m.learning_rate).await,
             Err(s) => Err(s),
         };
         group.push(Ok(pb::TrainStreamResponse {
@@ -197,10 +197,11 @@ async fn one_batch(
     id: String,
     x: Option<pb::Tensor>,
     labels: Vec<u32>,
+    learning_rate: Option<f64>,
 ) -> Result<pb::TrainStepResponse, Status> {
     let on = svc.on_batch(&id, tenant, &x)?;
     // The answer is a few numbers, bounded by the channel: nothing stays reserved.
-    on.observe("TrainStream", step_on(&on, x, labels))
+    on.observe("TrainStream", step_on(&on, x, labels, learning_rate))
         .await
         .map(Response::into_inner)
 }

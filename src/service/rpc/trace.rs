@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::TrainerService;
 use super::call::{split, tensor_bytes};
-use super::math::losses_pb;
+use crate::service::convert::losses_pb;
 use crate::model::Model;
 use crate::pb;
 use crate::pb::array::WireScalar;

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::TrainerService;
 use super::call::{OnSession, split, tensor_bytes};
-use super::math::losses_pb;
+use crate::service::convert::losses_pb;
 use crate::model::Model;
 use crate::pb;
 use crate::pb::array::WireScalar;
@@ -21,17 +21,23 @@ pub async fn train_step(
 ) -> Result<Response<pb::TrainStepResponse>, Status> {
     let (tenant, req) = split(req);
     let on = svc.on_batch(&req.model_id, &tenant, &req.x)?;
-    on.observe("TrainStep", step_on(&on, req.x, req.labels))
+    on.observe(
+        "TrainStep",
+        step_on(&on, req.x, req.labels, req.learning_rate),
+    )
         .await
 }
 
 /// One optimizer step on the batch `x` (its shape already checked by `on_batch`) with
-/// `labels`: what TrainStep does and every batch of a TrainStream.
+/// `labels`, at the spec's learning rate or `lr`: what TrainStep does and every batch of
+/// a TrainStream.
 pub async fn step_on(
     on: &OnSession<'_>,
     x: Option<pb::Tensor>,
     labels: Vec<u32>,
+    lr: Option<f64>,
 ) -> Result<pb::TrainStepResponse, Status> {
+    check_learning_rate(lr)?;
     let y = on.labels(labels)?;
     let admitted = on.admit(Call::TrainStep, tensor_bytes(&x))?;
     let x = x.unwrap_or_default();
@@ -39,7 +45,7 @@ pub async fn step_on(
     let session = on.session.clone();
     let r = on
         .compute(admitted, move || {
-            let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y))?;
+            let r = with_model!(&mut *guard.guard, m => train_typed(m, x, y, lr))?;
             session.set_step(r.step);
             Ok(r)
         })
@@ -82,13 +88,25 @@ pub async fn apply_gradients(
     .await
 }
 
+/// A step's own learning rate, when given, is finite and > 0.
+fn check_learning_rate(lr: Option<f64>) -> Result<(), Status> {
+    match lr {
+        Some(lr) if !(lr.is_finite() && lr > 0.0) => Err(invalid(
+            "learning_rate",
+            format!("must be finite and > 0, got {lr}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn train_typed<T: WireScalar>(
     m: &mut Model<T>,
     x: pb::Tensor,
     y: Vec<usize>,
+    lr: Option<f64>,
 ) -> Result<pb::TrainStepResponse, Status> {
     let x = matrix::<T>(x, "x")?;
-    let r = m.train_step(x.view(), &y)?;
+    let r = m.train_step_at(x.view(), &y, lr)?;
     Ok(pb::TrainStepResponse {
         losses: Some(losses_pb(r.losses)),
         accuracy: r.accuracy,
