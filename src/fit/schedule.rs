@@ -1,5 +1,7 @@
 //! Learning-rate schedules: the rate of a fit's step k (from 0) in epoch e (from 0),
-//! from the spec's rate lr0. The proto's `ScheduleKind` documents the same formulas.
+//! from the spec's rate lr0. The proto's `ScheduleKind` documents the same formulas,
+//! down to the order of the f64 operations, so a client can reproduce every rate; the
+//! cosine is `libm`'s (a port of musl's), the same on every machine.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     Constant,
@@ -16,14 +18,20 @@ impl Schedule {
     pub fn rate(&self, lr0: f64, k: u64, epoch: u32, planned: u64) -> f64 {
         match *self {
             Schedule::Constant => lr0,
-            Schedule::EpochDecay { decay } => lr0 * decay.powi(epoch as i32),
-            Schedule::Step { decay, every } => lr0 * decay.powi((epoch / every.max(1)) as i32),
+            Schedule::EpochDecay { decay } => decayed(lr0, decay, epoch),
+            Schedule::Step { decay, every } => decayed(lr0, decay, epoch / every.max(1)),
             Schedule::Cosine { min } => {
                 let t = k as f64 / planned.max(1) as f64;
-                min + (lr0 - min) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
+                min + (lr0 - min) * (1.0 + libm::cos(std::f64::consts::PI * t)) / 2.0
             }
         }
     }
+}
+
+/// lr0 multiplied by `decay` `times` times, one multiplication after another (as Solver
+/// decays its rate at each epoch's end), so every client gets the same bits.
+fn decayed(lr0: f64, decay: f64, times: u32) -> f64 {
+    (0..times).fold(lr0, |lr, _| lr * decay)
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! compute pool that runs the math off the async runtime, and the state directory that
 //! keeps sessions across restarts; the memory reservations and queue places of calls in
 //! flight (`budget`); a page of a tenant's sessions in id order (`page`); the datasets
-//! fits train on (`datasets`).
+//! fits train on (`datasets`); what happened to each model, step by step (`history`).
 pub mod budget;
 pub mod datasets;
+pub mod history;
 pub mod id;
 pub mod page;
 pub mod persist;

@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedRwLockReadGuard, watch};
 
+use super::history::History;
 use super::id::SessionId;
 use super::pool::ComputePool;
 use super::tenant::Tenant;
@@ -49,6 +50,8 @@ const CORRUPT_DIR: &str = "corrupt";
 const KEY_ID: &str = "model_id";
 /// Metadata key holding the owner's tenant name ("" without authentication).
 const KEY_TENANT: &str = "tenant";
+/// Metadata key holding the model's history (also in ExportModel's file).
+pub const KEY_HISTORY: &str = "history";
 
 /// What the persister needs of a session (the store's `Session` provides it).
 pub trait Persisted: Send + Sync + 'static {
@@ -58,6 +61,8 @@ pub trait Persisted: Send + Sync + 'static {
     /// The step now, readable without the model's lock.
     fn step(&self) -> u64;
     fn save_state(&self) -> &SaveState;
+    /// The model's history as JSON, written into the file beside the model.
+    fn history_json(&self) -> String;
     /// Shared access to the model for one encode; must not count as a use of the
     /// session (saving never keeps a session from being reaped as idle).
     fn snapshot(&self) -> impl Future<Output = OwnedRwLockReadGuard<AnyModel>> + Send;
@@ -141,6 +146,7 @@ pub struct Restored {
     /// The owner, by name (limits come from the caller's token at each call).
     pub tenant: Tenant,
     pub model: AnyModel,
+    pub history: History,
 }
 
 /// The state directory and the pool that encodes checkpoints off the async runtime.
@@ -325,10 +331,12 @@ impl Persister {
         let guard = session.snapshot().await;
         let id = session.id().to_string();
         let tenant = session.tenant().name().to_string();
+        let history = session.history_json();
         let (step, bytes) = self
             .pool
             .run(move || {
-                let bytes = checkpoint::encode(&guard, &[(KEY_ID, &id), (KEY_TENANT, &tenant)]);
+                let meta = [(KEY_ID, &*id), (KEY_TENANT, &*tenant), (KEY_HISTORY, &*history)];
+                let bytes = checkpoint::encode(&guard, &meta);
                 (guard.step(), bytes)
             })
             .await
@@ -463,6 +471,10 @@ fn read_session(path: &Path) -> Result<Restored, String> {
                 decoded.extra.get(KEY_TENANT).map_or("", String::as_str),
                 None,
             ),
+            history: match decoded.extra.get(KEY_HISTORY) {
+                Some(json) => History::from_json(json).map_err(|e| format!("history: {e}"))?,
+                None => History::default(),
+            },
             model: decoded.model,
         }),
         other => Err(format!(

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRw
 use tokio::time::Instant;
 
 use super::budget::{Reservation, Reservations, UploadHold, UploadRefusal, Waiters};
+use super::history::History;
 use super::id::SessionId;
 use super::persist::{Persisted, Persister, Restored, SaveState};
 use super::tenant::Tenant;
@@ -154,6 +155,9 @@ pub struct Session {
     fit: Mutex<Option<Arc<FitJob>>>,
     /// Set when the session leaves the store (deleted or reaped): a fit on it stops.
     removed: AtomicBool,
+    /// What happened to the model (see `history`); a std `Mutex`, never held across an
+    /// `.await`.
+    history: Mutex<History>,
 }
 
 impl Session {
@@ -257,6 +261,19 @@ impl Session {
         Ok(())
     }
 
+    /// Records a step (or a fit's epoch end) in the model's history.
+    pub fn record(&self, f: impl FnOnce(&mut History)) {
+        f(&mut self.history.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// A copy of the model's history.
+    pub fn history(&self) -> History {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Whether the session has left the store (deleted or reaped).
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
@@ -280,6 +297,10 @@ impl Persisted for Session {
         &self.save
     }
 
+    fn history_json(&self) -> String {
+        self.history().to_json()
+    }
+
     /// Unlike [`read`](Session::read) it does not count as a use.
     fn snapshot(&self) -> impl Future<Output = OwnedRwLockReadGuard<AnyModel>> + Send {
         self.model.clone().read_owned()
@@ -287,7 +308,13 @@ impl Persisted for Session {
 }
 
 impl Session {
-    fn new(id: SessionId, tenant: Tenant, model: AnyModel, save: SaveState) -> Self {
+    fn new(
+        id: SessionId,
+        tenant: Tenant,
+        model: AnyModel,
+        save: SaveState,
+        history: History,
+    ) -> Self {
         Session {
             id,
             tenant,
@@ -301,6 +328,7 @@ impl Session {
             waiters: Waiters::default(),
             fit: Mutex::new(None),
             removed: AtomicBool::new(false),
+            history: Mutex::new(history),
         }
     }
 }
@@ -498,6 +526,7 @@ impl SessionStore {
         &self,
         model: AnyModel,
         tenant: &Tenant,
+        history: History,
     ) -> Result<Arc<Session>, StoreError> {
         let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
         let session = Arc::new(Session::new(
@@ -505,6 +534,7 @@ impl SessionStore {
             tenant.clone(),
             model,
             SaveState::default(),
+            history,
         ));
         {
             let mut map = self.write_map();
@@ -532,7 +562,7 @@ impl SessionStore {
         let n = restored.len();
         for r in restored {
             let save = SaveState::on_disk(r.model.step());
-            let session = Arc::new(Session::new(r.id, r.tenant, r.model, save));
+            let session = Arc::new(Session::new(r.id, r.tenant, r.model, save, r.history));
             self.hold(&session, true);
             map.insert(r.id, session);
         }

@@ -10,6 +10,7 @@ mod concurrency;
 mod datasets;
 mod details;
 mod errors;
+mod fit;
 mod limits;
 mod metrics;
 mod ops;

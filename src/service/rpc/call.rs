@@ -20,6 +20,7 @@ use crate::service::auth::tenant;
 use crate::service::convert::{check_tensor, labels};
 use crate::service::limits::{Call, Cost, check_model_id, runs_inline};
 use crate::service::status::{RETRY_WAITERS, Reason, Refusal, invalid};
+use crate::session::history::StepPoint;
 use crate::session::{
     PoolError, Reservation, Session, SessionGuard, Tenant, UntilSent, WaitPlace, run_caught,
 };
@@ -244,8 +245,11 @@ impl OnSession<'_> {
     /// and a background save when one is due. Called by every RPC that steps, where it
     /// steps, so a new training RPC cannot go uncounted. (The session's own step is set
     /// under the write lock, in the computation, so it never goes backwards.)
-    pub fn stepped(&self, step: u64) {
+    /// The step goes into the model's history too.
+    pub fn stepped(&self, point: StepPoint) {
+        let step = point.step;
         self.svc.metrics.train_step();
+        self.session.record(|h| h.record_step(point));
         self.svc.store.updated(&self.session, step);
     }
 }

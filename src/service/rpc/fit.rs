@@ -30,6 +30,7 @@ use crate::pb;
 use crate::service::convert::fit::{event_to_proto, plan_from_proto};
 use crate::service::limits::{Call, check_dataset_id};
 use crate::service::status::{Reason, Refusal, invalid};
+use crate::session::history::{EpochPoint, StepPoint, now};
 use crate::session::{Reservation, Session};
 use crate::with_model;
 
@@ -417,18 +418,28 @@ impl Runner {
                     }
                 }
             }
+            let mean_loss = (loss_rows > 0).then(|| loss_sum / loss_rows as f64);
+            let next_lr = plan.schedule.rate(lr0, p.steps, epoch + 1, planned);
+            self.session.record(|h| {
+                h.record_epoch(EpochPoint {
+                    step,
+                    epoch,
+                    mean_loss,
+                    train_accuracy: Some(train_accuracy),
+                    validation_loss: measured.map(|v| v.0),
+                    validation_accuracy: measured.map(|v| v.1),
+                    learning_rate: next_lr,
+                    time: now(),
+                })
+            });
             self.job.push(EventKind::EpochEnd(EpochEnd {
                 epoch,
                 step,
-                mean_loss: if loss_rows > 0 {
-                    loss_sum / loss_rows as f64
-                } else {
-                    f64::NAN
-                },
+                mean_loss: mean_loss.unwrap_or(f64::NAN),
                 train_accuracy,
                 validation: measured,
                 improved,
-                learning_rate: plan.schedule.rate(lr0, p.steps, epoch + 1, planned),
+                learning_rate: next_lr,
             }));
             if stop {
                 return End::because(EndReason::EarlyStopped);
@@ -459,7 +470,14 @@ impl Runner {
                 Ok(r)
             })
             .await?;
-        on.stepped(r.step);
+        on.stepped(StepPoint {
+            step: r.step,
+            data_loss: r.losses.data,
+            reg_loss: Some(r.losses.reg),
+            accuracy: Some(r.accuracy),
+            learning_rate: lr,
+            time: now(),
+        });
         Ok(r)
     }
 

@@ -1,7 +1,8 @@
 //! The `backprop.v1.Trainer` service, one file per group of RPCs: `models` (create,
 //! get, list, delete), `math` (forward, backward, evaluate, gradient check), `train`
 //! (train step, apply gradients), `stream` (train stream), `trace`, `checkpoint` (export,
-//! import), `datasets` (upload, get, list, delete), `fit` (fit, watch, cancel). What every
+//! import), `datasets` (upload, get, list, delete), `fit` (fit, watch, cancel),
+//! `history`. What every
 //! handler shares (span and log, session lookup, admission by cost, the bounded lock
 //! queue, inline-or-pool) is `call`. Each handler decodes, validates what is cheap,
 //! admits the call by its estimated cost (`service::limits`), takes the session's lock in
@@ -11,6 +12,7 @@ mod call;
 mod checkpoint;
 mod datasets;
 mod fit;
+mod history;
 mod math;
 mod models;
 mod stream;
@@ -229,8 +231,8 @@ impl Trainer for TrainerService {
 
     async fn get_history(
         &self,
-        _req: Request<pb::GetHistoryRequest>,
+        req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
-        Err(Status::unimplemented("GetHistory: not yet"))
+        history::get(self, req).await
     }
 }

@@ -13,6 +13,7 @@ use crate::pb::array::{WireScalar, to_tensor};
 use crate::service::convert::{spec_from_proto, spec_to_proto};
 use crate::service::limits::{Call, check_model_id, check_spec_size, echo, init_work};
 use crate::service::status::invalid;
+use crate::session::history::History;
 use crate::session::{self, Session, SessionId};
 use crate::with_model;
 
@@ -27,7 +28,7 @@ pub async fn create(
         svc.store.admit(&spec, &tenant)?;
         let init = spec.clone();
         let model = svc.run(init_work(&spec), move || AnyModel::new(init)).await??;
-        let session = svc.store.insert(model, &tenant).await?;
+        let session = svc.store.insert(model, &tenant, History::default()).await?;
         tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, "created");
         Ok(pb::CreateModelResponse {
             model_id: session.id.to_string(),

@@ -13,6 +13,7 @@ use crate::pb::array::WireScalar;
 use crate::service::convert::{check_tensor, matrix, tensor_values};
 use crate::service::limits::Call;
 use crate::service::status::invalid;
+use crate::session::history::{StepPoint, now};
 use crate::with_model;
 
 pub async fn train_step(
@@ -50,7 +51,15 @@ pub async fn step_on(
             Ok(r)
         })
         .await?;
-    on.stepped(r.step);
+    let losses = r.losses.unwrap_or_default();
+    on.stepped(StepPoint {
+        step: r.step,
+        data_loss: losses.data_loss,
+        reg_loss: Some(losses.reg_loss),
+        accuracy: Some(r.accuracy),
+        learning_rate: lr.unwrap_or_else(|| on.session.spec.optimizer.learning_rate()),
+        time: now(),
+    });
     Ok(r)
 }
 
@@ -82,7 +91,14 @@ pub async fn apply_gradients(
                 Ok(step)
             })
             .await?;
-        on.stepped(step);
+        on.stepped(StepPoint {
+            step,
+            data_loss: None,
+            reg_loss: None,
+            accuracy: None,
+            learning_rate: on.session.spec.optimizer.learning_rate(),
+            time: now(),
+        });
         Ok(pb::ApplyGradientsResponse { step })
     })
     .await
