@@ -3,6 +3,7 @@
 //! token reaches the logs is checked on the real binary's output, in `ops_cli.rs`.
 
 use backprop::pb;
+use backprop::pb::dataset::{Rows, upload_chunks};
 use backprop::pb::trainer_client::TrainerClient;
 use backprop::service::auth::Tokens;
 use support::*;
@@ -247,6 +248,8 @@ async fn per_tenant_session_limits() {
 enum Scope {
     /// Names a model: NOT_FOUND, exactly as for an unknown id.
     Model,
+    /// Names a dataset: NOT_FOUND, exactly as for an unknown dataset id.
+    Dataset,
     /// Names no model (checked otherwise below: ListModels does not show hers; what
     /// CreateModel and ImportModel make is Bob's).
     None,
@@ -272,6 +275,14 @@ fn cross_tenant_calls() -> Vec<(&'static str, Scope)> {
         ("TraceStep", Scope::Model),
         ("ExportModel", Scope::Model),
         ("ImportModel", Scope::None),
+        ("UploadDataset", Scope::None),
+        ("GetDataset", Scope::Dataset),
+        ("ListDatasets", Scope::None),
+        ("DeleteDataset", Scope::Dataset),
+        ("Fit", Scope::Model),
+        ("WatchFit", Scope::Model),
+        ("CancelFit", Scope::Model),
+        ("GetHistory", Scope::Model),
     ]
 }
 
@@ -280,11 +291,13 @@ fn none<T>(r: Result<T, tonic::Status>) -> Result<Option<String>, tonic::Status>
     r.map(|_| None)
 }
 
-/// Bob calls `method` on Alice's model `a` with a request that would succeed for her.
+/// Bob calls `method` on Alice's model `a` (or dataset `ds`) with a request that would
+/// succeed for her.
 async fn call_as(
     c: &mut Authed,
     method: &str,
     a: &str,
+    ds: &str,
     file: &[u8],
 ) -> Result<Option<String>, tonic::Status> {
     let b = Batch::random(4, 3, 2, 1);
@@ -427,6 +440,49 @@ async fn call_as(
                 .await
                 .map(|r| Some(r.into_inner().model_id))
         }
+        "UploadDataset" => {
+            let x = [0.5f32; 6];
+            let chunks = upload_chunks(Rows::F32(&x), 3, &[0, 1], "bob's", 1 << 20);
+            none(c.upload_dataset(tokio_stream::iter(chunks)).await)
+        }
+        "GetDataset" => none(
+            c.get_dataset(pb::GetDatasetRequest {
+                dataset_id: ds.into(),
+            })
+            .await,
+        ),
+        "ListDatasets" => none(c.list_datasets(pb::ListDatasetsRequest::default()).await),
+        "DeleteDataset" => none(
+            c.delete_dataset(pb::DeleteDatasetRequest {
+                dataset_id: ds.into(),
+            })
+            .await,
+        ),
+        "Fit" => {
+            let mut s = c
+                .fit(pb::FitRequest {
+                    model_id: id,
+                    dataset_id: ds.into(),
+                    batch_size: 2,
+                    epochs: 1,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            none(s.message().await)
+        }
+        "WatchFit" => {
+            let mut s = c
+                .watch_fit(pb::WatchFitRequest {
+                    model_id: id,
+                    from_event: 0,
+                })
+                .await?
+                .into_inner();
+            none(s.message().await)
+        }
+        "CancelFit" => none(c.cancel_fit(pb::CancelFitRequest { model_id: id }).await),
+        "GetHistory" => none(c.get_history(pb::GetHistoryRequest { model_id: id }).await),
         other => panic!("no call for {other} in call_as"),
     }
 }
@@ -486,21 +542,43 @@ async fn every_rpc_keeps_tenants_apart() {
             Ok::<_, tonic::Status>(file)
         }
     };
+    // Her dataset (and a fit on it, so WatchFit and GetHistory have something to leak).
+    let x = [0.25f32, 0.5, 0.75, 1.0, 1.25, 1.5];
+    let ds = alice
+        .upload_dataset(tokio_stream::iter(upload_chunks(Rows::F32(&x), 3, &[1, 0], "hers", 1 << 20)))
+        .await
+        .expect("her dataset")
+        .into_inner()
+        .dataset_id;
+    let mut fit = alice
+        .fit(pb::FitRequest {
+            model_id: a.clone(),
+            dataset_id: ds.clone(),
+            batch_size: 2,
+            epochs: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("her fit")
+        .into_inner();
+    while fit.message().await.expect("her fit's events").is_some() {}
     let hers = export(&mut alice, a.clone()).await.expect("her export");
     let unknown = "0".repeat(32);
     for (method, scope) in &table {
-        let r = call_as(&mut bob, method, &a, &hers).await;
+        let r = call_as(&mut bob, method, &a, &ds, &hers).await;
         match scope {
-            Scope::Model => {
+            Scope::Model | Scope::Dataset => {
                 let err = r.expect_err(method);
                 assert_eq!(err.code(), Code::NotFound, "{method}: {err:?}");
                 // The very answer an unknown id gets: nothing tells "someone else's".
-                let never = call_as(&mut bob, method, &unknown, &hers)
-                    .await
-                    .expect_err(method);
+                let (never, theirs) = match scope {
+                    Scope::Model => (call_as(&mut bob, method, &unknown, &ds, &hers).await, &a),
+                    _ => (call_as(&mut bob, method, &a, &unknown, &hers).await, &ds),
+                };
+                let never = never.expect_err(method);
                 assert_eq!(
                     err.message(),
-                    never.message().replace(&unknown, &a),
+                    never.message().replace(&unknown, theirs),
                     "{method}"
                 );
             }
@@ -526,5 +604,34 @@ async fn every_rpc_keeps_tenants_apart() {
         );
     }
     assert_eq!(ids_of(&mut alice).await, vec![a]);
+    // Her dataset is still hers alone; Bob's own model cannot fit on it either.
+    let dataset_ids = |c: &mut Authed| {
+        let mut c = c.clone();
+        async move {
+            c.list_datasets(pb::ListDatasetsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .datasets
+                .into_iter()
+                .map(|d| d.dataset_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(dataset_ids(&mut alice).await, vec![ds.clone()]);
+    assert!(!dataset_ids(&mut bob).await.contains(&ds));
+    let own = create_as(&mut bob).await.unwrap();
+    let err = bob
+        .fit(pb::FitRequest {
+            model_id: own,
+            dataset_id: ds.clone(),
+            batch_size: 2,
+            epochs: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("no dataset"), "{}", err.message());
     srv.stop().await;
 }
