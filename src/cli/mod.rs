@@ -5,13 +5,15 @@
 //!
 //! - [`client`]: the shared `--address` flag and the connection.
 //! - [`csv`]: labelled CSV → dataset, every rejection at `file:line:col`.
-//! - [`train`]: split, create, TrainStep minibatches, Evaluate, summary; its
+//! - [`train`]: split, create, upload the rows, Fit on the server, Evaluate, summary; its
 //!   `progress` (a bar on a terminal, plain lines in a pipe) and `plot` (the
 //!   loss/accuracy curve as a hand-written SVG).
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
 //! - [`bench`](mod@bench): the load generator (`bench::load`: callers and tally; `bench::workload`:
 //!   the specs and batches of bench/README.md).
 //! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file.
+//! - [`fit`](mod@fit): `upload`, `datasets`, `fit` and `watch`: datasets held by the server and
+//!   fits on them, a fit's events drawn as progress.
 //! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON,
 //!   and the renderers themselves (`graph::dot`, `graph::svg`, `graph::draw`).
 //! - [`error`]: what can go wrong, worded for people.
@@ -23,6 +25,7 @@ pub mod client;
 pub mod csv;
 pub mod describe;
 pub mod error;
+pub mod fit;
 pub mod graph;
 pub mod health;
 pub mod models;
@@ -50,6 +53,14 @@ pub enum Command {
     Export(checkpoint::ExportArgs),
     /// Create a model from a safetensors checkpoint; it continues training where it was.
     Import(checkpoint::ImportArgs),
+    /// Upload a CSV file (label column + feature columns) as a dataset held by the server.
+    Upload(fit::UploadArgs),
+    /// List the datasets on the server (or delete one with --delete).
+    Datasets(fit::DatasetsArgs),
+    /// Train a model on a dataset held by the server, showing the fit's progress.
+    Fit(fit::FitArgs),
+    /// Follow a model's fit (running or last), replaying the events it missed.
+    Watch(fit::WatchArgs),
 }
 
 /// Runs one subcommand; errors go to stderr and exit 1.
@@ -64,6 +75,10 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Graph(args) => graph::graph(args).await,
         Command::Export(args) => checkpoint::export(args).await,
         Command::Import(args) => checkpoint::import(args).await,
+        Command::Upload(args) => fit::upload(args).await,
+        Command::Datasets(args) => fit::datasets(args).await,
+        Command::Fit(args) => fit::fit(args).await,
+        Command::Watch(args) => fit::watch(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -404,6 +404,7 @@ pub(crate) fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseE
                     model_id: r.model_id.clone(),
                     x: Some(x),
                     labels: (0..n).map(|k| k % spec.num_classes).collect(),
+                    learning_rate: None,
                 };
                 let step = within("TrainStep", c.train_step(train.clone())).await?;
                 let after = within("ExportModel", export_of(&mut c, &r.model_id))

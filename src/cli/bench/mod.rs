@@ -21,6 +21,7 @@
 //! Caller i uses connection i mod K and session i mod S. Latency is per call, from
 //! sending to the decoded answer, failed calls included.
 mod load;
+mod training;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -87,6 +88,12 @@ pub enum Workload {
     W2Train,
     W3,
     Health,
+    /// Datasets and Fit: a 123 MB upload against raw TCP, W1 by Fit against the step in
+    /// process, W2 Forward's p99 beside a running fit.
+    W5Fit,
+    /// TrainStream: W2 by one stream against 50 callers' health Checks, W1 by stream
+    /// against the step in process.
+    W6Stream,
 }
 
 impl Workload {
@@ -97,6 +104,8 @@ impl Workload {
             Workload::W2Train => "w2-train",
             Workload::W3 => "w3",
             Workload::Health => "health",
+            Workload::W5Fit => "w5-fit",
+            Workload::W6Stream => "w6-stream",
         }
     }
 }
@@ -125,6 +134,9 @@ struct Plan {
     warmup: Duration,
 }
 
+/// Batches W6's W2 stream sends unless --total says otherwise.
+const W6_STEPS: u64 = 20_000;
+
 /// Sessions W3 creates unless told otherwise.
 const W3_SESSIONS: u32 = 10_000;
 
@@ -134,14 +146,14 @@ impl Plan {
         let w = args.workload;
         let concurrency = args.concurrency.unwrap_or(match w {
             W1 | W3 => 1,
-            W2Forward | W2Train | Health => 50,
+            W2Forward | W2Train | Health | W5Fit | W6Stream => 50,
         });
         let connections = args.connections.unwrap_or(concurrency.min(2));
         let sessions = match w {
             W3 => args.sessions.unwrap_or(W3_SESSIONS),
             W1 | W2Train => args.sessions.unwrap_or(concurrency),
             W2Forward => args.sessions.unwrap_or(1),
-            Health => 0,
+            Health | W5Fit | W6Stream => 0,
         };
         let usage = |m: &str| Err(CliError::Usage(m.into()));
         if w == Health && args.sessions.is_some() {
@@ -180,6 +192,24 @@ pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
         channels: &channels,
         concurrency: plan.concurrency,
     };
+    if matches!(plan.workload, Workload::W5Fit | Workload::W6Stream) {
+        let figures = match plan.workload {
+            Workload::W6Stream => {
+                let steps = args.total.unwrap_or(W6_STEPS);
+                training::w6(&channels, measure_health(&callers, &plan), steps).await?
+            }
+            _ => training::w5(&channels, &callers, plan.stop).await?,
+        };
+        print!("{}", figures.text());
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&figures.json()).unwrap_or_default() + "\n";
+            std::fs::write(path, text).map_err(|source| CliError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        return Ok(());
+    }
     let mut report = Report::new(&args, &plan);
     match plan.workload {
         Workload::Health => report.main = Some(measure_health(&callers, &plan).await),
@@ -453,6 +483,8 @@ impl Report {
             Workload::W2Forward => "Trainer/Forward",
             Workload::W3 => "Trainer/CreateModel",
             Workload::Health => "Health/Check",
+            Workload::W5Fit => "Trainer/Fit",
+            Workload::W6Stream => "Trainer/TrainStream",
         }
     }
 

@@ -1,17 +1,19 @@
 //! `backprop train --data FILE.csv`: read a labelled CSV, split off a held-out fraction
 //! (after a seeded shuffle, so the same seed gives the same split and the same run), create
-//! a model from flags, train it with TrainStep minibatches, score the held-out rows with
-//! Evaluate, and draw the loss/accuracy curve beside the data.
+//! a model from flags, upload the training and held-out rows as datasets, train with Fit
+//! on the server (its events drive the progress bar; the held-out rows are its
+//! validation set), score the held-out rows with Evaluate, and draw the loss/accuracy
+//! curve from the model's history beside the data.
 pub mod plot;
 pub mod progress;
 
 use std::path::{Path, PathBuf};
 
 use self::plot::Curve;
-use self::progress::{Progress, Snapshot};
 use crate::cli::client::{self, CONNECT_TIMEOUT, ServerArgs};
 use crate::cli::csv::{self, CsvOptions, Dataset};
 use crate::cli::describe;
+use crate::cli::fit;
 use crate::cli::error::CliError;
 use crate::engine::rng::Rng;
 use crate::pb;
@@ -219,57 +221,70 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         created.parameter_count
     );
 
-    let batch = args.batch_size as usize;
-    let steps_per_epoch = train_rows.len().div_ceil(batch) as u64;
-    let total_steps = steps_per_epoch * u64::from(args.epochs);
+    // The rows go to the server once; the fit runs there, its events feed the bar.
+    let train_set = fit::upload_rows(&mut trainer, &data, &train_rows, &path, wide).await?;
+    let held_set = match held_rows.is_empty() {
+        true => None,
+        false => Some(fit::upload_rows(&mut trainer, &data, &held_rows, &path, wide).await?),
+    };
+    let started = std::time::Instant::now();
+    let events = trainer
+        .fit(pb::FitRequest {
+            model_id: id.clone(),
+            dataset_id: train_set.dataset_id.clone(),
+            validation_dataset_id: held_set
+                .as_ref()
+                .map_or(String::new(), |d| d.dataset_id.clone()),
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            seed: args.seed,
+            ..Default::default()
+        })
+        .await
+        .map_err(CliError::rpc("Fit"))?
+        .into_inner();
+    let end = fit::follow(events, false).await;
+    // The datasets were this run's alone.
+    for d in [Some(&train_set), held_set.as_ref()].into_iter().flatten() {
+        let _ = trainer
+            .delete_dataset(pb::DeleteDatasetRequest {
+                dataset_id: d.dataset_id.clone(),
+            })
+            .await;
+    }
+    let end = end?;
+    fit::outcome(&end)?;
+    let elapsed = started.elapsed();
+    let step = end.steps;
+    let rate = step as f64 / elapsed.as_secs_f64().max(1e-9);
+
+    let history = trainer
+        .get_history(pb::GetHistoryRequest {
+            model_id: id.clone(),
+        })
+        .await
+        .map_err(CliError::rpc("GetHistory"))?
+        .into_inner();
     let mut curve = Curve {
         title: format!("backprop train {path} (model {id})"),
-        ..Curve::default()
+        step_loss: history
+            .steps
+            .iter()
+            .map(|p| p.data_loss + p.reg_loss)
+            .collect(),
+        step_accuracy: history.steps.iter().map(|p| p.accuracy).collect(),
+        step_stride: history.stride,
+        epochs: history
+            .epochs
+            .iter()
+            .map(|e| (e.step, e.mean_loss, e.train_accuracy))
+            .collect(),
+        held_out: None,
     };
-    let mut progress = Progress::new(args.epochs as usize, total_steps);
-    let mut epoch_order = train_rows.clone();
-    let mut step = 0u64;
-    let mut last_epoch = (f64::NAN, f64::NAN);
-    for epoch in 1..=args.epochs as usize {
-        shuffle(&mut epoch_order, &mut rng);
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0usize);
-        for rows in epoch_order.chunks(batch) {
-            let answer = trainer
-                .train_step(pb::TrainStepRequest {
-                    model_id: id.clone(),
-                    x: Some(tensor(&data, rows, wide)),
-                    labels: rows.iter().map(|&r| data.labels[r]).collect(),
-                    learning_rate: None,
-                })
-                .await
-                .map_err(CliError::rpc("TrainStep"))?
-                .into_inner();
-            let loss = answer.losses.and_then(|l| l.total_loss).unwrap_or(f64::NAN);
-            step += 1;
-            curve.step_loss.push(loss);
-            curve.step_accuracy.push(answer.accuracy);
-            loss_sum += loss * rows.len() as f64;
-            correct += answer.accuracy * rows.len() as f64;
-            seen += rows.len();
-            last_epoch = (loss_sum / seen as f64, correct / seen as f64);
-            progress.step(Snapshot {
-                epoch,
-                step,
-                loss: last_epoch.0,
-                accuracy: last_epoch.1,
-            });
-        }
-        curve.epochs.push((step, last_epoch.0, last_epoch.1));
-        progress.epoch_end(Snapshot {
-            epoch,
-            step,
-            loss: last_epoch.0,
-            accuracy: last_epoch.1,
-        });
-    }
-    let elapsed = progress.elapsed();
-    let rate = progress.rate(step);
-    progress.finish();
+    let last_epoch = curve
+        .epochs
+        .last()
+        .map_or((f64::NAN, f64::NAN), |e| (e.1, e.2));
 
     if !held_rows.is_empty() {
         curve.held_out = Some(evaluate(&mut trainer, &id, &data, &held_rows, wide).await?);
@@ -289,7 +304,8 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         elapsed.as_secs_f64()
     );
     println!(
-        "final train loss {:.4}, train accuracy {:.4} (means over the last epoch's batches)",
+        "final train loss {:.4} (mean over the last epoch's batches), train accuracy {:.4} \
+         (on a sample of the training rows)",
         last_epoch.0, last_epoch.1
     );
     match curve.held_out {

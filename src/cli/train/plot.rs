@@ -6,9 +6,12 @@ use std::fmt::Write;
 #[derive(Debug, Clone, Default)]
 pub struct Curve {
     pub title: String,
-    /// Loss and accuracy of each TrainStep's batch (before its update), step 1 first.
+    /// Loss and accuracy of the steps' batches (before their update), step 1 first, one
+    /// every `step_stride` steps (the server's history is downsampled on long runs).
     pub step_loss: Vec<f64>,
     pub step_accuracy: Vec<f64>,
+    /// Steps between two points of `step_loss`; 0 is taken as 1.
+    pub step_stride: u64,
     /// (last step of the epoch, mean loss, mean accuracy) per epoch.
     pub epochs: Vec<(u64, f64, f64)>,
     /// Held-out (loss, accuracy) after training, if there was a held-out set.
@@ -28,7 +31,8 @@ const HELD_OUT_COLOR: &str = "#d94801";
 
 pub fn render(c: &Curve) -> String {
     let height = TOP + 2.0 * PANEL_HEIGHT + GAP + 50.0;
-    let steps = c.step_loss.len().max(1) as f64;
+    let stride = c.step_stride.max(1);
+    let steps = (c.step_loss.len() as u64 * stride).max(1) as f64;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -69,7 +73,7 @@ pub fn render(c: &Curve) -> String {
     for (name, top, y_max, per_step, per_epoch, held_out) in panels {
         let frame = Frame { top, steps, y_max };
         frame.axes(&mut svg, name);
-        let points: Vec<(f64, f64)> = buckets(per_step);
+        let points: Vec<(f64, f64)> = buckets(per_step, stride);
         frame.polyline(&mut svg, &points, STEP_COLOR, 1.0);
         let epochs: Vec<(f64, f64)> = per_epoch.iter().map(|&(s, v)| (s as f64, v)).collect();
         frame.polyline(&mut svg, &epochs, EPOCH_COLOR, 2.0);
@@ -173,15 +177,17 @@ impl Frame {
     }
 }
 
-/// Per-step values as (step, value), averaged over buckets when there are many.
-fn buckets(values: &[f64]) -> Vec<(f64, f64)> {
+/// Per-step values (one every `stride` steps) as (step, value), averaged over buckets
+/// when there are many.
+fn buckets(values: &[f64], stride: u64) -> Vec<(f64, f64)> {
     let size = values.len().div_ceil(MAX_POINTS).max(1);
+    let stride = stride as f64;
     values
         .chunks(size)
         .enumerate()
         .map(|(i, chunk)| {
-            let first_step = (i * size + 1) as f64;
-            let mid = first_step + (chunk.len() - 1) as f64 / 2.0;
+            let first_step = (i * size) as f64 * stride + 1.0;
+            let mid = first_step + (chunk.len() - 1) as f64 * stride / 2.0;
             (mid, chunk.iter().sum::<f64>() / chunk.len() as f64)
         })
         .collect()
@@ -231,9 +237,10 @@ mod tests {
 
     #[test]
     fn buckets_average() {
-        assert_eq!(buckets(&[1.0, 3.0]), [(1.0, 1.0), (2.0, 3.0)]);
+        assert_eq!(buckets(&[1.0, 3.0], 1), [(1.0, 1.0), (2.0, 3.0)]);
+        assert_eq!(buckets(&[1.0, 3.0], 4), [(1.0, 1.0), (5.0, 3.0)]);
         let many: Vec<f64> = (0..2500).map(|i| i as f64).collect();
-        let b = buckets(&many);
+        let b = buckets(&many, 1);
         assert_eq!(b.len(), 834);
         assert_eq!(b[0], (2.0, 1.0));
     }
@@ -244,6 +251,7 @@ mod tests {
             title: "a<b & c".into(),
             step_loss: vec![2.0, 1.0, 0.5],
             step_accuracy: vec![0.2, 0.6, 0.9],
+            step_stride: 1,
             epochs: vec![(3, 1.1, 0.6)],
             held_out: Some((0.7, 0.8)),
         });

@@ -369,8 +369,8 @@ impl Runner {
                     Err(e) => return End::failed(e),
                 };
                 p.steps += 1;
-                if let Some(d) = r.losses.data {
-                    loss_sum += d * n_rows as f64;
+                if let Some(total) = r.losses.total() {
+                    loss_sum += total * n_rows as f64;
                     loss_rows += n_rows;
                 }
                 if p.steps % every == 0 || i == last {
