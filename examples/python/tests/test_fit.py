@@ -18,6 +18,7 @@ import pytest
 
 from backprop_client import connect, fit, history, pb, plot_history, tensor, upload_dataset
 from conftest import AUTH_TOKEN
+from test_digits import run_digits
 
 MASK64 = (1 << 64) - 1
 
@@ -383,3 +384,7 @@ def test_streaming_calls_carry_the_token(auth_server):
         assert events[-1].finished.reason == pb.FIT_END_COMPLETED
         assert events[-1].finished.steps == 10
         assert kinds(watch_all(stub, model_id)) == kinds(events)
+
+    # digits.py through Fit, token from the command line.
+    r = run_digits(auth_server, "--token", AUTH_TOKEN, "--epochs", "1")
+    assert r["loop"] == "fit" and r["steps"] == 22
