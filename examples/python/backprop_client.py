@@ -293,6 +293,7 @@ def _panel(x0, title, x_range, y_range, curves) -> list[str]:
         f'<text x="{x0 + _PANEL_W}" y="{y0 + _PANEL_H + 14}" text-anchor="end">'
         f"{xb:.0f}</text>",
     ]
+    legend = []
     for name, colour, xs, ys in curves:
         keep = np.isfinite(ys)
         points = " ".join(
@@ -303,4 +304,11 @@ def _panel(x0, title, x_range, y_range, curves) -> list[str]:
                 f'<polyline class="{name}" points="{points}" fill="none" '
                 f'stroke="{colour}" stroke-width="1"/>'
             )
+            # "step-loss" is labelled "step", "validation-accuracy" "validation".
+            legend.append(f'<tspan fill="{colour}">{name.split("-")[0]}</tspan>')
+    if legend:
+        out.append(
+            f'<text x="{x0 + _PANEL_W}" y="{y0 - 8}" text-anchor="end">'
+            + " ".join(legend) + "</text>"
+        )
     return out
