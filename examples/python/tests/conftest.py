@@ -1,4 +1,5 @@
-"""Fixtures: the real release server on 127.0.0.1 (a free port), and a client for it.
+"""Fixtures: the real release server on 127.0.0.1 (a free port), and a client for it;
+a second one with --auth-tokens.
 
 The binary is $BACKPROP_BIN, or target/release/backprop (tests/python_suite.sh builds
 it). The server writes its bound address to a file once listening; it is stopped with
@@ -7,6 +8,7 @@ SIGTERM, as a process manager would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,20 +25,22 @@ sys.path.insert(0, str(EXAMPLES))
 from backprop_client import connect  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def server_address(tmp_path_factory) -> str:
+@contextlib.contextmanager
+def serve(workdir: Path, *extra_args: str):
+    """The server on 127.0.0.1 (a free port) with `extra_args`, its address yielded once
+    it listens; SIGTERM at the end."""
     binary = Path(os.environ.get("BACKPROP_BIN", REPO / "target" / "release" / "backprop"))
     if not binary.is_file():
         pytest.fail(
             f"server binary {binary} not found: run `cargo build --release --bin backprop` "
             "(tests/python_suite.sh does) or set BACKPROP_BIN"
         )
-    workdir = tmp_path_factory.mktemp("server")
     address_file, log_path = workdir / "address", workdir / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(binary), "serve", "--listen", "127.0.0.1:0",
-             "--address-file", str(address_file), "--shutdown-grace-secs", "2"],
+             "--address-file", str(address_file), "--shutdown-grace-secs", "2",
+             *extra_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
@@ -55,6 +59,26 @@ def server_address(tmp_path_factory) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server_address(tmp_path_factory) -> str:
+    with serve(tmp_path_factory.mktemp("server")) as address:
+        yield address
+
+
+# A token for `auth_server` (tenant "py"); at least 16 printable characters.
+AUTH_TOKEN = "python-suite-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory) -> str:
+    """A second server that needs `authorization: Bearer AUTH_TOKEN` on every call."""
+    workdir = tmp_path_factory.mktemp("auth-server")
+    tokens = workdir / "tokens"
+    tokens.write_text(f"{AUTH_TOKEN} py\n")
+    with serve(workdir, "--auth-tokens", str(tokens)) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """GELU from Python, both forms, on the real server: the digits client trains with each to
-the accuracy it reaches deterministically (0.9467 held-out after 10 epochs), and the two
-forms give close but different losses, so the form requested is the form computed."""
+the accuracy it reaches deterministically (0.9644 held-out after 10 epochs of Fit), and
+the two forms give close but different losses, so the form requested is the form
+computed."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """ExportModel's file is a plain safetensors file: `safetensors.numpy.load_file` reads it
 with the API's tensor names and the model's values, the spec and step are in its
-metadata, and ImportModel takes it back to continue training."""
+metadata, and ImportModel takes it back to continue training (the history too: the
+same steps with the same losses, at other times)."""
 
 from __future__ import annotations
 
@@ -83,4 +84,61 @@ def test_export_loads_in_numpy_and_imports_back(channel_and_stub, tmp_path, dtyp
     b = stub.TrainStep(pb.TrainStepRequest(model_id=imported.model_id, x=tensor(x), labels=y))
     assert a.step == b.step == 4
     assert a.losses.total_loss == b.losses.total_loss
-    assert export(stub, model_id) == export(stub, imported.model_id), "one state, one file"
+    # One state: the same tensors and metadata, and the same history but for its time
+    # stamps (the import's steps happened at other moments).
+    fa, fb = (tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+    fa.write_bytes(export(stub, model_id))
+    fb.write_bytes(export(stub, imported.model_id))
+    a_arrays, b_arrays = load_file(str(fa)), load_file(str(fb))
+    assert a_arrays.keys() == b_arrays.keys()
+    for name in a_arrays:
+        np.testing.assert_array_equal(a_arrays[name], b_arrays[name])
+    (a_meta, a_history), (b_meta, b_history) = (metadata_and_history(f) for f in (fa, fb))
+    assert a_meta == b_meta
+    assert [p["step"] for p in a_history["steps"]] == [1, 2, 3, 4]
+    assert [p["step"] for p in b_history["steps"]] == [1, 2, 3, 4]
+    # The same losses; up to one ulp, as ImportModel's JSON parse can round a loss to
+    # its neighbour (test_imported_history_keeps_losses_bit_for_bit below).
+    np.testing.assert_array_max_ulp(
+        np.array([p["data_loss"] for p in a_history["steps"]]),
+        np.array([p["data_loss"] for p in b_history["steps"]]),
+        maxulp=1,
+    )
+
+
+def metadata_and_history(path) -> tuple[dict, dict]:
+    """A checkpoint's metadata without its `history`, and that history (JSON) apart."""
+    with safe_open(str(path), framework="np") as f:
+        meta = dict(f.metadata())
+    return meta, json.loads(meta.pop("history"))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "server: ImportModel reads the history's JSON losses to within one ulp only (an f64 "
+    "model's loss 0x1.12a2f1f13c3d4p+1 comes back as ...d5), likely serde_json parsing "
+    "without its float_roundtrip feature; when this passes, drop the xfail and the "
+    "maxulp above"
+))
+def test_imported_history_keeps_losses_bit_for_bit(channel_and_stub):
+    _, stub = channel_and_stub
+    spec = pb.ModelSpec(
+        input_dim=5, num_classes=3, dtype=pb.DTYPE_F64,
+        hidden=[pb.HiddenLayer(units=8, activation=pb.ACTIVATION_RELU)],
+        optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM),
+    )
+    model_id = stub.CreateModel(pb.CreateModelRequest(spec=spec)).model_id
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(3):
+        x = rng.normal(size=(10, 5))
+        y = rng.integers(0, 3, size=10)
+        request = pb.TrainStepRequest(model_id=model_id, x=tensor(x), labels=y.tolist())
+        losses.append(stub.TrainStep(request).losses.data_loss)
+
+    def recorded(mid):
+        steps = stub.GetHistory(pb.GetHistoryRequest(model_id=mid)).steps
+        return [p.data_loss for p in steps]
+
+    assert recorded(model_id) == losses  # the live history holds the steps' losses exactly
+    imported = stub.ImportModel(upload(export(stub, model_id))).model_id
+    assert recorded(imported) == losses
