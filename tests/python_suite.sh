@@ -2,7 +2,7 @@
 # The Python side of the test suite, from a fresh clone: builds the release server,
 # creates the client's pinned venv and stubs (examples/python/setup.sh), then runs
 # pytest on examples/python/tests against real servers on 127.0.0.1:
-#   - the digits client reaches ≥ 0.964 held-out accuracy with SVM and softmax, and the
+#   - the digits client, through Fit, reaches ≥ 0.97 held-out accuracy with SVM and softmax, and the
 #     same run gives the same numbers;
 #   - every payload in the ghz configs (bench/ghz/) is accepted, and bench/ghz/run.sh
 #     prepares every workload.

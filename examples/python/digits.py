@@ -139,7 +139,7 @@ def train_by_trainstep(stub, model_id: str, args, x_train, y_train, x_test, y_te
                     labels=y_train[batch].tolist(),
                 )
             )
-            last_epoch_losses.append(reply.losses.data_loss)
+            last_epoch_losses.append(reply.losses.total_loss)
             steps += 1
     return {
         "final_loss": float(np.mean(last_epoch_losses)),
@@ -189,10 +189,10 @@ def train(args) -> dict:
         ),
         "train_accuracy": on_train.accuracy,
         "test_accuracy": on_test.accuracy,
-        # The mean data loss over the last epoch's batches (each before its update),
-        # and the held-out data loss; the L2 term R = λ·Σ W² at the end apart.
+        # The mean loss (data + L2) over the last epoch's batches (each before its
+        # update), and the held-out loss; the L2 term R = λ·Σ W² at the end apart too.
         "final_loss": trained["final_loss"],
-        "test_loss": on_test.losses.data_loss,
+        "test_loss": on_test.losses.total_loss,
         "reg_loss": on_test.losses.reg_loss,
         "steps": trained["steps"],
         # Training alone: the uploads (Fit) are timed apart.

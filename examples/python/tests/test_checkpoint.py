@@ -97,13 +97,10 @@ def test_export_loads_in_numpy_and_imports_back(channel_and_stub, tmp_path, dtyp
     assert a_meta == b_meta
     assert [p["step"] for p in a_history["steps"]] == [1, 2, 3, 4]
     assert [p["step"] for p in b_history["steps"]] == [1, 2, 3, 4]
-    # The same losses; up to one ulp, as ImportModel's JSON parse can round a loss to
-    # its neighbour (test_imported_history_keeps_losses_bit_for_bit below).
-    np.testing.assert_array_max_ulp(
-        np.array([p["data_loss"] for p in a_history["steps"]]),
-        np.array([p["data_loss"] for p in b_history["steps"]]),
-        maxulp=1,
-    )
+    # The same losses, bit for bit.
+    assert [p["data_loss"] for p in a_history["steps"]] == [
+        p["data_loss"] for p in b_history["steps"]
+    ]
 
 
 def metadata_and_history(path) -> tuple[dict, dict]:
@@ -113,12 +110,6 @@ def metadata_and_history(path) -> tuple[dict, dict]:
     return meta, json.loads(meta.pop("history"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "server: ImportModel reads the history's JSON losses to within one ulp only (an f64 "
-    "model's loss 0x1.12a2f1f13c3d4p+1 comes back as ...d5), likely serde_json parsing "
-    "without its float_roundtrip feature; when this passes, drop the xfail and the "
-    "maxulp above"
-))
 def test_imported_history_keeps_losses_bit_for_bit(channel_and_stub):
     _, stub = channel_and_stub
     spec = pb.ModelSpec(
