@@ -22,8 +22,8 @@
 //! - [`cli`]: the `backprop` subcommands for people (train on a CSV, models, describe,
 //!   health, checkpoints), the graph renderers and the load generator.
 pub mod checkpoint;
-pub mod dataset;
 pub mod cli;
+pub mod dataset;
 pub mod engine;
 pub mod fit;
 pub mod malloc;

@@ -296,7 +296,10 @@ pub async fn datasets(args: DatasetsArgs) -> Result<(), CliError> {
         token = page.next_page_token;
     }
     if args.json {
-        println!("{}", serde_json::Value::Array(all.iter().map(info_json).collect()));
+        println!(
+            "{}",
+            serde_json::Value::Array(all.iter().map(info_json).collect())
+        );
         return Ok(());
     }
     if all.is_empty() {
@@ -308,7 +311,11 @@ pub async fn datasets(args: DatasetsArgs) -> Result<(), CliError> {
             d.dataset_id,
             d.rows,
             d.dim,
-            if d.dtype == pb::Dtype::F64 as i32 { "f64" } else { "f32" },
+            if d.dtype == pb::Dtype::F64 as i32 {
+                "f64"
+            } else {
+                "f32"
+            },
             d.bytes,
             d.name
         );

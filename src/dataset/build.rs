@@ -57,7 +57,10 @@ impl Builder {
         if header.dim == 0 || header.dim > MAX_DIM {
             return Err(refuse(
                 "header.dim",
-                format!("must be from 1 to {MAX_DIM} values per row, got {}", header.dim),
+                format!(
+                    "must be from 1 to {MAX_DIM} values per row, got {}",
+                    header.dim
+                ),
             ));
         }
         header.sha256.make_ascii_lowercase();
@@ -70,7 +73,10 @@ impl Builder {
         if header.name.len() > MAX_NAME_BYTES {
             return Err(refuse(
                 "header.name",
-                format!("{} bytes, more than the {MAX_NAME_BYTES} allowed", header.name.len()),
+                format!(
+                    "{} bytes, more than the {MAX_NAME_BYTES} allowed",
+                    header.name.len()
+                ),
             ));
         }
         if held_bytes(header.rows, u64::from(header.dim), header.dtype) == u64::MAX {
@@ -94,7 +100,11 @@ impl Builder {
 
     /// Bytes the whole dataset will hold once complete.
     pub fn declared_bytes(&self) -> u64 {
-        held_bytes(self.header.rows, u64::from(self.header.dim), self.header.dtype)
+        held_bytes(
+            self.header.rows,
+            u64::from(self.header.dim),
+            self.header.dtype,
+        )
     }
 
     /// Rows received so far.
@@ -212,7 +222,10 @@ impl Builder {
             return Ok(());
         }
         let total = self.header.rows as usize;
-        let rows = (have + n).max(cap * 2).max(FIRST_ROWS.min(total)).min(total);
+        let rows = (have + n)
+            .max(cap * 2)
+            .max(FIRST_ROWS.min(total))
+            .min(total);
         let more = (rows - cap) as u64;
         hold(more * (dim as u64 * width + 4))?;
         self.labels.reserve_exact(rows - have);
@@ -236,7 +249,12 @@ impl Builder {
             let bytes: Vec<u8> = chunk.iter().flat_map(|l| l.to_le_bytes()).collect();
             self.hash.update(&bytes);
         }
-        let got: String = self.hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let got: String = self
+            .hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         if got != self.header.sha256 {
             return Err(refuse(
                 "header.sha256",
@@ -246,8 +264,16 @@ impl Builder {
                 ),
             ));
         }
-        let Header { dim, sha256, name, .. } = self.header;
-        Ok(Dataset::new(dim as usize, self.values, self.labels, sha256, name))
+        let Header {
+            dim, sha256, name, ..
+        } = self.header;
+        Ok(Dataset::new(
+            dim as usize,
+            self.values,
+            self.labels,
+            sha256,
+            name,
+        ))
     }
 }
 
@@ -311,23 +337,41 @@ mod tests {
         let good = sha(&x, &y);
         let fresh = || Builder::new(header(2, good.clone())).unwrap();
         let field = |e: DatasetError| e.field;
-        assert_eq!(field(fresh().push(1, &x[..8], &y[..1], no_hold).unwrap_err()), "first_row");
-        assert_eq!(field(fresh().push(0, &x[..6], &y[..1], no_hold).unwrap_err()), "x");
-        assert_eq!(field(fresh().push(0, &x, &y[..1], no_hold).unwrap_err()), "labels");
+        assert_eq!(
+            field(fresh().push(1, &x[..8], &y[..1], no_hold).unwrap_err()),
+            "first_row"
+        );
+        assert_eq!(
+            field(fresh().push(0, &x[..6], &y[..1], no_hold).unwrap_err()),
+            "x"
+        );
+        assert_eq!(
+            field(fresh().push(0, &x, &y[..1], no_hold).unwrap_err()),
+            "labels"
+        );
         let mut b = fresh();
         b.push(0, &x[..8], &y[..1], no_hold).unwrap();
         assert_eq!(field(b.finish().unwrap_err()), "chunks");
         let mut b = fresh();
         b.push(0, &x, &y, no_hold).unwrap();
-        assert_eq!(field(b.push(2, &x[..8], &y[..1], no_hold).unwrap_err()), "x");
+        assert_eq!(
+            field(b.push(2, &x[..8], &y[..1], no_hold).unwrap_err()),
+            "x"
+        );
         let mut b = Builder::new(header(2, sha(&x, &[0, 2]))).unwrap();
         b.push(0, &x, &y, no_hold).unwrap();
         assert_eq!(field(b.finish().unwrap_err()), "header.sha256");
         let nan = rows_f32(&[1.0, 2.0, 3.0, f32::NAN]);
         let e = fresh().push(0, &nan, &y, no_hold).unwrap_err();
         assert_eq!(e.reason, "row 1, column 1 is not finite (NaN or infinite)");
-        assert_eq!(field(Builder::new(header(0, good.clone())).err().unwrap()), "header.rows");
-        assert_eq!(field(Builder::new(header(2, "ab".into())).err().unwrap()), "header.sha256");
+        assert_eq!(
+            field(Builder::new(header(0, good.clone())).err().unwrap()),
+            "header.rows"
+        );
+        assert_eq!(
+            field(Builder::new(header(2, "ab".into())).err().unwrap()),
+            "header.sha256"
+        );
     }
 
     #[test]

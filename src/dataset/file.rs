@@ -86,13 +86,19 @@ pub fn decode(bytes: &[u8]) -> Result<(Dataset, HashMap<String, String>), String
     let mut names = file.names();
     names.sort();
     if names != ["labels", "x"] {
-        return Err(format!("expected the tensors labels and x, found {names:?}"));
+        return Err(format!(
+            "expected the tensors labels and x, found {names:?}"
+        ));
     }
     let x = file.tensor("x").map_err(|e| e.to_string())?;
     let labels = file.tensor("labels").map_err(|e| e.to_string())?;
     let (rows, dim) = match (x.shape(), labels.shape()) {
         ([n, d], [m]) if n == m && *d > 0 => (*n, *d),
-        (xs, ls) => return Err(format!("x is {xs:?} and labels {ls:?}: expected [N, D] and [N]")),
+        (xs, ls) => {
+            return Err(format!(
+                "x is {xs:?} and labels {ls:?}: expected [N, D] and [N]"
+            ));
+        }
     };
     if labels.dtype() != Dtype::U32 {
         return Err(format!("labels: {:?}, expected U32", labels.dtype()));
@@ -124,7 +130,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Dataset, HashMap<String, String>), String
     hash.update(labels.data());
     let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if got != sha256 {
-        return Err(format!("the file's SHA-256 is {got}, its metadata says {sha256}"));
+        return Err(format!(
+            "the file's SHA-256 is {got}, its metadata says {sha256}"
+        ));
     }
     let labels = labels
         .data()
@@ -159,8 +167,10 @@ mod tests {
             name: "blobs".into(),
         };
         let mut b = Builder::new(header).unwrap();
-        b.push(0, &x, &labels, |_| Ok::<(), crate::dataset::DatasetError>(()))
-            .unwrap();
+        b.push(0, &x, &labels, |_| {
+            Ok::<(), crate::dataset::DatasetError>(())
+        })
+        .unwrap();
         let d = b.finish().unwrap();
         let bytes = encode(&d, &[("owner", "ann")]).unwrap();
         let (back, extra) = decode(&bytes).unwrap();

@@ -48,13 +48,7 @@ pub struct Dataset {
 impl Dataset {
     /// A dataset from its parts; `values` must hold `rows × dim` values and `labels`
     /// `rows` labels (the builder and the file decoder check this first).
-    fn new(
-        dim: usize,
-        values: Values,
-        labels: Vec<u32>,
-        sha256: String,
-        name: String,
-    ) -> Self {
+    fn new(dim: usize, values: Values, labels: Vec<u32>, sha256: String, name: String) -> Self {
         debug_assert_eq!(values.len(), labels.len() * dim);
         Dataset {
             rows: labels.len(),

@@ -86,7 +86,13 @@ mod tests {
             keep_last: false,
         });
         assert!(t.observe(1.0, 10).improved);
-        assert_eq!(t.observe(0.995, 20), Verdict { improved: false, stop: false });
+        assert_eq!(
+            t.observe(0.995, 20),
+            Verdict {
+                improved: false,
+                stop: false
+            }
+        );
         assert!(t.observe(0.5, 30).improved);
         assert!(!t.observe(0.6, 40).stop);
         assert!(t.observe(f64::NAN, 50).stop);

@@ -67,7 +67,12 @@ impl FitJob {
     /// The kept events from index `from` on, and whether the fit has finished.
     pub fn events_from(&self, from: u64) -> (Vec<Event>, bool) {
         let log = self.log();
-        let events = log.events.iter().filter(|e| e.index >= from).cloned().collect();
+        let events = log
+            .events
+            .iter()
+            .filter(|e| e.index >= from)
+            .cloned()
+            .collect();
         (events, log.finished)
     }
 
@@ -115,14 +120,20 @@ mod tests {
             job.push(EventKind::Progress {
                 step: 1,
                 epoch: 0,
-                losses: crate::model::Losses { data: Some(1.0), reg: 0.0 },
+                losses: crate::model::Losses {
+                    data: Some(1.0),
+                    reg: 0.0,
+                },
                 accuracy: 0.5,
                 learning_rate: 0.1,
                 steps_per_second: 1.0,
             });
         }
         let (from1, done) = job.events_from(1);
-        assert_eq!(from1.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            from1.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert!(!done && job.is_running());
         job.push(EventKind::Finished(Finished {
             reason: EndReason::Completed,

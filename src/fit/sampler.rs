@@ -76,8 +76,11 @@ impl Sampler {
         match self.sampling {
             Sampling::Shuffle { drop_last } => {
                 shuffle(&mut self.rng, &mut self.train);
-                let mut batches: Vec<Vec<usize>> =
-                    self.train.chunks(self.batch).map(<[usize]>::to_vec).collect();
+                let mut batches: Vec<Vec<usize>> = self
+                    .train
+                    .chunks(self.batch)
+                    .map(<[usize]>::to_vec)
+                    .collect();
                 if drop_last && batches.last().is_some_and(|b| b.len() < self.batch) {
                     batches.pop();
                 }
@@ -109,7 +112,12 @@ mod tests {
         let mut all: Vec<usize> = val.iter().chain(&train).copied().collect();
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
-        let mut s = Sampler::new(rng, train.clone(), 3, Sampling::Shuffle { drop_last: false });
+        let mut s = Sampler::new(
+            rng,
+            train.clone(),
+            3,
+            Sampling::Shuffle { drop_last: false },
+        );
         assert_eq!(s.steps_per_epoch(), 3);
         let e = s.epoch();
         assert_eq!(e.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 1]);
@@ -118,7 +126,8 @@ mod tests {
         let mut want = train.clone();
         want.sort();
         assert_eq!(seen, want);
-        let mut dropping = Sampler::new(Rng::new(1), train, 3, Sampling::Shuffle { drop_last: true });
+        let mut dropping =
+            Sampler::new(Rng::new(1), train, 3, Sampling::Shuffle { drop_last: true });
         assert_eq!(dropping.epoch().len(), 2);
         assert_eq!(split(&mut Rng::new(3), 4, 0.0), (vec![], vec![0, 1, 2, 3]));
     }
@@ -139,7 +148,12 @@ mod tests {
 
     #[test]
     fn sampling_with_replacement_draws_from_the_training_rows() {
-        let mut s = Sampler::new(Rng::new(5), vec![10, 20, 30, 40, 50], 2, Sampling::WithReplacement);
+        let mut s = Sampler::new(
+            Rng::new(5),
+            vec![10, 20, 30, 40, 50],
+            2,
+            Sampling::WithReplacement,
+        );
         assert_eq!(s.steps_per_epoch(), 2);
         let e = s.epoch();
         assert_eq!(e.len(), 2);

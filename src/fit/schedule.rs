@@ -6,11 +6,18 @@
 pub enum Schedule {
     Constant,
     /// lr0 · decay^e: CS231n's `lr_decay`, applied at every epoch's end.
-    EpochDecay { decay: f64 },
+    EpochDecay {
+        decay: f64,
+    },
     /// lr0 · decay^floor(e / every).
-    Step { decay: f64, every: u32 },
+    Step {
+        decay: f64,
+        every: u32,
+    },
     /// min + (lr0 − min)(1 + cos(π k / K))/2 over K planned steps.
-    Cosine { min: f64 },
+    Cosine {
+        min: f64,
+    },
 }
 
 impl Schedule {
@@ -44,7 +51,10 @@ mod tests {
         let d = Schedule::EpochDecay { decay: 0.5 };
         assert_eq!(d.rate(0.1, 0, 0, 10), 0.1);
         assert_eq!(d.rate(0.1, 9, 2, 10), 0.025);
-        let s = Schedule::Step { decay: 0.1, every: 2 };
+        let s = Schedule::Step {
+            decay: 0.1,
+            every: 2,
+        };
         assert_eq!(s.rate(1.0, 0, 1, 10), 1.0);
         assert!((s.rate(1.0, 0, 2, 10) - 0.1).abs() < 1e-15);
         let c = Schedule::Cosine { min: 0.0 };

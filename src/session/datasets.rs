@@ -194,7 +194,9 @@ impl SessionStore {
             .map_err(|e| StoreError::Persist(e.to_string()))?;
             if let Err(e) = wrote {
                 tracing::error!(dataset_id = %id, error = %e, "could not save a new dataset");
-                return Err(StoreError::Persist(format!("writing {DATASET_DIR}/{id}.{EXTENSION}: {e}")));
+                return Err(StoreError::Persist(format!(
+                    "writing {DATASET_DIR}/{id}.{EXTENSION}: {e}"
+                )));
             }
         }
         self.hold_dataset(&stored, true);
@@ -244,7 +246,9 @@ impl SessionStore {
     /// first (if it cannot be removed the dataset stays and the error says why).
     pub async fn remove_dataset(&self, id: &str, tenant: &Tenant) -> Result<(), StoreError> {
         let d = self.get_dataset(id, tenant)?;
-        self.drop_dataset(&d).await.map_err(|e| StoreError::Persist(e.to_string()))?;
+        self.drop_dataset(&d)
+            .await
+            .map_err(|e| StoreError::Persist(e.to_string()))?;
         if !self.detach_dataset(&d) {
             return Err(StoreError::DatasetNotFound(id.to_string()));
         }
@@ -287,8 +291,12 @@ impl SessionStore {
         if let Err(e) = &removed {
             tracing::error!(dataset_id = %id, error = %e, "could not remove a dataset file; the dataset stays");
         }
-        removed
-            .map_err(|e| std::io::Error::new(e.kind(), format!("removing {DATASET_DIR}/{id}.{EXTENSION}: {e}")))
+        removed.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("removing {DATASET_DIR}/{id}.{EXTENSION}: {e}"),
+            )
+        })
     }
 
     /// Takes this very dataset out of the map and the budget; whether it was there.
@@ -335,7 +343,10 @@ fn read_all(dir: &Path) -> Vec<(SessionId, Tenant, Dataset)> {
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     // An unfinished write (a crash mid-upload) was never acknowledged.
-    for p in paths.iter().filter(|p| p.to_string_lossy().ends_with(file::TEMP_SUFFIX)) {
+    for p in paths
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(file::TEMP_SUFFIX))
+    {
         let _ = std::fs::remove_file(p);
     }
     paths.retain(|p| p.is_file() && p.extension().is_some_and(|e| e == EXTENSION));
@@ -363,6 +374,8 @@ fn read_one(path: &Path) -> Result<(SessionId, Tenant, Dataset), String> {
             let tenant = Tenant::new(extra.get(KEY_TENANT).map_or("", String::as_str), None);
             Ok((id, tenant, data))
         }
-        other => Err(format!("the file is named {stem} but holds dataset {other:?}")),
+        other => Err(format!(
+            "the file is named {stem} but holds dataset {other:?}"
+        )),
     }
 }

@@ -88,7 +88,13 @@ fn keep<T>(series: &mut Vec<T>, p: T, seen: &mut u64, stride: &mut u64, max: usi
 
 impl History {
     pub fn record_step(&mut self, p: StepPoint) {
-        keep(&mut self.steps, p, &mut self.seen, &mut self.stride, MAX_STEPS);
+        keep(
+            &mut self.steps,
+            p,
+            &mut self.seen,
+            &mut self.stride,
+            MAX_STEPS,
+        );
     }
 
     pub fn record_epoch(&mut self, p: EpochPoint) {
@@ -156,7 +162,11 @@ mod tests {
         assert!(h.steps().len() <= MAX_STEPS);
         assert!(h.stride() >= 2 && h.stride().is_power_of_two());
         assert_eq!(h.steps()[0].step, 1);
-        assert!(h.steps().windows(2).all(|w| w[1].step - w[0].step == h.stride()));
+        assert!(
+            h.steps()
+                .windows(2)
+                .all(|w| w[1].step - w[0].step == h.stride())
+        );
         assert!(n - h.steps().last().unwrap().step < h.stride() * 2);
         let back = History::from_json(&h.to_json()).unwrap();
         assert_eq!(back, h);

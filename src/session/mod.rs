@@ -15,10 +15,10 @@ pub mod store;
 pub mod tenant;
 
 pub use budget::{Reservation, UntilSent, UploadHold, WaitPlace};
+pub use datasets::StoredDataset;
 pub use id::SessionId;
 pub use page::{Page, page};
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError, run_caught};
-pub use datasets::StoredDataset;
 pub use store::{Limits, Session, SessionGuard, SessionStore, StoreError};
 pub use tenant::Tenant;

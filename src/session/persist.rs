@@ -335,7 +335,11 @@ impl Persister {
         let (step, bytes) = self
             .pool
             .run(move || {
-                let meta = [(KEY_ID, &*id), (KEY_TENANT, &*tenant), (KEY_HISTORY, &*history)];
+                let meta = [
+                    (KEY_ID, &*id),
+                    (KEY_TENANT, &*tenant),
+                    (KEY_HISTORY, &*history),
+                ];
                 let bytes = checkpoint::encode(&guard, &meta);
                 (guard.step(), bytes)
             })

@@ -303,3 +303,152 @@ async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
     server.signal(libc::SIGTERM);
     assert!(server.wait().await.success());
 }
+
+/// An upload of `n` rows of D values (labels below C).
+fn dataset_chunks(n: usize, seed: u64) -> (Vec<pb::DatasetChunk>, Vec<f32>, Vec<u32>) {
+    let b = Batch::random(n, D, C, seed);
+    let x: Vec<f32> = b.x.iter().map(|&v| v as f32).collect();
+    let chunks = backprop::pb::dataset::upload_chunks(
+        backprop::pb::dataset::Rows::F32(&x),
+        D,
+        &b.labels,
+        "ops",
+        1024,
+    );
+    (chunks, x, b.labels)
+}
+
+async fn dataset_of(c: &mut Client, id: &str) -> Result<pb::DatasetInfo, tonic::Status> {
+    c.get_dataset(pb::GetDatasetRequest {
+        dataset_id: id.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Datasets come back after a graceful stop and after `kill -9` (each acknowledged upload
+/// was on disk before its answer); a fit running at the kill is not resumed, and its
+/// model comes back at a snapshot equal to replaying its first k steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_survive_sigterm_and_kill_9_and_a_killed_fit_leaves_a_consistent_model() {
+    let dir = state_dir("datasets");
+    let fast = ["--save-interval-secs", "0.05"];
+    let server = start(&dir, &fast).await;
+    let mut c = server.client.clone();
+    let (chunks, x, y) = dataset_chunks(300, 1);
+    let info = c
+        .upload_dataset(tokio_stream::iter(chunks))
+        .await
+        .expect("upload")
+        .into_inner();
+    server.signal(libc::SIGTERM);
+    assert!(server.wait().await.success());
+
+    let server = start(&dir, &fast).await;
+    let mut c = server.client.clone();
+    let back = dataset_of(&mut c, &info.dataset_id)
+        .await
+        .expect("after SIGTERM");
+    assert_eq!((back.rows, &back.sha256), (300, &info.sha256));
+    // A second dataset, acknowledged, then a fit running when the server is killed.
+    let (chunks, _, _) = dataset_chunks(50, 2);
+    let second = c
+        .upload_dataset(tokio_stream::iter(chunks))
+        .await
+        .expect("second upload")
+        .into_inner();
+    let spec = wire_model(0);
+    let id = c
+        .create_model(pb::CreateModelRequest {
+            spec: Some(spec.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model_id;
+    let mut events = c
+        .fit(pb::FitRequest {
+            model_id: id.clone(),
+            dataset_id: info.dataset_id.clone(),
+            batch_size: 10,
+            epochs: 100_000,
+            seed: 3,
+            progress_every: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("fit")
+        .into_inner();
+    let mut seen = 0;
+    while seen < 200 {
+        if let Some(Ok(pb::FitEvent {
+            event: Some(pb::fit_event::Event::Progress(_)),
+            ..
+        })) = tokio_stream::StreamExt::next(&mut events).await
+        {
+            seen += 1;
+        }
+    }
+    server.signal(libc::SIGKILL);
+    assert!(!server.wait().await.success(), "killed, not exited");
+
+    let server = start(&dir, &fast).await;
+    let mut c = server.client.clone();
+    for (d, rows) in [(&info, 300), (&second, 50)] {
+        let back = dataset_of(&mut c, &d.dataset_id)
+            .await
+            .expect("after kill -9");
+        assert_eq!((back.rows, &back.sha256), (rows, &d.sha256));
+    }
+    let e = c
+        .watch_fit(pb::WatchFitRequest {
+            model_id: id.clone(),
+            from_event: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::FailedPrecondition,
+        "the fit is not resumed"
+    );
+    // The model is at the snapshot of some step k: equal to k of the fit's steps.
+    let restored = c
+        .get_model(pb::GetModelRequest {
+            model_id: id.clone(),
+            include_values: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let k = restored.step;
+    assert!(k > 0, "saved while the fit ran (every 50 ms)");
+    let mut rng = backprop::engine::rng::Rng::new(3);
+    let mut order: Vec<usize> = (0..300).collect();
+    let mut m: Model<f32> = Model::new(spec_from_proto(&spec).unwrap()).unwrap();
+    let mut done = 0;
+    'epochs: loop {
+        backprop::fit::sampler::shuffle(&mut rng, &mut order);
+        for rows in order.chunks(10) {
+            if done == k {
+                break 'epochs;
+            }
+            let values: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| x[r * D..(r + 1) * D].to_vec())
+                .collect();
+            let xb = ndarray::Array2::from_shape_vec((rows.len(), D), values).unwrap();
+            let yb: Vec<usize> = rows.iter().map(|&r| y[r] as usize).collect();
+            m.train_step_at(
+                xb.view(),
+                &yb,
+                Some(m.net().spec().optimizer.learning_rate()),
+            )
+            .unwrap();
+            done += 1;
+        }
+    }
+    assert_params_eq("the killed fit's model", &restored, &m);
+    server.signal(libc::SIGTERM);
+    assert!(server.wait().await.success());
+}

@@ -545,7 +545,13 @@ async fn every_rpc_keeps_tenants_apart() {
     // Her dataset (and a fit on it, so WatchFit and GetHistory have something to leak).
     let x = [0.25f32, 0.5, 0.75, 1.0, 1.25, 1.5];
     let ds = alice
-        .upload_dataset(tokio_stream::iter(upload_chunks(Rows::F32(&x), 3, &[1, 0], "hers", 1 << 20)))
+        .upload_dataset(tokio_stream::iter(upload_chunks(
+            Rows::F32(&x),
+            3,
+            &[1, 0],
+            "hers",
+            1 << 20,
+        )))
         .await
         .expect("her dataset")
         .into_inner()

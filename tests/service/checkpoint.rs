@@ -161,9 +161,16 @@ async fn an_imported_model_trains_on_bit_identically() {
         assert_eq!(da.model, db.model, "{opt:?}/{dtype:?}: the exported models");
         let steps = |d: &backprop::checkpoint::Decoded| {
             let h = backprop::session::history::History::from_json(&d.extra["history"]).unwrap();
-            h.steps().iter().map(|p| (p.step, p.data_loss.map(f64::to_bits))).collect::<Vec<_>>()
+            h.steps()
+                .iter()
+                .map(|p| (p.step, p.data_loss.map(f64::to_bits)))
+                .collect::<Vec<_>>()
         };
-        assert_eq!(steps(&da), steps(&db), "the same steps with the same losses");
+        assert_eq!(
+            steps(&da),
+            steps(&db),
+            "the same steps with the same losses"
+        );
     }
     server.stop().await;
 }

@@ -20,7 +20,11 @@ pub fn blobs(n: usize, d: usize, c: u32, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let mut x = Vec::with_capacity(n * d);
     for &l in &labels {
         for j in 0..d {
-            let centre = if j % c as usize == l as usize { 2.0 } else { 0.0 };
+            let centre = if j % c as usize == l as usize {
+                2.0
+            } else {
+                0.0
+            };
             x.push(centre + 0.5 * g.unit() as f32);
         }
     }
@@ -179,11 +183,7 @@ async fn every_malformed_upload_names_its_field_and_creates_nothing() {
     cases.push(("a label missing", short_labels, "labels"));
     let mut nan = x.clone();
     nan[13] = f32::NAN;
-    cases.push((
-        "a NaN",
-        upload_chunks(Rows::F32(&nan), 2, &y, "t", 24),
-        "x",
-    ));
+    cases.push(("a NaN", upload_chunks(Rows::F32(&nan), 2, &y, "t", 24), "x"));
     let mut zero_rows = good();
     zero_rows[0].header.as_mut().unwrap().rows = 0;
     cases.push(("zero rows", zero_rows, "header.rows"));
@@ -249,9 +249,12 @@ async fn datasets_beyond_their_cap_are_refused_naming_the_flag() {
     upload_f32(&mut c, &x, 4, &y, 10).await;
     // One declared larger than the whole cap is refused before any row is held.
     let (big_x, big_y) = blobs(400, 4, 2, 4);
-    let e = upload(&mut c, upload_chunks(Rows::F32(&big_x), 4, &big_y, "t", 1 << 20))
-        .await
-        .unwrap_err();
+    let e = upload(
+        &mut c,
+        upload_chunks(Rows::F32(&big_x), 4, &big_y, "t", 1 << 20),
+    )
+    .await
+    .unwrap_err();
     assert_reason(&e, Code::ResourceExhausted, "DATASET_LIMIT");
     assert!(e.message().contains("8000 bytes"), "{}", e.message());
     srv.stop().await;
@@ -307,8 +310,12 @@ async fn datasets_come_back_after_a_restart_and_a_delete_removes_the_file() {
     srv.stop().await;
 
     // A damaged dataset file is moved aside; the intact one comes back whole.
-    std::fs::write(dir.join("datasets").join(format!("{}.safetensors", "ab".repeat(16))), b"junk")
-        .unwrap();
+    std::fs::write(
+        dir.join("datasets")
+            .join(format!("{}.safetensors", "ab".repeat(16))),
+        b"junk",
+    )
+    .unwrap();
     let srv = TestServer::with_config(persistent(&dir)).await;
     let mut c = srv.trainer();
     assert_eq!(listed(&mut c).await, vec![kept.dataset_id.clone()]);

@@ -10,8 +10,8 @@ use std::time::Duration;
 use backprop::model::AnyModel;
 use backprop::pb;
 use backprop::pb::dataset::{Rows, upload_chunks};
-use tokio_stream::StreamExt;
 use support::*;
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::datasets::{blobs, upload};
@@ -65,7 +65,11 @@ fn documented_steps(
         train = train.split_off(held);
     }
     let m = train.len();
-    let per_epoch = if with_replacement { (m / batch).max(1) } else { m.div_ceil(batch) };
+    let per_epoch = if with_replacement {
+        (m / batch).max(1)
+    } else {
+        m.div_ceil(batch)
+    };
     let planned = per_epoch as u64 * u64::from(epochs);
     let mut steps = Vec::new();
     for e in 0..epochs {
@@ -123,7 +127,10 @@ async fn replay(
     f64_wire: bool,
 ) {
     for (rows, lr) in steps {
-        let values: Vec<f32> = rows.iter().flat_map(|&r| x[r * d..(r + 1) * d].to_vec()).collect();
+        let values: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| x[r * d..(r + 1) * d].to_vec())
+            .collect();
         let shape = vec![rows.len() as u32, d as u32];
         let tensor = if f64_wire {
             pb::Tensor {
@@ -166,7 +173,13 @@ fn finished(events: &[pb::FitEvent]) -> pb::FitFinished {
     }
 }
 
-fn spec(d: u32, c: u32, optimizer: pb::Optimizer, loss: pb::LossKind, dtype: pb::Dtype) -> pb::ModelSpec {
+fn spec(
+    d: u32,
+    c: u32,
+    optimizer: pb::Optimizer,
+    loss: pb::LossKind,
+    dtype: pb::Dtype,
+) -> pb::ModelSpec {
     pb::ModelSpec {
         input_dim: d,
         hidden: vec![layer(6, pb::Activation::Tanh)],
@@ -239,8 +252,16 @@ async fn a_fit_equals_its_documented_train_steps_bit_for_bit() {
     for (oi, kind) in optimizers.into_iter().enumerate() {
         for (si, (k, schedule)) in schedules.iter().enumerate() {
             case += 1;
-            let dtype = if case % 2 == 0 { pb::Dtype::F64 } else { pb::Dtype::F32 };
-            let loss = if oi % 2 == 0 { pb::LossKind::Softmax } else { pb::LossKind::Svm };
+            let dtype = if case % 2 == 0 {
+                pb::Dtype::F64
+            } else {
+                pb::Dtype::F32
+            };
+            let loss = if oi % 2 == 0 {
+                pb::LossKind::Softmax
+            } else {
+                pb::LossKind::Svm
+            };
             let with_replacement = si == 1;
             let fraction = if si == 2 { 0.2 } else { 0.0 };
             let opt = pb::Optimizer {
@@ -260,8 +281,21 @@ async fn a_fit_equals_its_documented_train_steps_bit_for_bit() {
             }
             let events = fit_all(&mut c, req).await;
             let end = finished(&events);
-            assert_eq!(end.reason, pb::FitEnd::Completed as i32, "case {case}: {end:?}");
-            let steps = documented_steps(n, batch as usize, epochs, seed, with_replacement, fraction, 0.05, *k);
+            assert_eq!(
+                end.reason,
+                pb::FitEnd::Completed as i32,
+                "case {case}: {end:?}"
+            );
+            let steps = documented_steps(
+                n,
+                batch as usize,
+                epochs,
+                seed,
+                with_replacement,
+                fraction,
+                0.05,
+                *k,
+            );
             assert_eq!(end.steps, steps.len() as u64, "case {case}");
             replay(&mut c, &stepped, &x, d, &y, &steps, case % 3 == 0).await;
             assert_eq!(
@@ -278,7 +312,9 @@ async fn a_fit_equals_its_documented_train_steps_bit_for_bit() {
                 .collect();
             assert!(!progress_lrs.is_empty());
             assert!(
-                progress_lrs.iter().all(|lr| steps.iter().any(|(_, l)| l == lr)),
+                progress_lrs
+                    .iter()
+                    .all(|lr| steps.iter().any(|(_, l)| l == lr)),
                 "case {case}: a reported rate is not one of the steps'"
             );
         }
@@ -315,7 +351,11 @@ async fn early_stopping_goes_back_to_the_best_epoch() {
     let events = fit_all(&mut c, req).await;
     let end = finished(&events);
     assert_eq!(end.reason, pb::FitEnd::EarlyStopped as i32, "{end:?}");
-    assert_eq!((end.epochs, end.steps), (3, 9), "30 training rows in batches of 10");
+    assert_eq!(
+        (end.epochs, end.steps),
+        (3, 9),
+        "30 training rows in batches of 10"
+    );
     assert_eq!(end.best_step, Some(3));
     assert_eq!(end.step, 3, "back at the first epoch's end");
     let epoch_ends: Vec<pb::FitEpochEnd> = events
@@ -338,7 +378,10 @@ async fn early_stopping_goes_back_to_the_best_epoch() {
 fn slow(d: u32) -> pb::ModelSpec {
     pb::ModelSpec {
         input_dim: d,
-        hidden: vec![layer(256, pb::Activation::Relu), layer(256, pb::Activation::Relu)],
+        hidden: vec![
+            layer(256, pb::Activation::Relu),
+            layer(256, pb::Activation::Relu),
+        ],
         num_classes: 3,
         optimizer: sgd(1e-3),
         init: seeded(4),
@@ -435,7 +478,11 @@ async fn cancel_and_hang_up_stop_at_a_step_boundary_and_writers_are_refused_mean
         assert!(step >= 1);
         let steps = documented_steps(n, 32, 1000, 9, false, 0.0, 1e-3, Kind::Constant);
         replay(&mut c, &stepped, &x, d, &y, &steps[..step as usize], false).await;
-        assert_eq!(state(&mut c, &fitted).await, state(&mut c, &stepped).await, "hang up: {hang_up}");
+        assert_eq!(
+            state(&mut c, &fitted).await,
+            state(&mut c, &stepped).await,
+            "hang up: {hang_up}"
+        );
         // The model takes TrainSteps again.
         train(&mut c, &fitted, &b, b.tensor::<f32>()).await;
     }
@@ -487,7 +534,10 @@ async fn a_detached_fit_outlives_its_call_and_watch_fit_replays_its_events() {
     );
     // started + 36 progress + 6 epoch ends + finished.
     assert_eq!(all.len(), 1 + 36 + 6 + 1);
-    assert!(matches!(all[0].event, Some(pb::fit_event::Event::Started(_))));
+    assert!(matches!(
+        all[0].event,
+        Some(pb::fit_event::Event::Started(_))
+    ));
     let mut later = Vec::new();
     let mut w = c.watch_fit(watch(40)).await.unwrap().into_inner();
     while let Some(e) = w.next().await {
@@ -495,7 +545,9 @@ async fn a_detached_fit_outlives_its_call_and_watch_fit_replays_its_events() {
     }
     assert_eq!(later, all[40..].to_vec());
     let r = c
-        .cancel_fit(pb::CancelFitRequest { model_id: id.clone() })
+        .cancel_fit(pb::CancelFitRequest {
+            model_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -504,14 +556,26 @@ async fn a_detached_fit_outlives_its_call_and_watch_fit_replays_its_events() {
 
     // The history has every step and every epoch.
     let h = c
-        .get_history(pb::GetHistoryRequest { model_id: id.clone() })
+        .get_history(pb::GetHistoryRequest {
+            model_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(h.stride, 1);
-    assert_eq!(h.steps.iter().map(|p| p.step).collect::<Vec<_>>(), (1..=36).collect::<Vec<_>>());
-    assert_eq!(h.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
-    assert!(h.steps.iter().all(|p| p.learning_rate == 0.1 && p.data_loss.is_finite()));
+    assert_eq!(
+        h.steps.iter().map(|p| p.step).collect::<Vec<_>>(),
+        (1..=36).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        h.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    assert!(
+        h.steps
+            .iter()
+            .all(|p| p.learning_rate == 0.1 && p.data_loss.is_finite())
+    );
     srv.stop().await;
 }
 
@@ -524,14 +588,20 @@ async fn every_bad_fit_request_is_named_before_anything_starts() {
         .await
         .unwrap();
     let (x5, y5) = blobs(20, 5, 3, 15);
-    let wide = upload(&mut c, upload_chunks(Rows::F32(&x5), 4 + 1, &y5, "w", 1 << 20))
-        .await
-        .unwrap();
+    let wide = upload(
+        &mut c,
+        upload_chunks(Rows::F32(&x5), 4 + 1, &y5, "w", 1 << 20),
+    )
+    .await
+    .unwrap();
     let mut y_big = y.clone();
     y_big[7] = 3;
-    let labels = upload(&mut c, upload_chunks(Rows::F32(&x), 4, &y_big, "l", 1 << 20))
-        .await
-        .unwrap();
+    let labels = upload(
+        &mut c,
+        upload_chunks(Rows::F32(&x), 4, &y_big, "l", 1 << 20),
+    )
+    .await
+    .unwrap();
     let (id, _) = create(&mut c, wire_spec(4, &[], 3)).await;
     let base = fit_request(&id, &data.dataset_id, 5, 2, 0);
     let with = |f: &dyn Fn(&mut pb::FitRequest)| {
@@ -540,24 +610,77 @@ async fn every_bad_fit_request_is_named_before_anything_starts() {
         r
     };
     let cases: Vec<(&str, pb::FitRequest, &str)> = vec![
-        ("a wider dataset", with(&|r| r.dataset_id = wide.dataset_id.clone()), "dataset_id"),
-        ("a label ≥ classes", with(&|r| r.dataset_id = labels.dataset_id.clone()), "dataset_id"),
+        (
+            "a wider dataset",
+            with(&|r| r.dataset_id = wide.dataset_id.clone()),
+            "dataset_id",
+        ),
+        (
+            "a label ≥ classes",
+            with(&|r| r.dataset_id = labels.dataset_id.clone()),
+            "dataset_id",
+        ),
         ("batch 0", with(&|r| r.batch_size = 0), "batch_size"),
         ("batch > N", with(&|r| r.batch_size = 21), "batch_size"),
         ("no bound", with(&|r| r.epochs = 0), "epochs"),
-        ("a malformed dataset id", with(&|r| r.dataset_id = "x".into()), "dataset_id"),
-        ("both validations", with(&|r| {
-            r.validation_dataset_id = data.dataset_id.clone();
-            r.validation_fraction = 0.5;
-        }), "validation_fraction"),
-        ("a fraction of 1", with(&|r| r.validation_fraction = 1.0), "validation_fraction"),
-        ("early stopping without validation", with(&|r| r.early_stopping = Some(pb::EarlyStopping { patience: 1, ..Default::default() })), "early_stopping"),
-        ("patience 0", with(&|r| {
-            r.validation_fraction = 0.25;
-            r.early_stopping = Some(pb::EarlyStopping::default());
-        }), "early_stopping.patience"),
-        ("decay 0", with(&|r| r.schedule = Some(pb::Schedule { kind: pb::ScheduleKind::EpochDecay as i32, decay: Some(0.0), ..Default::default() })), "schedule.decay"),
-        ("min_lr over lr0", with(&|r| r.schedule = Some(pb::Schedule { kind: pb::ScheduleKind::Cosine as i32, min_lr: 1.0, ..Default::default() })), "schedule.min_lr"),
+        (
+            "a malformed dataset id",
+            with(&|r| r.dataset_id = "x".into()),
+            "dataset_id",
+        ),
+        (
+            "both validations",
+            with(&|r| {
+                r.validation_dataset_id = data.dataset_id.clone();
+                r.validation_fraction = 0.5;
+            }),
+            "validation_fraction",
+        ),
+        (
+            "a fraction of 1",
+            with(&|r| r.validation_fraction = 1.0),
+            "validation_fraction",
+        ),
+        (
+            "early stopping without validation",
+            with(&|r| {
+                r.early_stopping = Some(pb::EarlyStopping {
+                    patience: 1,
+                    ..Default::default()
+                })
+            }),
+            "early_stopping",
+        ),
+        (
+            "patience 0",
+            with(&|r| {
+                r.validation_fraction = 0.25;
+                r.early_stopping = Some(pb::EarlyStopping::default());
+            }),
+            "early_stopping.patience",
+        ),
+        (
+            "decay 0",
+            with(&|r| {
+                r.schedule = Some(pb::Schedule {
+                    kind: pb::ScheduleKind::EpochDecay as i32,
+                    decay: Some(0.0),
+                    ..Default::default()
+                })
+            }),
+            "schedule.decay",
+        ),
+        (
+            "min_lr over lr0",
+            with(&|r| {
+                r.schedule = Some(pb::Schedule {
+                    kind: pb::ScheduleKind::Cosine as i32,
+                    min_lr: 1.0,
+                    ..Default::default()
+                })
+            }),
+            "schedule.min_lr",
+        ),
     ];
     let before = state(&mut c, &id).await;
     for (what, req, field) in cases {
@@ -570,7 +693,11 @@ async fn every_bad_fit_request_is_named_before_anything_starts() {
     let unknown = with(&|r| r.dataset_id = "0".repeat(32));
     let e = c.fit(unknown).await.unwrap_err();
     assert_reason(&e, Code::NotFound, "DATASET_NOT_FOUND");
-    assert_eq!(state(&mut c, &id).await, before, "a refused fit changed the model");
+    assert_eq!(
+        state(&mut c, &id).await,
+        before,
+        "a refused fit changed the model"
+    );
 
     // A rate that overflows f32 ends the fit as failed at the last good step.
     let huge = pb::Optimizer {
@@ -578,7 +705,11 @@ async fn every_bad_fit_request_is_named_before_anything_starts() {
         learning_rate: Some(1e38),
         ..Default::default()
     };
-    let (boom, _) = create(&mut c, spec(4, 3, huge, pb::LossKind::Softmax, pb::Dtype::F32)).await;
+    let (boom, _) = create(
+        &mut c,
+        spec(4, 3, huge, pb::LossKind::Softmax, pb::Dtype::F32),
+    )
+    .await;
     let events = fit_all(&mut c, fit_request(&boom, &data.dataset_id, 5, 3, 0)).await;
     let end = finished(&events);
     assert_eq!(end.reason, pb::FitEnd::Failed as i32, "{end:?}");
@@ -619,17 +750,32 @@ async fn history_records_train_steps_and_apply_gradients_and_travels_with_export
     .await
     .unwrap();
     let h = c
-        .get_history(pb::GetHistoryRequest { model_id: id.clone() })
+        .get_history(pb::GetHistoryRequest {
+            model_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(h.steps.iter().map(|p| p.step).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-    assert!(h.steps[..3].iter().all(|p| p.data_loss.is_finite() && p.learning_rate == 1e-2));
-    assert!(h.steps[3].data_loss.is_nan(), "ApplyGradients sees no batch");
+    assert_eq!(
+        h.steps.iter().map(|p| p.step).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert!(
+        h.steps[..3]
+            .iter()
+            .all(|p| p.data_loss.is_finite() && p.learning_rate == 1e-2)
+    );
+    assert!(
+        h.steps[3].data_loss.is_nan(),
+        "ApplyGradients sees no batch"
+    );
 
     // ExportModel carries it; ImportModel gives it to the new session.
     let mut s = c
-        .export_model(pb::ExportModelRequest { model_id: id.clone(), chunk_bytes: 0 })
+        .export_model(pb::ExportModelRequest {
+            model_id: id.clone(),
+            chunk_bytes: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -648,8 +794,14 @@ async fn history_records_train_steps_and_apply_gradients_and_travels_with_export
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(h2.steps.iter().map(|p| p.step).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-    assert_eq!(h2.steps[0].data_loss.to_bits(), h.steps[0].data_loss.to_bits());
+    assert_eq!(
+        h2.steps.iter().map(|p| p.step).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        h2.steps[0].data_loss.to_bits(),
+        h.steps[0].data_loss.to_bits()
+    );
     let _ = Duration::ZERO;
     srv.stop().await;
 }

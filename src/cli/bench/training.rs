@@ -110,7 +110,9 @@ async fn stream_steps(
         got += 1;
     }
     if got != n {
-        return Err(CliError::Usage(format!("TrainStream answered {got} of {n} batches")));
+        return Err(CliError::Usage(format!(
+            "TrainStream answered {got} of {n} batches"
+        )));
     }
     Ok((start.elapsed(), errors))
 }
@@ -180,7 +182,12 @@ pub async fn w6(
     f.put(
         "w2_health",
         json!({"requests": health.requests, "ok": health.ok, "rps": health.rps()}),
-        format!("health Check, 50 callers: {:.0} calls/s ({} of {} OK)", health.rps(), health.ok, health.requests),
+        format!(
+            "health Check, 50 callers: {:.0} calls/s ({} of {} OK)",
+            health.rps(),
+            health.ok,
+            health.requests
+        ),
     );
     f.put(
         "w2_stream_vs_health",
@@ -220,7 +227,9 @@ fn w5_data(rows: usize) -> (Vec<f32>, Vec<u32>) {
 /// Moves `bytes` bytes over a loopback TCP connection in 1 MiB writes; the time.
 async fn raw_tcp(bytes: usize) -> Result<Duration, CliError> {
     let io = |e: std::io::Error| CliError::Usage(format!("loopback TCP: {e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
     let reader = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await?;
@@ -250,7 +259,9 @@ async fn raw_tcp(bytes: usize) -> Result<Duration, CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?
         .map_err(io)?;
     if got != bytes {
-        return Err(CliError::Usage(format!("loopback TCP moved {got} of {bytes} bytes")));
+        return Err(CliError::Usage(format!(
+            "loopback TCP moved {got} of {bytes} bytes"
+        )));
     }
     Ok(start.elapsed())
 }
@@ -259,15 +270,24 @@ async fn raw_tcp(bytes: usize) -> Result<Duration, CliError> {
 /// event's step to its finish, and the steps in it.
 async fn run_fit(c: &Connection, req: pb::FitRequest) -> Result<(Duration, u64), CliError> {
     use pb::fit_event::Event;
-    let mut events = trainer(c).fit(req).await.map_err(CliError::rpc("Fit"))?.into_inner();
+    let mut events = trainer(c)
+        .fit(req)
+        .await
+        .map_err(CliError::rpc("Fit"))?
+        .into_inner();
     let mut first: Option<(Instant, u64)> = None;
     while let Some(e) = events.next().await {
         match e.map_err(CliError::rpc("Fit"))?.event {
             Some(Event::Progress(p)) if first.is_none() => first = Some((Instant::now(), p.step)),
             Some(Event::Finished(f)) => {
                 let (t, s) = first.unwrap_or((Instant::now(), f.step));
-                if f.reason != pb::FitEnd::Completed as i32 && f.reason != pb::FitEnd::MaxSteps as i32 {
-                    return Err(CliError::Usage(format!("the fit ended {:?}: {:?}", f.reason, f.error)));
+                if f.reason != pb::FitEnd::Completed as i32
+                    && f.reason != pb::FitEnd::MaxSteps as i32
+                {
+                    return Err(CliError::Usage(format!(
+                        "the fit ended {:?}: {:?}",
+                        f.reason, f.error
+                    )));
                 }
                 return Ok((t.elapsed(), f.step - s));
             }
@@ -317,7 +337,10 @@ pub async fn w5(
         (0..4)
             .map(|_| {
                 let rows: Vec<usize> = (0..w1::N).map(|_| rng.below(W5_ROWS)).collect();
-                let values: Vec<f32> = rows.iter().flat_map(|&r| x[r * w1::D..(r + 1) * w1::D].to_vec()).collect();
+                let values: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| x[r * w1::D..(r + 1) * w1::D].to_vec())
+                    .collect();
                 let xa = ndarray::Array2::from_shape_vec((w1::N, w1::D), values).expect("shape");
                 (xa, rows.iter().map(|&r| y[r] as usize).collect())
             })
@@ -362,7 +385,13 @@ pub async fn w5(
             labels: Vec::new(),
         }],
     );
-    load::run::<pb::ForwardResponse>(callers, &call, Stop::Duration(Duration::from_secs(1)), |_| None).await;
+    load::run::<pb::ForwardResponse>(
+        callers,
+        &call,
+        Stop::Duration(Duration::from_secs(1)),
+        |_| None,
+    )
+    .await;
     let alone = load::run::<pb::ForwardResponse>(callers, &call, measure, |_| None).await;
     let mut events = trainer(c)
         .fit(fit(1_000_000, true))
@@ -371,14 +400,19 @@ pub async fn w5(
         .into_inner();
     // Measured once the fit is stepping.
     while let Some(e) = events.next().await {
-        if matches!(e.map_err(CliError::rpc("Fit"))?.event, Some(pb::fit_event::Event::Progress(_))) {
+        if matches!(
+            e.map_err(CliError::rpc("Fit"))?.event,
+            Some(pb::fit_event::Event::Progress(_))
+        ) {
             break;
         }
     }
     drop(events);
     let beside = load::run::<pb::ForwardResponse>(callers, &call, measure, |_| None).await;
     let cancelled = trainer(c)
-        .cancel_fit(pb::CancelFitRequest { model_id: id.clone() })
+        .cancel_fit(pb::CancelFitRequest {
+            model_id: id.clone(),
+        })
         .await
         .map_err(CliError::rpc("CancelFit"))?
         .into_inner();
@@ -399,7 +433,9 @@ pub async fn w5(
     delete(c, id).await;
     delete(c, w2_id).await;
     let _ = trainer(c)
-        .delete_dataset(pb::DeleteDatasetRequest { dataset_id: info.dataset_id })
+        .delete_dataset(pb::DeleteDatasetRequest {
+            dataset_id: info.dataset_id,
+        })
         .await;
     let _ = w2::N;
     Ok(f)

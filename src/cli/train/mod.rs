@@ -13,8 +13,8 @@ use self::plot::Curve;
 use crate::cli::client::{self, CONNECT_TIMEOUT, ServerArgs};
 use crate::cli::csv::{self, CsvOptions, Dataset};
 use crate::cli::describe;
-use crate::cli::fit;
 use crate::cli::error::CliError;
+use crate::cli::fit;
 use crate::engine::rng::Rng;
 use crate::pb;
 

@@ -2,11 +2,13 @@
 //! is named before anything starts), and a fit's events out.
 use tonic::Status;
 
+use super::losses_pb;
 use crate::fit::event::{EpochEnd, Finished};
 use crate::fit::plan::DEFAULT_TRAIN_SAMPLE;
-use crate::fit::{EarlyStopping, EndReason, Event, EventKind, Monitor, Plan, Sampling, Schedule, Validation};
+use crate::fit::{
+    EarlyStopping, EndReason, Event, EventKind, Monitor, Plan, Sampling, Schedule, Validation,
+};
 use crate::pb;
-use super::losses_pb;
 use crate::service::status::invalid;
 
 /// The request's plan, given the training rows `rows` (N) and the spec's rate `lr0`.
@@ -64,7 +66,12 @@ pub fn plan_from_proto(r: &pb::FitRequest, rows: usize, lr0: f64) -> Result<Plan
             drop_last: r.drop_last,
         },
         Ok(pb::Sampling::WithReplacement) => Sampling::WithReplacement,
-        Err(_) => return Err(invalid("sampling", format!("unknown sampling {}", r.sampling))),
+        Err(_) => {
+            return Err(invalid(
+                "sampling",
+                format!("unknown sampling {}", r.sampling),
+            ));
+        }
     };
     let early = match &r.early_stopping {
         None => None,
@@ -79,7 +86,10 @@ pub fn plan_from_proto(r: &pb::FitRequest, rows: usize, lr0: f64) -> Result<Plan
                 return Err(invalid("early_stopping.patience", "must be ≥ 1"));
             }
             if !(e.min_delta.is_finite() && e.min_delta >= 0.0) {
-                return Err(invalid("early_stopping.min_delta", "must be finite and ≥ 0"));
+                return Err(invalid(
+                    "early_stopping.min_delta",
+                    "must be finite and ≥ 0",
+                ));
             }
             let monitor = match pb::Monitor::try_from(e.monitor) {
                 Ok(pb::Monitor::Unspecified | pb::Monitor::ValidationLoss) => {
@@ -128,7 +138,10 @@ fn schedule_from_proto(s: Option<&pb::Schedule>, lr0: f64) -> Result<Schedule, S
         if decay.is_finite() && decay > 0.0 && decay <= 1.0 {
             Ok(decay)
         } else {
-            Err(invalid("schedule.decay", format!("must be in (0, 1], got {decay}")))
+            Err(invalid(
+                "schedule.decay",
+                format!("must be in (0, 1], got {decay}"),
+            ))
         }
     };
     match pb::ScheduleKind::try_from(s.kind) {
@@ -144,7 +157,10 @@ fn schedule_from_proto(s: Option<&pb::Schedule>, lr0: f64) -> Result<Schedule, S
             if !(s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr < lr0) {
                 return Err(invalid(
                     "schedule.min_lr",
-                    format!("must be in [0, {lr0}) (the spec's learning rate), got {}", s.min_lr),
+                    format!(
+                        "must be in [0, {lr0}) (the spec's learning rate), got {}",
+                        s.min_lr
+                    ),
                 ));
             }
             Ok(Schedule::Cosine { min: s.min_lr })

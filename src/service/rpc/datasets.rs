@@ -6,12 +6,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::TrainerService;
 use super::call::split;
+use super::models::MAX_PAGE_SIZE;
 use super::models::{page_token, parse_page_token};
 use crate::dataset::Builder;
 use crate::pb;
 use crate::service::checkpoint::next_chunk;
 use crate::service::convert::dataset::{header_from_proto, info_to_proto};
-use super::models::MAX_PAGE_SIZE;
 use crate::service::limits::{check_dataset_id, checkpoint_work};
 use crate::service::status::invalid;
 use crate::session;

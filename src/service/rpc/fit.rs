@@ -102,7 +102,11 @@ pub async fn fit(
     let on = svc.on_rows(session.clone(), 0);
     on.observe("Fit", async {
         check_dataset_id("dataset_id", &req.dataset_id)?;
-        let train = svc.store.get_dataset(&req.dataset_id, &tenant)?.data.clone();
+        let train = svc
+            .store
+            .get_dataset(&req.dataset_id, &tenant)?
+            .data
+            .clone();
         check_fits("dataset_id", &train, &session)?;
         let validation = if req.validation_dataset_id.is_empty() {
             None
@@ -276,7 +280,11 @@ impl Runner {
             best: None,
         };
         let end = self.drive(&mut p).await;
-        let best = p.tracker.as_ref().and_then(Tracker::best).map(|(v, s)| (s, v));
+        let best = p
+            .tracker
+            .as_ref()
+            .and_then(Tracker::best)
+            .map(|(v, s)| (s, v));
         // Back to the best epoch's end, as Solver keeps best_params.
         if end.reason == EndReason::EarlyStopped
             && let Some(model) = p.best.take()

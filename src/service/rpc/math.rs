@@ -3,12 +3,12 @@
 use tonic::{Request, Response, Status};
 
 use super::TrainerService;
-use crate::service::convert::losses_pb;
 use super::call::{split, tensor_bytes};
 use crate::engine::gradcheck::Elements;
 use crate::model::{Model, Target, accuracy, predictions};
 use crate::pb;
 use crate::pb::array::{WireScalar, to_tensor};
+use crate::service::convert::losses_pb;
 use crate::service::convert::{check_tensor, matrix};
 use crate::service::limits::{Call, check_gradcheck};
 use crate::service::status::invalid;

@@ -6,11 +6,11 @@ use tonic::{Request, Response, Status};
 
 use super::TrainerService;
 use super::call::{split, tensor_bytes};
-use crate::service::convert::losses_pb;
 use crate::model::Model;
 use crate::pb;
 use crate::pb::array::WireScalar;
 use crate::pb::trace::to_wire;
+use crate::service::convert::losses_pb;
 use crate::service::convert::matrix;
 use crate::service::limits::{Call, check_trace_size};
 use crate::with_model;

@@ -6,10 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::TrainerService;
 use super::call::{OnSession, split, tensor_bytes};
-use crate::service::convert::losses_pb;
 use crate::model::Model;
 use crate::pb;
 use crate::pb::array::WireScalar;
+use crate::service::convert::losses_pb;
 use crate::service::convert::{check_tensor, matrix, tensor_values};
 use crate::service::limits::Call;
 use crate::service::status::invalid;
@@ -26,7 +26,7 @@ pub async fn train_step(
         "TrainStep",
         step_on(&on, req.x, req.labels, req.learning_rate),
     )
-        .await
+    .await
 }
 
 /// One optimizer step on the batch `x` (its shape already checked by `on_batch`) with
