@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Load-test the server with ghz: workloads W1 and W2 of bench/README.md, through server
-# reflection (no .proto needed). Writes ghz's JSON reports and a summary under
+# Load-test the server with ghz: workloads W1, W2, W5 and W6 of bench/README.md, through
+# server reflection (no .proto needed). Writes ghz's JSON reports and a summary under
 # bench/results/ghz/<UTC time>/.
 #
 #   bash bench/ghz/run.sh                          # all workloads, on a server it starts
@@ -8,15 +8,17 @@
 #   bash bench/ghz/run.sh --host 10.0.0.5:50051    # against a server already running
 #   bash bench/ghz/run.sh --dry-run                # everything but ghz itself
 #
-# Workloads are the file names in bench/ghz/configs/ (w1_trainstep, w2_forward,
-# w2_health, w2_trainstep). ghz cannot chain calls, so for each one prepare.py first
-# creates the session, puts its id into the data (and generates W1's 2.5 MB payload),
-# and writes a runnable copy of the config beside the results; then this script runs
+# Workloads are the file names in bench/ghz/configs/ (w1_trainstep, w2_forward, ...;
+# see bench/ghz/README.md). ghz cannot chain calls, so for each one prepare.py first
+# creates what it needs (the session, W5's dataset, steps for GetHistory, a finished fit
+# for WatchFit), puts the ids into the data, and writes a runnable copy of the config
+# beside the results; then this script runs
 #   ghz --config <run folder>/<workload>.config.json
 # Options:
 #   --host HOST:PORT  use that server; without it the release server is built, started
 #                     on 127.0.0.1 (a free port) and stopped (SIGTERM) at the end
 #   --out DIR         run folder (default bench/results/ghz/<UTC time>)
+#   --w5-rows N       rows of W5's dataset (default 10,000 rows of 3072 f32: 123 MB)
 #   --dry-run         prepare sessions and configs and print the ghz commands; ghz is
 #                     not needed
 # The ghz binary is $GHZ if set, else `ghz` on PATH.
@@ -24,13 +26,15 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 GHZ="${GHZ:-ghz}"
-host="" out="" dry_run=0 workloads=()
+host="" out="" w5_rows="" dry_run=0 workloads=()
 
-usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The comment block above, whatever its length.
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 while (($#)); do
     case "$1" in
         --host) host="${2:?--host needs HOST:PORT}"; shift 2 ;;
         --out) out="${2:?--out needs a folder}"; shift 2 ;;
+        --w5-rows) w5_rows="${2:?--w5-rows needs a number}"; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -82,7 +86,7 @@ if [[ -z "$host" ]]; then
 fi
 
 mapfile -t configs < <("$PY" bench/ghz/prepare.py prepare --host "$host" --out "$out" \
-    ${workloads[@]+"${workloads[@]}"})
+    ${w5_rows:+--w5-rows "$w5_rows"} ${workloads[@]+"${workloads[@]}"})
 
 for config in "${configs[@]}"; do
     echo "+ $GHZ --config $config"
