@@ -649,7 +649,10 @@ pub(crate) fn the_raw_bodies_cover_every_trainer_method() {
     all.sort();
     let mut ours: Vec<String> = METHODS.iter().map(|m| m.to_string()).collect();
     ours.sort();
-    assert_eq!(ours, all, "a Trainer method the raw-bodies fuzz never calls");
+    assert_eq!(
+        ours, all,
+        "a Trainer method the raw-bodies fuzz never calls"
+    );
 }
 
 #[test]

@@ -425,7 +425,7 @@ async fn datasets_survive_sigterm_and_kill_9_and_a_killed_fit_leaves_a_consisten
     assert!(k > 0, "saved while the fit ran (every 50 ms)");
     let mut rng = backprop::engine::rng::Rng::new(3);
     let mut order: Vec<usize> = (0..300).collect();
-    let mut m: Model<f32> = Model::new(spec_from_proto(&spec).unwrap()).unwrap();
+    let mut m: Model<f32> = Model::new(spec_from_proto(Some(spec.clone())).unwrap()).unwrap();
     let mut done = 0;
     'epochs: loop {
         backprop::fit::sampler::shuffle(&mut rng, &mut order);
