@@ -15,6 +15,7 @@ mod ops;
 mod overload;
 mod paging;
 mod persist;
+mod refusals;
 mod rpcs;
 mod stream;
 mod tls;
