@@ -208,6 +208,34 @@ fn sample_checks_its_count_drawn_by_its_seed() {
     }
 }
 
+/// The seed reaches every tensor's draw, not only the first one's: seeds 42 and 43,
+/// which differ in their lowest bit alone, draw different elements in each of three
+/// tensors of 50, and the same seed draws the same ones again.
+#[test]
+fn every_tensors_draw_follows_the_seed() {
+    let base = values(&[5, 10], 0.0);
+    let analytic = vec![cubic_grad(&base); 3];
+    let mut state = vec![base; 3];
+    let mut draws = |seed| {
+        let sample = Elements::Sample {
+            per_tensor: 4,
+            seed,
+        };
+        let (_, seen) = run_recorded(&mut state, &analytic, sample);
+        (0..3).map(|k| drawn(&seen, k)).collect::<Vec<_>>()
+    };
+    let (a, b) = (draws(42), draws(43));
+    assert_eq!(draws(42), a, "the same seed");
+    for k in 0..3 {
+        assert_eq!((a[k].len(), b[k].len()), (4, 4), "tensor {k}");
+        assert_ne!(
+            a[k], b[k],
+            "tensor {k}: seeds 42 and 43 drew {:?} alike",
+            a[k]
+        );
+    }
+}
+
 /// A column-major tensor (Fortran order, as a transposed matrix is stored) is checked in
 /// its logical, row-major order: element i of the check is the element at row-major
 /// index i of the tensor, compared with the analytic gradient's element at the same

@@ -666,3 +666,20 @@ fn a_negative_adamw_v_is_refused_on_restore() {
     neg_m[0][[0, 1]] = -0.5;
     Model::from_state(spec, values, vec![neg_m, zeros], 1, 1).unwrap();
 }
+
+#[test]
+fn every_rule_is_known_by_the_name_checkpoints_and_the_cli_use() {
+    // The names are a contract: the CLI's `--optimizer` choices, the proto enum's
+    // suffixes, and the error that names a rule whose restored state is wrong.
+    let names: Vec<&str> = OptimizerSpec::all().iter().map(|o| o.kind_name()).collect();
+    assert_eq!(names, ["sgd", "momentum", "rmsprop", "adam", "adamw"]);
+    let m = tiny(OptimizerSpec::adam());
+    let values: Vec<ArrayD<f64>> = m.net().params().iter().map(|p| p.value.clone()).collect();
+    match Model::from_state(m.net().spec().clone(), values, vec![], 1, 1) {
+        Err(EngineError::Parameter { field, reason }) => {
+            assert_eq!(field, "optimizer");
+            assert_eq!(reason, "adam needs 2 state slot(s) per parameter, got 0");
+        }
+        other => panic!("expected the missing slots refused, got {other:?}"),
+    }
+}

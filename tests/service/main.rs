@@ -17,6 +17,7 @@ mod ops;
 mod overload;
 mod paging;
 mod persist;
+mod refusals;
 mod rpcs;
 mod stream;
 mod tls;
