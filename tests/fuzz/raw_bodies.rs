@@ -147,7 +147,7 @@ pub(crate) mod reference {
         #[prost(message, optional, tag = "2")]
         pub tensor: Option<Tensor>,
     }
-    /// Forward, TrainStep and Evaluate requests (the same three fields).
+    /// Forward and Evaluate requests (the same three fields).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Batch {
         #[prost(string, tag = "1")]
@@ -156,6 +156,18 @@ pub(crate) mod reference {
         pub x: Option<Tensor>,
         #[prost(uint32, repeated, tag = "3")]
         pub labels: Vec<u32>,
+    }
+    /// A TrainStep request: a batch and the step's own learning rate.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TrainStep {
+        #[prost(string, tag = "1")]
+        pub model_id: String,
+        #[prost(message, optional, tag = "2")]
+        pub x: Option<Tensor>,
+        #[prost(uint32, repeated, tag = "3")]
+        pub labels: Vec<u32>,
+        #[prost(double, optional, tag = "4")]
+        pub learning_rate: Option<f64>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Backward {
@@ -220,7 +232,7 @@ pub(crate) fn decode_both(method: &str, b: &[u8]) -> (Decoded, Decoded) {
     }
     match method {
         "Forward" => both!(pb::ForwardRequest, reference::Batch),
-        "TrainStep" => both!(pb::TrainStepRequest, reference::Batch),
+        "TrainStep" => both!(pb::TrainStepRequest, reference::TrainStep),
         "Evaluate" => both!(pb::EvaluateRequest, reference::Batch),
         "Backward" => both!(pb::BackwardRequest, reference::Backward),
         "ApplyGradients" => both!(pb::ApplyGradientsRequest, reference::ApplyGradients),

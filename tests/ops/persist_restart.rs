@@ -389,6 +389,8 @@ async fn datasets_survive_sigterm_and_kill_9_and_a_killed_fit_leaves_a_consisten
             seen += 1;
         }
     }
+    // A few save intervals while it runs.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     server.signal(libc::SIGKILL);
     assert!(!server.wait().await.success(), "killed, not exited");
 

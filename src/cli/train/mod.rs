@@ -236,7 +236,8 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
                 .as_ref()
                 .map_or(String::new(), |d| d.dataset_id.clone()),
             epochs: args.epochs,
-            batch_size: args.batch_size,
+            // A batch larger than the training rows is all of them, as a loop would take.
+            batch_size: args.batch_size.min(train_rows.len() as u32),
             seed: args.seed,
             ..Default::default()
         })

@@ -21,6 +21,7 @@ use tonic_types::StatusExt;
 
 use super::TrainerService;
 use super::call::{OnSession, split};
+use super::stream::batch_error;
 use crate::dataset::Dataset;
 use crate::engine::rng::Rng;
 use crate::fit::event::{EpochEnd, Failure, Finished};
@@ -297,18 +298,14 @@ impl Runner {
                 self.svc.store.updated(&self.session, step);
             }
         }
-        let failure = end.failure.map(|s| Failure {
-            code: s.code() as i32,
-            message: s.message().to_string(),
-            reason: s
-                .get_details_error_info()
-                .map(|i| i.reason)
-                .unwrap_or_default(),
-            field: s
-                .get_details_bad_request()
-                .and_then(|b| b.field_violations.into_iter().next())
-                .map(|v| v.field)
-                .unwrap_or_default(),
+        let failure = end.failure.map(|s| {
+            let e = batch_error(&s);
+            Failure {
+                code: e.code,
+                message: e.message,
+                reason: e.reason,
+                field: e.field,
+            }
         });
         let step = self.session.step();
         tracing::info!(model_id = %self.session.id, reason = ?end.reason, steps = p.steps, step, "fit finished");

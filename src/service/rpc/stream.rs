@@ -206,8 +206,9 @@ async fn one_batch(
         .map(Response::into_inner)
 }
 
-/// What the client learns of a refused batch: what TrainStep's status would have said.
-fn batch_error(s: &Status) -> pb::BatchError {
+/// What the client learns of a refused batch (or of a fit's failed step): what
+/// TrainStep's status would have said.
+pub(super) fn batch_error(s: &Status) -> pb::BatchError {
     pb::BatchError {
         code: s.code() as i32,
         message: s.message().to_string(),
