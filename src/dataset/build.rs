@@ -136,7 +136,7 @@ impl Builder {
         }
         let width = dtype_width(self.header.dtype) as usize;
         let row_bytes = self.header.dim as usize * width;
-        if x.is_empty() || x.len() % row_bytes != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(row_bytes) {
             return Err(refuse(
                 "x",
                 format!(

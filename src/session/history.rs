@@ -72,7 +72,7 @@ pub fn now() -> f64 {
 /// Keeps every stride-th point of `series`: pushes `p` when it is the `seen`-th, and
 /// halves the series (doubling the stride) when it is over `max`.
 fn keep<T>(series: &mut Vec<T>, p: T, seen: &mut u64, stride: &mut u64, max: usize) {
-    if *seen % *stride == 0 {
+    if seen.is_multiple_of(*stride) {
         series.push(p);
         if series.len() > max {
             let mut i = 0;

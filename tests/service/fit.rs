@@ -52,8 +52,7 @@ fn documented_steps(
     batch: usize,
     epochs: u32,
     seed: u64,
-    with_replacement: bool,
-    fraction: f64,
+    (with_replacement, fraction): (bool, f64),
     lr0: f64,
     kind: Kind,
 ) -> Vec<(Vec<usize>, f64)> {
@@ -252,7 +251,7 @@ async fn a_fit_equals_its_documented_train_steps_bit_for_bit() {
     for (oi, kind) in optimizers.into_iter().enumerate() {
         for (si, (k, schedule)) in schedules.iter().enumerate() {
             case += 1;
-            let dtype = if case % 2 == 0 {
+            let dtype = if case.is_multiple_of(2) {
                 pb::Dtype::F64
             } else {
                 pb::Dtype::F32
@@ -274,7 +273,7 @@ async fn a_fit_equals_its_documented_train_steps_bit_for_bit() {
             let (stepped, _) = create(&mut c, s).await;
             let (batch, epochs, seed) = (8, 4, 100 + case);
             let mut req = fit_request(&fitted, &data.dataset_id, batch, epochs, seed);
-            req.schedule = schedule.clone();
+            req.schedule = *schedule;
             req.validation_fraction = fraction;
             if with_replacement {
                 req.sampling = pb::Sampling::WithReplacement as i32;
@@ -291,13 +290,12 @@ async fn a_fit_equals_its_documented_train_steps_bit_for_bit() {
                 batch as usize,
                 epochs,
                 seed,
-                with_replacement,
-                fraction,
+                (with_replacement, fraction),
                 0.05,
                 *k,
             );
             assert_eq!(end.steps, steps.len() as u64, "case {case}");
-            replay(&mut c, &stepped, &x, d, &y, &steps, case % 3 == 0).await;
+            replay(&mut c, &stepped, &x, d, &y, &steps, case.is_multiple_of(3)).await;
             assert_eq!(
                 state(&mut c, &fitted).await,
                 state(&mut c, &stepped).await,
@@ -361,14 +359,14 @@ async fn early_stopping_goes_back_to_the_best_epoch() {
     let epoch_ends: Vec<pb::FitEpochEnd> = events
         .iter()
         .filter_map(|e| match &e.event {
-            Some(pb::fit_event::Event::EpochEnd(x)) => Some(x.clone()),
+            Some(pb::fit_event::Event::EpochEnd(x)) => Some(*x),
             _ => None,
         })
         .collect();
     assert_eq!(epoch_ends.len(), 3);
     assert!(epoch_ends[0].improved && !epoch_ends[1].improved);
     assert_eq!(end.best_value, epoch_ends[0].validation_loss);
-    let steps = documented_steps(n, 10, 1, 5, false, 0.25, 0.01, Kind::Constant);
+    let steps = documented_steps(n, 10, 1, 5, (false, 0.25), 0.01, Kind::Constant);
     replay(&mut c, &stepped, &x, d, &y, &steps, false).await;
     assert_eq!(state(&mut c, &fitted).await, state(&mut c, &stepped).await);
     srv.stop().await;
@@ -476,7 +474,7 @@ async fn cancel_and_hang_up_stop_at_a_step_boundary_and_writers_are_refused_mean
             r.step
         };
         assert!(step >= 1);
-        let steps = documented_steps(n, 32, 1000, 9, false, 0.0, 1e-3, Kind::Constant);
+        let steps = documented_steps(n, 32, 1000, 9, (false, 0.0), 1e-3, Kind::Constant);
         replay(&mut c, &stepped, &x, d, &y, &steps[..step as usize], false).await;
         assert_eq!(
             state(&mut c, &fitted).await,

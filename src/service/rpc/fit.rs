@@ -289,14 +289,13 @@ impl Runner {
         // Back to the best epoch's end, as Solver keeps best_params.
         if end.reason == EndReason::EarlyStopped
             && let Some(model) = p.best.take()
+            && let Ok(mut guard) = self.session.write_as_fit(&self.job).await
         {
-            if let Ok(mut guard) = self.session.write_as_fit(&self.job).await {
-                let step = model.step();
-                *guard.guard = model;
-                self.session.set_step(step);
-                drop(guard);
-                self.svc.store.updated(&self.session, step);
-            }
+            let step = model.step();
+            *guard.guard = model;
+            self.session.set_step(step);
+            drop(guard);
+            self.svc.store.updated(&self.session, step);
         }
         let failure = end.failure.map(|s| {
             let e = batch_error(&s);
@@ -378,7 +377,7 @@ impl Runner {
                     loss_sum += total * n_rows as f64;
                     loss_rows += n_rows;
                 }
-                if p.steps % every == 0 || i == last {
+                if p.steps.is_multiple_of(every) || i == last {
                     self.job.push(EventKind::Progress {
                         step: r.step,
                         epoch,
