@@ -3,7 +3,7 @@
 //! label per row and finite values, and the finished dataset must have exactly the
 //! declared rows and SHA-256. Anything else is refused with the field at fault, and
 //! nothing is created.
-use sha2::{Digest, Sha256};
+use crate::pb::dataset::DatasetHash;
 
 use super::{Dataset, Values, dtype_width, held_bytes};
 use crate::model::DType;
@@ -45,7 +45,7 @@ pub struct Builder {
     values: Values,
     labels: Vec<u32>,
     /// Over the rows' bytes as they arrive; the labels' bytes are added at the end.
-    hash: Sha256,
+    hash: DatasetHash,
 }
 
 impl Builder {
@@ -90,7 +90,7 @@ impl Builder {
             header,
             values,
             labels: Vec::new(),
-            hash: Sha256::new(),
+            hash: DatasetHash::default(),
         })
     }
 
@@ -180,7 +180,7 @@ impl Builder {
             ),
         }
         self.labels.extend_from_slice(labels);
-        self.hash.update(x);
+        self.hash.rows(x);
         Ok(())
     }
 
@@ -237,7 +237,7 @@ impl Builder {
     }
 
     /// The dataset, once every declared row has arrived and the checksum matches.
-    pub fn finish(mut self) -> Result<Dataset, DatasetError> {
+    pub fn finish(self) -> Result<Dataset, DatasetError> {
         let (have, want) = (self.rows(), self.header.rows);
         if have < want {
             return Err(refuse(
@@ -245,16 +245,7 @@ impl Builder {
                 format!("the upload is truncated: {have} of {want} rows arrived"),
             ));
         }
-        for chunk in self.labels.chunks(16 * 1024) {
-            let bytes: Vec<u8> = chunk.iter().flat_map(|l| l.to_le_bytes()).collect();
-            self.hash.update(&bytes);
-        }
-        let got: String = self
-            .hash
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = self.hash.finish(&self.labels);
         if got != self.header.sha256 {
             return Err(refuse(
                 "header.sha256",
@@ -286,12 +277,13 @@ mod tests {
     use super::*;
 
     fn sha(x: &[u8], labels: &[u32]) -> String {
+        use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(x);
         for l in labels {
             h.update(l.to_le_bytes());
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::pb::chunks::hex(&h.finalize())
     }
 
     fn rows_f32(v: &[f32]) -> Vec<u8> {

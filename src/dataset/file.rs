@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
-use sha2::{Digest, Sha256};
 
 use super::{Dataset, Values};
 
@@ -125,20 +124,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Dataset, HashMap<String, String>), String
     if !finite {
         return Err("x holds a value that is not finite".into());
     }
-    let mut hash = Sha256::new();
-    hash.update(x.data());
-    hash.update(labels.data());
-    let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    if got != sha256 {
-        return Err(format!(
-            "the file's SHA-256 is {got}, its metadata says {sha256}"
-        ));
-    }
     let labels = labels
         .data()
         .chunks_exact(4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
         .collect::<Vec<u32>>();
+    let got = crate::pb::dataset::sha256_hex(x.data(), &labels);
+    if got != sha256 {
+        return Err(format!(
+            "the file's SHA-256 is {got}, its metadata says {sha256}"
+        ));
+    }
     debug_assert_eq!(labels.len(), rows);
     Ok((Dataset::new(dim, values, labels, sha256, name), meta))
 }
@@ -155,10 +151,7 @@ mod tests {
             .flat_map(|a| a.to_le_bytes())
             .collect();
         let labels = [3u32, 1];
-        let mut h = Sha256::new();
-        h.update(&x);
-        labels.iter().for_each(|l| h.update(l.to_le_bytes()));
-        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::pb::dataset::sha256_hex(&x, &labels);
         let header = Header {
             rows: 2,
             dim: 2,

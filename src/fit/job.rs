@@ -67,12 +67,11 @@ impl FitJob {
     /// The kept events from index `from` on, and whether the fit has finished.
     pub fn events_from(&self, from: u64) -> (Vec<Event>, bool) {
         let log = self.log();
-        let events = log
-            .events
-            .iter()
-            .filter(|e| e.index >= from)
-            .cloned()
-            .collect();
+        // Indices are contiguous: the first kept one tells where `from` is, so a watcher
+        // woken for one event does not scan every kept one.
+        let first = log.events.front().map_or(log.next, |e| e.index);
+        let skip = from.saturating_sub(first) as usize;
+        let events = log.events.iter().skip(skip).cloned().collect();
         (events, log.finished)
     }
 

@@ -37,13 +37,29 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 /// The declared checksum: SHA-256 (lowercase hex) of `x` (the rows' bytes) then the
 /// labels as 4-byte little-endian integers.
 pub fn sha256_hex(x: &[u8], labels: &[u32]) -> String {
-    let mut h = Sha256::new();
-    h.update(x);
-    for chunk in labels.chunks(16 * 1024) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|l| l.to_le_bytes()).collect();
-        h.update(&bytes);
+    let mut h = DatasetHash::default();
+    h.rows(x);
+    h.finish(labels)
+}
+
+/// The declared checksum computed as the rows arrive (the server's side of an upload).
+#[derive(Default)]
+pub struct DatasetHash(Sha256);
+
+impl DatasetHash {
+    /// Adds rows' bytes, in order.
+    pub fn rows(&mut self, x: &[u8]) {
+        self.0.update(x);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+
+    /// Adds every label, after all the rows, and gives the checksum.
+    pub fn finish(mut self, labels: &[u32]) -> String {
+        for chunk in labels.chunks(16 * 1024) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|l| l.to_le_bytes()).collect();
+            self.0.update(&bytes);
+        }
+        super::chunks::hex(&self.0.finalize())
+    }
 }
 
 /// An upload of `rows` (N × `dim` values) and `labels` (N) named `name`, cut into chunks
