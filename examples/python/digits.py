@@ -193,6 +193,9 @@ def train(args) -> dict:
         # update), and the held-out loss; the L2 term R = λ·Σ W² at the end apart too.
         "final_loss": trained["final_loss"],
         "test_loss": on_test.losses.total_loss,
+        # The data loss alone on the whole training split after training: what a
+        # stronger weight decay raises (while it lowers the L2 term).
+        "train_data_loss": on_train.losses.data_loss,
         "reg_loss": on_test.losses.reg_loss,
         "steps": trained["steps"],
         # Training alone: the uploads (Fit) are timed apart.
