@@ -164,7 +164,9 @@ mod tests {
             Ok::<(), crate::dataset::DatasetError>(())
         })
         .unwrap();
-        let d = b.finish().unwrap();
+        let mut rows_hash = crate::pb::dataset::DatasetHash::default();
+        rows_hash.rows(&x);
+        let d = b.finish(rows_hash).unwrap();
         let bytes = encode(&d, &[("owner", "ann")]).unwrap();
         let (back, extra) = decode(&bytes).unwrap();
         assert_eq!(back, d);

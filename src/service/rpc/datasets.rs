@@ -1,6 +1,7 @@
 //! UploadDataset, GetDataset, ListDatasets, DeleteDataset. An upload is decoded chunk by
-//! chunk on the compute pool (values, finiteness, checksum: work in proportion to its
-//! size), with what has arrived held against the memory budget and the datasets' cap,
+//! chunk on the compute pool (values and finiteness on one thread, the checksum on
+//! another, while the next chunk arrives: work in proportion to its size), with what
+//! has arrived held against the memory budget and the datasets' cap,
 //! and cut off when it stalls; it creates nothing unless every row arrived intact.
 use tonic::{Request, Response, Status, Streaming};
 
@@ -10,6 +11,7 @@ use super::models::MAX_PAGE_SIZE;
 use super::models::{page_token, parse_page_token};
 use crate::dataset::Builder;
 use crate::pb;
+use crate::pb::dataset::DatasetHash;
 use crate::service::checkpoint::next_chunk;
 use crate::service::convert::dataset::{header_from_proto, info_to_proto};
 use crate::service::limits::{check_dataset_id, checkpoint_work};
@@ -32,29 +34,39 @@ pub async fn upload(
             .ok_or_else(|| invalid("header", "required in the first chunk"))?;
         let mut builder = Builder::new(header_from_proto(header)?)?;
         let mut hold = svc.store.start_dataset_upload(builder.declared_bytes())?;
+        let mut hash = DatasetHash::default();
         loop {
             if chunk.header.is_some() {
                 return Err(invalid("header", "only the first chunk carries the header"));
             }
-            let store = svc.store.clone();
+            // Three things at once: this chunk decoded on one pool thread, its bytes
+            // hashed on another (the checksum is the slowest part and must go in
+            // order), and the next chunk received.
             let work = checkpoint_work(chunk.x.len() as u64);
-            let (b, h, pushed) = svc
-                .run(work, move || {
-                    let pushed = builder.push(chunk.first_row, &chunk.x, &chunk.labels, |more| {
-                        store.grow_dataset_upload(&mut hold, more).map_err(Status::from)
-                    });
-                    (builder, hold, pushed)
-                })
-                .await?;
+            let arrived = format!("{} rows", builder.rows() + chunk.labels.len() as u64);
+            let x = chunk.x.clone();
+            let store = svc.store.clone();
+            let decode = svc.run(work, move || {
+                let pushed = builder.push(chunk.first_row, &chunk.x, &chunk.labels, |more| {
+                    store.grow_dataset_upload(&mut hold, more).map_err(Status::from)
+                });
+                (builder, hold, pushed)
+            });
+            let hashing = svc.run(work, move || {
+                hash.rows(&x);
+                hash
+            });
+            let (decoded, hashed, next) =
+                tokio::join!(decode, hashing, next_chunk(&mut stream, stall, arrived));
+            let (b, h, pushed) = decoded?;
             pushed?;
-            (builder, hold) = (b, h);
-            let arrived = format!("{} rows", builder.rows());
-            match next_chunk(&mut stream, stall, arrived).await? {
+            (builder, hold, hash) = (b, h, hashed?);
+            match next? {
                 Some(next) => chunk = next,
                 None => break,
             }
         }
-        let data = svc.run(0, move || builder.finish()).await??;
+        let data = svc.run(0, move || builder.finish(hash)).await??;
         let stored = svc.store.insert_dataset(data, &tenant, hold).await?;
         tracing::info!(dataset_id = %stored.id, %tenant, rows = stored.data.rows(), dim = stored.data.dim(), bytes = stored.data.bytes(), "dataset uploaded");
         Ok(info_to_proto(&stored))
