@@ -487,6 +487,49 @@ async fn cancel_and_hang_up_stop_at_a_step_boundary_and_writers_are_refused_mean
     srv.stop().await;
 }
 
+/// DeleteModel during a fit (as the proto says): the fit ends CANCELLED at a step
+/// boundary, the model is gone, and the dataset stays for other fits.
+#[tokio::test]
+async fn deleting_the_model_cancels_its_fit() {
+    let srv = TestServer::start().await;
+    let mut c = srv.trainer();
+    let (n, d) = (256usize, 64usize);
+    let (x, y) = blobs(n, d, 3, 15);
+    let data = upload(&mut c, upload_chunks(Rows::F32(&x), d, &y, "big", 1 << 20))
+        .await
+        .unwrap();
+    let (fitted, _) = create(&mut c, slow(d as u32)).await;
+    let mut req = fit_request(&fitted, &data.dataset_id, 32, 1000, 9);
+    req.progress_every = 1;
+    let mut s = c.fit(req).await.unwrap().into_inner();
+    next_progress(&mut s).await;
+    c.delete_model(pb::DeleteModelRequest {
+        model_id: fitted.clone(),
+    })
+    .await
+    .expect("DeleteModel while a fit runs");
+    let mut rest = Vec::new();
+    while let Some(e) = s.next().await {
+        rest.push(e.unwrap());
+    }
+    let end = finished(&rest);
+    assert_eq!(end.reason, pb::FitEnd::Cancelled as i32);
+    assert!(end.step >= 1 && end.step < 1000 * 8, "{end:?}");
+    let e = c
+        .watch_fit(pb::WatchFitRequest {
+            model_id: fitted,
+            from_event: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // The dataset feeds a new model's fit.
+    let (other, _) = create(&mut c, slow(d as u32)).await;
+    let events = fit_all(&mut c, fit_request(&other, &data.dataset_id, 32, 1, 9)).await;
+    assert_eq!(finished(&events).reason, pb::FitEnd::Completed as i32);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn a_detached_fit_outlives_its_call_and_watch_fit_replays_its_events() {
     let srv = TestServer::start().await;
