@@ -683,3 +683,20 @@ fn every_rule_is_known_by_the_name_checkpoints_and_the_cli_use() {
         other => panic!("expected the missing slots refused, got {other:?}"),
     }
 }
+
+#[test]
+fn every_rules_learning_rate_reads_back_and_can_be_replaced() {
+    // The defaults: CS231n's 1e-2 for SGD, momentum and RMSProp, 1e-3 for Adam and
+    // AdamW (PyTorch's). A schedule replaces only the learning rate.
+    let lrs: Vec<f64> = OptimizerSpec::all()
+        .iter()
+        .map(|o| o.learning_rate())
+        .collect();
+    assert_eq!(lrs, [1e-2, 1e-2, 1e-2, 1e-3, 1e-3]);
+    for o in OptimizerSpec::all() {
+        let scheduled = o.at_learning_rate(0.25);
+        assert_eq!(scheduled.learning_rate(), 0.25, "{o:?}");
+        assert_ne!(scheduled, o);
+        assert_eq!(scheduled.at_learning_rate(o.learning_rate()), o);
+    }
+}
