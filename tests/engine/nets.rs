@@ -7,8 +7,8 @@ use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::rng::Rng;
 use backprop::model::spec::MAX_PIECES;
 use backprop::model::{
-    ActivationSpec, Adam, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Momentum, Net,
-    OptimizerSpec, RmsProp, Sgd, Target, accuracy, predictions,
+    ActivationSpec, Adam, AdamW, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Momentum,
+    Net, OptimizerSpec, RmsProp, Sgd, Target, accuracy, predictions,
 };
 use ndarray::{Array2, ArrayD, Axis};
 use support::engine::{gaussian2, labels, spec, svm};
@@ -639,6 +639,14 @@ fn spec_validation_names_the_bad_field() {
             })),
             lr_field,
         );
+        // AdamW checks Adam's four fields through Adam's own rule.
+        expect_spec_error(
+            &opt(OptimizerSpec::AdamW(AdamW {
+                lr,
+                ..AdamW::default()
+            })),
+            lr_field,
+        );
     }
     for bad in [1.0, -0.1, f64::NAN] {
         expect_spec_error(
@@ -675,6 +683,20 @@ fn spec_validation_names_the_bad_field() {
             })),
             "spec.optimizer.beta2",
         );
+        expect_spec_error(
+            &opt(OptimizerSpec::AdamW(AdamW {
+                beta1: bad,
+                ..AdamW::default()
+            })),
+            "spec.optimizer.beta1",
+        );
+        expect_spec_error(
+            &opt(OptimizerSpec::AdamW(AdamW {
+                beta2: bad,
+                ..AdamW::default()
+            })),
+            "spec.optimizer.beta2",
+        );
     }
     for eps in [0.0, f64::NAN] {
         expect_spec_error(
@@ -694,7 +716,30 @@ fn spec_validation_names_the_bad_field() {
             })),
             "spec.optimizer.epsilon",
         );
+        expect_spec_error(
+            &opt(OptimizerSpec::AdamW(AdamW {
+                eps,
+                ..AdamW::default()
+            })),
+            "spec.optimizer.epsilon",
+        );
     }
+    // λ = 0 is Adam and valid; a negative or non-finite decay is not.
+    for weight_decay in [-1e-3, f64::NAN, f64::INFINITY] {
+        expect_spec_error(
+            &opt(OptimizerSpec::AdamW(AdamW {
+                weight_decay,
+                ..AdamW::default()
+            })),
+            "spec.optimizer.weight_decay",
+        );
+    }
+    opt(OptimizerSpec::AdamW(AdamW {
+        weight_decay: 0.0,
+        ..AdamW::default()
+    }))
+    .validate()
+    .unwrap();
     for scale in [0.0, -1.0, f64::NAN] {
         expect_spec_error(
             &with(&move |s| s.init = InitSpec::Gaussian { scale }),
