@@ -658,3 +658,73 @@ fn assert_close(got: &ArrayD<f64>, want: &ArrayD<f64>, tol: f64) {
         assert!((g - w).abs() <= tol, "{g} vs {w} (tolerance {tol:e})");
     }
 }
+
+#[test]
+fn l2_of_a_strided_weight_is_the_same_sum_of_squares() {
+    // A transposed view has no contiguous slice, so `sum_of_squares` takes its plain
+    // path. R = λ·ΣW² = 0.5·(1 + 4 + 9 + 0.25 + 0 + 1) = 7.625 either way, and dW = 2λW.
+    let w = arr2(&[[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]]).into_dyn();
+    let wt = w.t();
+    assert!(wt.as_slice().is_none(), "the view must be strided");
+    let mut g = Graph::<f64>::new();
+    let id = g.leaf_view("w", wt.view(), true);
+    let out = g.l2(id, 0.5).unwrap();
+    assert_eq!(g.value(out).sum(), 7.625);
+    let grads = g
+        .backward(
+            vec![(out, arr0(2.0).into_dyn())],
+            BackwardOptions::default(),
+        )
+        .unwrap();
+    // With upstream 2: 2·2λ·Wᵀ = 2Wᵀ.
+    assert_eq!(grads.get(id).unwrap(), &wt.mapv(|v| 2.0 * v));
+}
+
+#[test]
+fn every_gate_reports_the_kind_the_trace_names_it_by() {
+    // The trace (and the Trace RPC) names each node by its gate's kind; clients match on
+    // these strings.
+    let mut g = Graph::<f64>::new();
+    let x = g.leaf("x", arr2(&[[1.0, -2.0]]).into_dyn(), true);
+    let w = g.leaf("w", arr2(&[[0.5, 1.0], [2.0, -1.0]]).into_dyn(), true);
+    let b = g.leaf("b", arr1(&[0.1, 0.2]).into_dyn(), true);
+    let s = g.matmul(x, w).unwrap();
+    let s = g.bias_add(s, b).unwrap();
+    g.add(s, s).unwrap();
+    g.mul(s, s).unwrap();
+    g.max(s, s).unwrap();
+    g.sum(s).unwrap();
+    g.l2(w, 0.1).unwrap();
+    g.svm_loss(s, &[0], 1.0).unwrap();
+    g.softmax_loss(s, &[1]).unwrap();
+    g.activation(s, Relu).unwrap();
+    g.activation(s, Sigmoid).unwrap();
+    g.activation(s, Tanh).unwrap();
+    g.activation(s, LeakyRelu { slope: 0.01 }).unwrap();
+    g.activation(s, Elu { alpha: 1.0 }).unwrap();
+    g.activation(s, Gelu::default()).unwrap();
+    let kinds: Vec<&str> = g.nodes().iter().map(|n| n.kind_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "leaf",
+            "leaf",
+            "leaf",
+            "matmul",
+            "bias_add",
+            "add",
+            "mul",
+            "max",
+            "sum",
+            "l2",
+            "svm_loss",
+            "softmax_loss",
+            "relu",
+            "sigmoid",
+            "tanh",
+            "leaky_relu",
+            "elu",
+            "gelu",
+        ]
+    );
+}
