@@ -309,10 +309,14 @@ fn append_finite<T: Copy, const W: usize>(
 /// halves the cost of first writing it (measured: 123 MB copied in 53 ms instead of
 /// 115 ms, docs/PERFORMANCE.md).
 fn grow<T>(v: &mut Vec<T>, want: usize, need: usize) {
+    let before = v.capacity();
     if v.try_reserve_exact(want.saturating_sub(v.len())).is_err() {
         v.reserve_exact(need.saturating_sub(v.len()));
     }
-    advise_huge_pages(v);
+    // Once per new buffer, not at every later hold.
+    if v.capacity() != before {
+        advise_huge_pages(v);
+    }
 }
 
 /// `madvise(MADV_HUGEPAGE)` over the 2 MiB-aligned part of `v`'s buffer (Linux only; a

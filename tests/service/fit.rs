@@ -14,7 +14,7 @@ use support::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::datasets::{blobs, upload};
+use crate::datasets::{blobs, upload, upload_f32};
 
 /// SplitMix64 and the draw the proto documents, written from its text.
 struct Documented(u64);
@@ -326,9 +326,7 @@ async fn early_stopping_goes_back_to_the_best_epoch() {
     let mut c = srv.trainer();
     let (n, d) = (40usize, 4usize);
     let (x, y) = blobs(n, d, 3, 12);
-    let data = upload(&mut c, upload_chunks(Rows::F32(&x), d, &y, "es", 1 << 20))
-        .await
-        .unwrap();
+    let data = upload_f32(&mut c, &x, d, &y, y.len()).await;
     let opt = pb::Optimizer {
         kind: pb::OptimizerKind::Adam as i32,
         learning_rate: Some(0.01),
@@ -404,9 +402,7 @@ async fn cancel_and_hang_up_stop_at_a_step_boundary_and_writers_are_refused_mean
     let mut c = srv.trainer();
     let (n, d) = (256usize, 64usize);
     let (x, y) = blobs(n, d, 3, 13);
-    let data = upload(&mut c, upload_chunks(Rows::F32(&x), d, &y, "big", 1 << 20))
-        .await
-        .unwrap();
+    let data = upload_f32(&mut c, &x, d, &y, y.len()).await;
     for hang_up in [false, true] {
         let (fitted, _) = create(&mut c, slow(d as u32)).await;
         let (stepped, _) = create(&mut c, slow(d as u32)).await;
@@ -495,9 +491,7 @@ async fn deleting_the_model_cancels_its_fit() {
     let mut c = srv.trainer();
     let (n, d) = (256usize, 64usize);
     let (x, y) = blobs(n, d, 3, 15);
-    let data = upload(&mut c, upload_chunks(Rows::F32(&x), d, &y, "big", 1 << 20))
-        .await
-        .unwrap();
+    let data = upload_f32(&mut c, &x, d, &y, y.len()).await;
     let (fitted, _) = create(&mut c, slow(d as u32)).await;
     let mut req = fit_request(&fitted, &data.dataset_id, 32, 1000, 9);
     req.progress_every = 1;
@@ -535,9 +529,7 @@ async fn a_detached_fit_outlives_its_call_and_watch_fit_replays_its_events() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
     let (x, y) = blobs(30, 4, 3, 14);
-    let data = upload(&mut c, upload_chunks(Rows::F32(&x), 4, &y, "d", 1 << 20))
-        .await
-        .unwrap();
+    let data = upload_f32(&mut c, &x, 4, &y, y.len()).await;
     let opt = pb::Optimizer {
         kind: pb::OptimizerKind::Sgd as i32,
         learning_rate: Some(0.1),
@@ -625,9 +617,7 @@ async fn every_bad_fit_request_is_named_before_anything_starts() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
     let (x, y) = blobs(20, 4, 3, 15);
-    let data = upload(&mut c, upload_chunks(Rows::F32(&x), 4, &y, "d", 1 << 20))
-        .await
-        .unwrap();
+    let data = upload_f32(&mut c, &x, 4, &y, y.len()).await;
     let (x5, y5) = blobs(20, 5, 3, 15);
     let wide = upload(
         &mut c,
