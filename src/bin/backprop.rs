@@ -9,7 +9,7 @@ use std::time::Duration;
 use backprop::server::{self, Config, Listeners};
 use backprop::service::RequestLimits;
 use backprop::service::auth::Tokens;
-use backprop::session::{Limits, PersistConfig};
+use backprop::session::{Limits, PersistConfig, Replica};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -78,6 +78,14 @@ struct ServeArgs {
     /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
     #[arg(long, env = "BACKPROP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// This server's name among replicas behind one proxy (in Kubernetes, the
+    /// StatefulSet pod's name, e.g. backprop-2): model and dataset ids become
+    /// `NAME.<32 hex digits>`, so a proxy routes each call on its `x-backprop-model`
+    /// header to the replica that holds the session (docs/DEPLOY.md). A DNS label. Unset
+    /// or empty: ids are the 32 hex digits alone. A state directory keeps the name it
+    /// was written with: starting on it under another name is refused.
+    #[arg(long, env = "BACKPROP_REPLICA_ID", default_value = "", value_parser = parse_replica)]
+    replica_id: Replica,
     /// Keep every session in this directory (one safetensors checkpoint per session,
     /// written atomically) and restore them all on start. Unset or empty: sessions live
     /// in memory only and are gone after a restart (an empty value lets a container
@@ -239,6 +247,14 @@ fn memory_budget(flag: MemoryFlag) -> Option<u64> {
     }
 }
 
+/// `--replica-id`: a DNS label, or empty for none.
+fn parse_replica(text: &str) -> Result<Replica, String> {
+    match text {
+        "" => Ok(Replica::default()),
+        name => Replica::named(name),
+    }
+}
+
 /// `123`, `512KiB`, `64MiB`, `8GiB` (also KB/MB/GB as powers of 1000) → bytes.
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -344,6 +360,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         max_message_bytes: args.max_message_mib.saturating_mul(1024 * 1024),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         inline_max_work: args.inline_max_work,
+        replica: args.replica_id,
         persist: args
             .state_dir
             .filter(|d| !d.as_os_str().is_empty())

@@ -12,6 +12,7 @@ use super::error::CliError;
 use crate::checkpoint::file::write_atomic;
 use crate::pb;
 use crate::pb::chunks::{DEFAULT_CHUNK_BYTES, sha256_hex, split};
+use crate::service::route::routed;
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -40,10 +41,10 @@ pub struct ImportArgs {
 pub async fn export(args: ExportArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut stream = client::trainer(channel)
-        .export_model(pb::ExportModelRequest {
+        .export_model(routed(pb::ExportModelRequest {
             model_id: args.id.clone(),
             chunk_bytes: 0,
-        })
+        }))
         .await
         .map_err(CliError::rpc("ExportModel"))?
         .into_inner();

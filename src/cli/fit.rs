@@ -11,6 +11,7 @@ use super::train::progress::{Progress, Snapshot};
 use crate::pb;
 use crate::pb::dataset::{DEFAULT_CHUNK_BYTES, Rows, upload_chunks};
 use crate::pb::trainer_client::TrainerClient;
+use crate::service::route::{routed, routed_to};
 
 type Trainer = TrainerClient<Connection>;
 
@@ -25,6 +26,11 @@ pub struct UploadArgs {
     /// Keep the values as f64 on the server (default f32).
     #[arg(long)]
     pub f64: bool,
+    /// Behind a proxy in front of several replicas: put the dataset on the replica of
+    /// this model (an id) or on this replica (a name), where a fit of the model can
+    /// read it. Without it any replica takes it.
+    #[arg(long = "for", value_name = "MODEL_ID|REPLICA")]
+    pub for_model: Option<String>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -94,9 +100,11 @@ pub struct WatchArgs {
     pub server: ServerArgs,
 }
 
-/// Uploads `rows` of `data` (f32 unless `wide`) as one dataset named `name`.
+/// Uploads `rows` of `data` (f32 unless `wide`) as one dataset named `name`, routed to
+/// `to` (a model id or a replica name, see `service::route`; empty: any replica).
 pub async fn upload_rows(
     trainer: &mut Trainer,
+    to: &str,
     data: &Dataset,
     rows: &[usize],
     name: &str,
@@ -114,7 +122,7 @@ pub async fn upload_rows(
         upload_chunks(Rows::F32(&x), data.dim, &labels, name, DEFAULT_CHUNK_BYTES)
     };
     Ok(trainer
-        .upload_dataset(tokio_stream::iter(chunks))
+        .upload_dataset(routed_to(tokio_stream::iter(chunks), to))
         .await
         .map_err(CliError::rpc("UploadDataset"))?
         .into_inner())
@@ -242,7 +250,8 @@ pub async fn upload(args: UploadArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
     let rows: Vec<usize> = (0..data.rows()).collect();
-    let info = upload_rows(&mut trainer, &data, &rows, &path, args.f64).await?;
+    let to = args.for_model.as_deref().unwrap_or("");
+    let info = upload_rows(&mut trainer, to, &data, &rows, &path, args.f64).await?;
     if args.json {
         println!("{}", info_json(&info));
     } else {
@@ -266,9 +275,9 @@ pub async fn datasets(args: DatasetsArgs) -> Result<(), CliError> {
     let mut trainer = client::trainer(channel);
     if let Some(id) = args.delete {
         trainer
-            .delete_dataset(pb::DeleteDatasetRequest {
+            .delete_dataset(routed(pb::DeleteDatasetRequest {
                 dataset_id: id.clone(),
-            })
+            }))
             .await
             .map_err(CliError::rpc("DeleteDataset"))?;
         if args.json {
@@ -348,7 +357,7 @@ pub async fn fit(args: FitArgs) -> Result<(), CliError> {
         ..Default::default()
     };
     let events = trainer
-        .fit(request)
+        .fit(routed(request))
         .await
         .map_err(CliError::rpc("Fit"))?
         .into_inner();
@@ -370,10 +379,10 @@ pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
     let events = trainer
-        .watch_fit(pb::WatchFitRequest {
+        .watch_fit(routed(pb::WatchFitRequest {
             model_id: args.id,
             from_event: args.from,
-        })
+        }))
         .await
         .map_err(CliError::rpc("WatchFit"))?
         .into_inner();

@@ -7,6 +7,7 @@ use super::describe::{self, table};
 use super::error::CliError;
 use crate::pb;
 use crate::pb::trainer_client::TrainerClient;
+use crate::service::route::routed;
 
 #[derive(clap::Args, Debug)]
 pub struct ModelsArgs {
@@ -130,10 +131,10 @@ async fn all_models(
 pub async fn show(args: ShowArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let m = client::trainer(channel)
-        .get_model(pb::GetModelRequest {
+        .get_model(routed(pb::GetModelRequest {
             model_id: args.id.clone(),
             include_values: args.values,
-        })
+        }))
         .await
         .map_err(CliError::rpc("GetModel"))?
         .into_inner();
@@ -215,9 +216,9 @@ pub async fn show(args: ShowArgs) -> Result<(), CliError> {
 pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     client::trainer(channel)
-        .delete_model(pb::DeleteModelRequest {
+        .delete_model(routed(pb::DeleteModelRequest {
             model_id: args.id.clone(),
-        })
+        }))
         .await
         .map_err(CliError::rpc("DeleteModel"))?;
     if args.json {

@@ -25,7 +25,7 @@ use crate::pb;
 use crate::pb::trainer_server::TrainerServer;
 use crate::service::auth::{Authenticate, Authenticated, Tokens};
 use crate::service::{RequestLimits, TrainerService};
-use crate::session::{ComputePool, Limits, PersistConfig, Persister, SessionStore};
+use crate::session::{ComputePool, Limits, PersistConfig, Persister, Replica, SessionStore};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,6 +42,9 @@ pub struct Config {
     /// Calls estimated at or below this many multiply-adds compute on the async worker
     /// instead of the pool (0 = never); see `service::rpc::DEFAULT_INLINE_MAX_WORK`.
     pub inline_max_work: u64,
+    /// The replica this server is among several behind a proxy (`--replica-id`): its
+    /// ids carry the name (see `session::id`, `service::route`).
+    pub replica: Replica,
     /// Keep sessions in this directory across restarts (`None`: in memory only).
     pub persist: Option<PersistConfig>,
     /// Bearer tokens and their tenants (`--auth-tokens`); `None` = no authentication, every
@@ -146,6 +149,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             inline_max_work: crate::service::rpc::DEFAULT_INLINE_MAX_WORK,
+            replica: Replica::default(),
             persist: None,
             auth: None,
             tls: None,
@@ -199,16 +203,16 @@ pub async fn run(
     let pool =
         ComputePool::new(config.compute_threads, config.queue_depth)?.with_metrics(metrics.clone());
     let store = match config.persist.clone() {
-        None => SessionStore::new(config.limits.clone()),
+        None => SessionStore::on(config.replica, config.limits.clone(), None),
         Some(persist) => {
             let dir = persist.dir.display().to_string();
             let persister = Persister::open(persist, pool.clone())?.with_metrics(metrics.clone());
-            let reader = persister.clone();
-            let restored = tokio::task::spawn_blocking(move || reader.restore()).await??;
-            let store = SessionStore::persistent(config.limits.clone(), persister);
+            let (reader, replica) = (persister.clone(), config.replica);
+            let restored = tokio::task::spawn_blocking(move || reader.restore(replica)).await??;
+            let store = SessionStore::on(replica, config.limits.clone(), Some(persister));
             let n = store.restore(restored);
             let reader = store.clone();
-            let datasets = tokio::task::spawn_blocking(move || reader.restore_datasets()).await?;
+            let datasets = tokio::task::spawn_blocking(move || reader.restore_datasets()).await??;
             tracing::info!(sessions = n, datasets, %dir, "restored from the state directory");
             store
         }
@@ -282,7 +286,7 @@ pub async fn run(
     let max_connections = transport
         .max_connections
         .unwrap_or_else(connections::default_max_connections);
-    tracing::info!(%addr, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), tls = config.tls.is_some(), max_connections, max_concurrent_streams = transport.max_concurrent_streams, "serving backprop.v1.Trainer");
+    tracing::info!(%addr, replica = %config.replica, threads = config.compute_threads, %metrics_at, auth = config.auth.is_some(), tls = config.tls.is_some(), max_connections, max_concurrent_streams = transport.max_concurrent_streams, "serving backprop.v1.Trainer");
     let mut builder = tls::builder(config.tls.as_ref(), transport.handshake_timeout)?
         .max_frame_size(H2_MAX_FRAME)
         .initial_stream_window_size(H2_WINDOW)

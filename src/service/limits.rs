@@ -756,7 +756,8 @@ pub fn check_model_id(id: &str) -> Result<(), Status> {
         return Err(invalid(
             "model_id",
             format!(
-                "{} is not a model id (32 hex digits, as CreateModel and ImportModel return)",
+                "{} is not a model id (32 hex digits, or REPLICA.32 hex digits, as \
+                 CreateModel and ImportModel return)",
                 echo(id)
             ),
         ));
@@ -770,7 +771,8 @@ pub fn check_dataset_id(field: &str, id: &str) -> Result<(), Status> {
         return Err(invalid(
             field,
             format!(
-                "{} is not a dataset id (32 hex digits, as UploadDataset returns)",
+                "{} is not a dataset id (32 hex digits, or REPLICA.32 hex digits, as \
+                 UploadDataset returns)",
                 echo(id)
             ),
         ));

@@ -36,6 +36,10 @@ pub enum Reason {
     FitRunning,
     /// WatchFit on a model no fit has run on.
     NoFit,
+    /// The call names a session (or its routing header a replica) of another replica
+    /// than the one it reached: the proxy in front does not route on the header. The
+    /// ErrorInfo's metadata names the `owner` and this `replica`.
+    WrongReplica,
     /// The server holds its maximum of sessions (`--max-sessions`).
     SessionLimit,
     /// The caller's tenant holds its maximum of sessions (`max_sessions` in
@@ -88,6 +92,7 @@ impl Reason {
             Reason::DatasetLimit => "DATASET_LIMIT",
             Reason::FitRunning => "FIT_RUNNING",
             Reason::NoFit => "NO_FIT",
+            Reason::WrongReplica => "WRONG_REPLICA",
             Reason::SessionLimit => "SESSION_LIMIT",
             Reason::TenantSessionLimit => "TENANT_SESSION_LIMIT",
             Reason::ParameterLimit => "PARAMETER_LIMIT",
@@ -116,7 +121,7 @@ impl Reason {
             | Reason::AnswerTooLarge
             | Reason::CallMemory => Code::InvalidArgument,
             Reason::ModelNotFound | Reason::DatasetNotFound => Code::NotFound,
-            Reason::FitRunning | Reason::NoFit => Code::FailedPrecondition,
+            Reason::FitRunning | Reason::NoFit | Reason::WrongReplica => Code::FailedPrecondition,
             Reason::SessionLimit
             | Reason::TenantSessionLimit
             | Reason::ParameterLimit
@@ -178,6 +183,7 @@ mod tests {
             Reason::DatasetLimit,
             Reason::FitRunning,
             Reason::NoFit,
+            Reason::WrongReplica,
             Reason::SessionLimit,
             Reason::TenantSessionLimit,
             Reason::ParameterLimit,

@@ -78,6 +78,12 @@ impl Refusal {
         self
     }
 
+    /// Adds `key: value` to the ErrorInfo's metadata.
+    pub fn meta(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
     /// The same call may succeed after `delay`: a RetryInfo.
     pub fn retry_after(mut self, delay: Duration) -> Self {
         self.details.set_retry_info(Some(delay));
@@ -139,6 +145,18 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         let refusal = match e {
+            StoreError::Elsewhere {
+                field,
+                id,
+                owner,
+                here,
+            } => {
+                return super::route::wrong_replica(
+                    &format!("{field} {id}"),
+                    owner.as_deref(),
+                    here,
+                );
+            }
             StoreError::NotFound(_) => Refusal::new(Reason::ModelNotFound, message),
             StoreError::DatasetNotFound(_) => Refusal::new(Reason::DatasetNotFound, message),
             StoreError::FitRunning { .. } => Refusal::new(Reason::FitRunning, message),

@@ -16,8 +16,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::budget::{Reservations, UploadHold, UploadRefusal};
-use super::id::SessionId;
+use super::id::{Replica, SessionId};
 use super::page::Listed;
+use super::persist::{PersistError, Unread, foreign, id_of};
 use super::store::{SessionStore, StoreError};
 use super::tenant::Tenant;
 use crate::checkpoint::file;
@@ -179,7 +180,8 @@ impl SessionStore {
         tenant: &Tenant,
         hold: UploadHold,
     ) -> Result<Arc<StoredDataset>, StoreError> {
-        let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
+        let id =
+            SessionId::random(self.replica()).map_err(|e| StoreError::Random(e.to_string()))?;
         let stored = Arc::new(StoredDataset::new(id, tenant.clone(), data));
         if let Some(dir) = self.dataset_dir() {
             let (path, d) = (dataset_path(&dir, &id), stored.data.clone());
@@ -206,28 +208,34 @@ impl SessionStore {
     }
 
     /// Puts back the datasets of the state directory (none without one); returns how
-    /// many. Blocking (reads and checks every file): run it off the async runtime.
-    pub fn restore_datasets(&self) -> usize {
+    /// many, or refuses the directory if it holds another replica's dataset. Blocking
+    /// (reads and checks every file): run it off the async runtime.
+    pub fn restore_datasets(&self) -> Result<usize, PersistError> {
         let Some(dir) = self.dataset_dir() else {
-            return 0;
+            return Ok(0);
         };
         let mut n = 0;
-        for (id, tenant, data) in read_all(&dir) {
+        for (id, tenant, data) in read_all(&dir, self.replica())? {
             let stored = Arc::new(StoredDataset::new(id, tenant, data));
             self.hold_dataset(&stored, true);
             self.datasets().write().insert(id, stored);
             n += 1;
         }
-        n
+        Ok(n)
     }
 
     /// The dataset `id` if `tenant` owns it (another tenant's is NotFound, like an
     /// unknown id); counts as a use.
     pub fn get_dataset(&self, id: &str, tenant: &Tenant) -> Result<Arc<StoredDataset>, StoreError> {
-        let found = SessionId::parse(id)
-            .and_then(|sid| self.datasets().read().get(&sid).cloned())
+        let missing = || StoreError::DatasetNotFound(id.to_string());
+        let key = self.key("dataset_id", id, missing)?;
+        let found = self
+            .datasets()
+            .read()
+            .get(&key)
             .filter(|d| d.tenant == *tenant)
-            .ok_or_else(|| StoreError::DatasetNotFound(id.to_string()))?;
+            .cloned()
+            .ok_or_else(missing)?;
         found.touch();
         Ok(found)
     }
@@ -336,10 +344,14 @@ fn dataset_path(dir: &Path, id: &SessionId) -> PathBuf {
 }
 
 /// Every dataset file in `dir` that decodes, with its id and owner; the others are
-/// logged and moved into `dir/corrupt/`, so a damaged file never stops the server.
-fn read_all(dir: &Path) -> Vec<(SessionId, Tenant, Dataset)> {
+/// logged and moved into `dir/corrupt/`, so a damaged file never stops the server. A
+/// file of another replica's refuses the directory.
+fn read_all(
+    dir: &Path,
+    replica: Replica,
+) -> Result<Vec<(SessionId, Tenant, Dataset)>, PersistError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     // An unfinished write (a crash mid-upload) was never acknowledged.
@@ -353,20 +365,18 @@ fn read_all(dir: &Path) -> Vec<(SessionId, Tenant, Dataset)> {
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
-        match read_one(&path) {
+        match read_one(&path, replica) {
             Ok(d) => out.push(d),
-            Err(why) => super::persist::set_aside(dir, &path, &why),
+            Err(Unread::Corrupt(why)) => super::persist::set_aside(dir, &path, &why),
+            Err(Unread::Foreign(owner)) => return Err(foreign(dir, &path, owner, replica)),
         }
     }
-    out
+    Ok(out)
 }
 
-fn read_one(path: &Path) -> Result<(SessionId, Tenant, Dataset), String> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let id = SessionId::parse(&stem).ok_or_else(|| format!("{stem:?} is not a dataset id"))?;
+fn read_one(path: &Path, replica: Replica) -> Result<(SessionId, Tenant, Dataset), Unread> {
+    let id = id_of(path, "dataset", replica)?;
+    let stem = id.to_string();
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let (data, extra) = dataset::file::decode(&bytes)?;
     match extra.get(KEY_ID) {
@@ -374,8 +384,6 @@ fn read_one(path: &Path) -> Result<(SessionId, Tenant, Dataset), String> {
             let tenant = Tenant::new(extra.get(KEY_TENANT).map_or("", String::as_str), None);
             Ok((id, tenant, data))
         }
-        other => Err(format!(
-            "the file is named {stem} but holds dataset {other:?}"
-        )),
+        other => Err(format!("the file is named {stem} but holds dataset {other:?}").into()),
     }
 }

@@ -16,7 +16,7 @@ pub mod tenant;
 
 pub use budget::{Reservation, UntilSent, UploadHold, WaitPlace};
 pub use datasets::StoredDataset;
-pub use id::SessionId;
+pub use id::{Replica, SessionId};
 pub use page::{Page, page};
 pub use persist::{PersistConfig, Persister};
 pub use pool::{ComputePool, PoolError, run_caught};

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedRwLockReadGuard, watch};
 
 use super::history::History;
-use super::id::SessionId;
+use super::id::{Replica, SessionId};
 use super::pool::ComputePool;
 use super::tenant::Tenant;
 use crate::checkpoint::{self, file};
@@ -138,6 +138,59 @@ pub enum PersistError {
     },
     #[error("encoding the checkpoint: {0}")]
     Encode(String),
+    /// A file of another replica's (ids carry their replica, `--replica-id`): this
+    /// server would serve it under an id no client knows. Refused at start.
+    #[error(
+        "state dir {dir}: {file} belongs to {}, and this server is {here}: start it with \
+         the --replica-id the directory was written with, or give it a state directory \
+         of its own",
+        owner.as_deref().map_or_else(|| "a server without --replica-id".to_string(), |o| format!("replica {o}"))
+    )]
+    OtherReplica {
+        dir: String,
+        file: String,
+        owner: Option<String>,
+        here: Replica,
+    },
+}
+
+/// Why a file of the state directory was not restored.
+pub(super) enum Unread {
+    /// Damaged or not ours to read (set aside into `corrupt/`, logged).
+    Corrupt(String),
+    /// Another replica's: the whole directory is refused.
+    Foreign(Option<String>),
+}
+
+impl From<String> for Unread {
+    fn from(why: String) -> Self {
+        Unread::Corrupt(why)
+    }
+}
+
+/// The id a state-directory file is named after, with the word for what it holds.
+pub(super) fn id_of(path: &Path, what: &str, replica: Replica) -> Result<SessionId, Unread> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parts = SessionId::parse(&stem).ok_or_else(|| format!("{stem:?} is not a {what} id"))?;
+    parts.on(replica).map_err(Unread::Foreign)
+}
+
+/// The error for `path`, a file of replica `owner`'s in `dir`.
+pub(super) fn foreign(
+    dir: &Path,
+    path: &Path,
+    owner: Option<String>,
+    here: Replica,
+) -> PersistError {
+    PersistError::OtherReplica {
+        dir: dir.display().to_string(),
+        file: file_name(path),
+        owner,
+        here,
+    }
 }
 
 /// A restored session: its id, owner and model.
@@ -219,8 +272,9 @@ impl Persister {
         self.config.dir.join(format!("{id}.{EXTENSION}"))
     }
 
-    /// Decodes every session file. Files that fail are moved into `corrupt/` and logged.
-    pub fn restore(&self) -> Result<Vec<Restored>, PersistError> {
+    /// Decodes every session file. Files that fail are moved into `corrupt/` and logged;
+    /// a file of another replica's than `replica` refuses the whole directory.
+    pub fn restore(&self, replica: Replica) -> Result<Vec<Restored>, PersistError> {
         let dir = &self.config.dir;
         let io = |source| PersistError::Dir {
             path: dir.display().to_string(),
@@ -234,9 +288,10 @@ impl Persister {
             .collect();
         paths.sort();
         for path in paths {
-            match read_session(&path) {
+            match read_session(&path, replica) {
                 Ok(r) => restored.push(r),
-                Err(why) => set_aside(dir, &path, &why),
+                Err(Unread::Corrupt(why)) => set_aside(dir, &path, &why),
+                Err(Unread::Foreign(owner)) => return Err(foreign(dir, &path, owner, replica)),
             }
         }
         Ok(restored)
@@ -460,12 +515,9 @@ fn file_name(path: &Path) -> String {
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
-fn read_session(path: &Path) -> Result<Restored, String> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let id = SessionId::parse(&stem).ok_or_else(|| format!("{stem:?} is not a session id"))?;
+fn read_session(path: &Path, replica: Replica) -> Result<Restored, Unread> {
+    let id = id_of(path, "session", replica)?;
+    let stem = id.to_string();
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let decoded = checkpoint::decode(&bytes).map_err(|e| e.to_string())?;
     match decoded.extra.get(KEY_ID) {
@@ -481,8 +533,6 @@ fn read_session(path: &Path) -> Result<Restored, String> {
             },
             model: decoded.model,
         }),
-        other => Err(format!(
-            "the file is named {stem} but holds session {other:?}"
-        )),
+        other => Err(format!("the file is named {stem} but holds session {other:?}").into()),
     }
 }

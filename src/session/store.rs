@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::budget::{Reservation, Reservations, UploadHold, UploadRefusal, Waiters};
 use super::history::History;
-use super::id::SessionId;
+use super::id::{Replica, SessionId};
 use super::persist::{Persisted, Persister, Restored, SaveState};
 use super::tenant::Tenant;
 use crate::fit::FitJob;
@@ -80,6 +80,16 @@ impl Default for Limits {
 pub enum StoreError {
     #[error("model_id: no model {0:?} (never created, deleted, or dropped after being idle)")]
     NotFound(String),
+    /// The id was made by another replica (or has no replica part where this server has
+    /// one, or one where it has none): the call reached the wrong server. The service
+    /// words the message (it names the routing header).
+    #[error("{field}: {id} is not this replica's ({here}) but {}", owner.as_deref().unwrap_or("an id without a replica part"))]
+    Elsewhere {
+        field: &'static str,
+        id: String,
+        owner: Option<String>,
+        here: Replica,
+    },
     #[error("the server holds its maximum of {0} sessions; delete one first")]
     TooManySessions(usize),
     #[error(
@@ -365,6 +375,8 @@ pub struct SessionStore {
 pub(super) struct Shared {
     sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
     pub(super) limits: Limits,
+    /// The replica whose ids this store makes and holds (`--replica-id`).
+    pub(super) replica: Replica,
     /// Keeps sessions in a state directory, when the server was given one.
     pub(super) persister: Option<Persister>,
     /// Sum of `state_bytes` over live sessions and of the datasets' bytes, for the memory
@@ -380,20 +392,19 @@ pub(super) struct Shared {
 }
 
 impl SessionStore {
+    /// A store in memory only, on no named replica.
     pub fn new(limits: Limits) -> Self {
-        Self::build(limits, None)
+        Self::on(Replica::default(), limits, None)
     }
 
-    /// A store that keeps every session in `persister`'s directory.
-    pub fn persistent(limits: Limits, persister: Persister) -> Self {
-        Self::build(limits, Some(persister))
-    }
-
-    fn build(limits: Limits, persister: Option<Persister>) -> Self {
+    /// A store on `replica` that keeps every session in `persister`'s directory, if
+    /// given.
+    pub fn on(replica: Replica, limits: Limits, persister: Option<Persister>) -> Self {
         SessionStore {
             shared: Arc::new(Shared {
                 sessions: RwLock::new(HashMap::new()),
                 limits,
+                replica,
                 persister,
                 bytes_held: AtomicU64::new(0),
                 reservations: Reservations::default(),
@@ -405,6 +416,30 @@ impl SessionStore {
 
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// The replica this store's ids name.
+    pub fn replica(&self) -> Replica {
+        self.shared.replica
+    }
+
+    /// The key of `id` (already checked to be of an id's shape, else NotFound `missing`)
+    /// if it is this replica's; an id made elsewhere is [`StoreError::Elsewhere`].
+    pub(super) fn key(
+        &self,
+        field: &'static str,
+        id: &str,
+        missing: impl FnOnce() -> StoreError,
+    ) -> Result<SessionId, StoreError> {
+        let parts = SessionId::parse(id).ok_or_else(missing)?;
+        parts
+            .on(self.shared.replica)
+            .map_err(|owner| StoreError::Elsewhere {
+                field,
+                id: id.to_string(),
+                owner,
+                here: self.shared.replica,
+            })
     }
 
     /// Checks a spec against the limits before any memory is spent on it.
@@ -528,7 +563,8 @@ impl SessionStore {
         tenant: &Tenant,
         history: History,
     ) -> Result<Arc<Session>, StoreError> {
-        let id = SessionId::random().map_err(|e| StoreError::Random(e.to_string()))?;
+        let id = SessionId::random(self.shared.replica)
+            .map_err(|e| StoreError::Random(e.to_string()))?;
         let session = Arc::new(Session::new(
             id,
             tenant.clone(),
@@ -629,10 +665,13 @@ impl SessionStore {
     /// The session `id` if `tenant` owns it; another tenant's session is NotFound, just
     /// like an unknown id, so its existence does not leak.
     pub fn get(&self, id: &str, tenant: &Tenant) -> Result<Arc<Session>, StoreError> {
-        SessionId::parse(id)
-            .and_then(|sid| self.read_map().get(&sid).cloned())
+        let missing = || StoreError::NotFound(id.to_string());
+        let key = self.key("model_id", id, missing)?;
+        self.read_map()
+            .get(&key)
             .filter(|s| s.tenant == *tenant)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+            .cloned()
+            .ok_or_else(missing)
     }
 
     /// Removes the session `id` if `tenant` owns it (else NotFound, as for

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use crate::cli::client::Connection;
 use prost::Message;
 use prost::bytes::BufMut;
+use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::Bytes;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::{Request, Status};
 
 use crate::cli::error::{causes, code_name};
+use crate::service::route::{Routed, routed_to};
 
 /// One kind of call: the gRPC method and its request bodies, already encoded. Caller i
 /// sends `bodies[i % bodies.len()]` (e.g. one body per session).
@@ -28,16 +29,43 @@ use crate::cli::error::{causes, code_name};
 pub struct Call {
     pub path: PathAndQuery,
     pub bodies: Vec<Bytes>,
+    /// The routing header of each body (see `service::route`; empty: none).
+    pub routes: Vec<String>,
 }
 
 impl Call {
+    /// Calls that name no session (health, CreateModel): no routing header.
     pub fn new<M: Message>(path: &'static str, requests: impl IntoIterator<Item = M>) -> Self {
+        let bodies: Vec<Bytes> = requests
+            .into_iter()
+            .map(|m| Bytes::from(m.encode_to_vec()))
+            .collect();
         Call {
             path: PathAndQuery::from_static(path),
-            bodies: requests
-                .into_iter()
-                .map(|m| Bytes::from(m.encode_to_vec()))
-                .collect(),
+            routes: vec![String::new(); bodies.len()],
+            bodies,
+        }
+    }
+
+    /// Calls on sessions, each routed on the id its body names, so that a run through a
+    /// proxy in front of several replicas reaches each session's replica.
+    pub fn routed<M: Message + Routed>(
+        path: &'static str,
+        requests: impl IntoIterator<Item = M>,
+    ) -> Self {
+        let (bodies, routes) = requests
+            .into_iter()
+            .map(|m| {
+                let route = m
+                    .routed_id()
+                    .map_or_else(String::new, |(_, id)| id.to_owned());
+                (Bytes::from(m.encode_to_vec()), route)
+            })
+            .unzip();
+        Call {
+            path: PathAndQuery::from_static(path),
+            bodies,
+            routes,
         }
     }
 }
@@ -182,7 +210,8 @@ where
         let grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let body = call.bodies[i % call.bodies.len()].clone();
+        let n = i % call.bodies.len();
+        let body = (call.bodies[n].clone(), call.routes[n].clone());
         let path = call.path.clone();
         let gate = gate.clone();
         tasks.push(tokio::spawn(caller(grpc, path, body, gate, reserve, keep)));
@@ -209,7 +238,7 @@ where
 async fn caller<U>(
     mut grpc: tonic::client::Grpc<Connection>,
     path: PathAndQuery,
-    body: Bytes,
+    (body, route): (Bytes, String),
     gate: Arc<Gate>,
     reserve: usize,
     keep: fn(U) -> Option<String>,
@@ -223,7 +252,7 @@ where
     };
     while gate.next() {
         let t0 = Instant::now();
-        let answer = unary::<U>(&mut grpc, path.clone(), body.clone()).await;
+        let answer = unary::<U>(&mut grpc, path.clone(), body.clone(), &route).await;
         t.latencies.push(t0.elapsed());
         match answer {
             Ok(answer) => {
@@ -251,6 +280,7 @@ async fn unary<U>(
     grpc: &mut tonic::client::Grpc<Connection>,
     path: PathAndQuery,
     body: Bytes,
+    route: &str,
 ) -> Result<U, Status>
 where
     U: Message + Default + Send + 'static,
@@ -259,7 +289,7 @@ where
         .await
         .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
     let codec = PreEncoded::<U>(PhantomData);
-    grpc.unary(Request::new(body), path, codec)
+    grpc.unary(routed_to(body, route), path, codec)
         .await
         .map(tonic::Response::into_inner)
 }

@@ -37,6 +37,7 @@ use crate::cli::client::{self, CONNECT_TIMEOUT, Connection, ServerArgs};
 use crate::cli::describe::table;
 use crate::cli::error::CliError;
 use crate::pb;
+use crate::service::route::routed;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -287,7 +288,7 @@ fn forward_call(ids: &[String], batch: workload::Batch) -> Call {
         x: Some(batch.x.clone()),
         labels: Vec::new(),
     });
-    Call::new("/backprop.v1.Trainer/Forward", requests)
+    Call::routed("/backprop.v1.Trainer/Forward", requests)
 }
 
 fn train_step_call(ids: &[String], batch: workload::Batch) -> Call {
@@ -297,7 +298,7 @@ fn train_step_call(ids: &[String], batch: workload::Batch) -> Call {
         labels: batch.labels.clone(),
         learning_rate: None,
     });
-    Call::new("/backprop.v1.Trainer/TrainStep", requests)
+    Call::routed("/backprop.v1.Trainer/TrainStep", requests)
 }
 
 /// Creates `n` sessions of `spec` one after another; on a failure deletes the ones made.
@@ -341,7 +342,7 @@ async fn delete_sessions(channels: &[Connection], ids: &[String], tasks: usize) 
             let mut deleted = 0;
             for model_id in part {
                 let request = pb::DeleteModelRequest { model_id };
-                if trainer.delete_model(request).await.is_ok() {
+                if trainer.delete_model(routed(request)).await.is_ok() {
                     deleted += 1;
                 }
             }

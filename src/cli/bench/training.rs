@@ -24,6 +24,7 @@ use crate::model::{
 };
 use crate::pb;
 use crate::pb::dataset::{DEFAULT_CHUNK_BYTES, Rows, upload_chunks};
+use crate::service::route::{routed, routed_to};
 
 /// Rows of W5's dataset.
 pub const W5_ROWS: usize = 10_000;
@@ -67,7 +68,7 @@ async fn create(c: &Connection, spec: pb::ModelSpec) -> Result<String, CliError>
 
 async fn delete(c: &Connection, id: String) {
     let _ = trainer(c)
-        .delete_model(pb::DeleteModelRequest { model_id: id })
+        .delete_model(routed(pb::DeleteModelRequest { model_id: id }))
         .await;
 }
 
@@ -87,6 +88,7 @@ async fn stream_steps(
         learning_rate: None,
     };
     let rest = first.clone();
+    let route = first.model_id.clone();
     let requests = tokio_stream::iter((0..n).map(move |i| {
         let mut m = if i == 0 { first.clone() } else { rest.clone() };
         if i > 0 {
@@ -97,7 +99,7 @@ async fn stream_steps(
     }));
     let start = Instant::now();
     let mut answers = trainer(c)
-        .train_stream(requests)
+        .train_stream(routed_to(requests, &route))
         .await
         .map_err(CliError::rpc("TrainStream"))?
         .into_inner();
@@ -271,7 +273,7 @@ async fn raw_tcp(bytes: usize) -> Result<Duration, CliError> {
 async fn run_fit(c: &Connection, req: pb::FitRequest) -> Result<(Duration, u64), CliError> {
     use pb::fit_event::Event;
     let mut events = trainer(c)
-        .fit(req)
+        .fit(routed(req))
         .await
         .map_err(CliError::rpc("Fit"))?
         .into_inner();
@@ -394,7 +396,7 @@ pub async fn w5(
     .await;
     let alone = load::run::<pb::ForwardResponse>(callers, &call, measure, |_| None).await;
     let mut events = trainer(c)
-        .fit(fit(1_000_000, true))
+        .fit(routed(fit(1_000_000, true)))
         .await
         .map_err(CliError::rpc("Fit"))?
         .into_inner();
@@ -410,9 +412,9 @@ pub async fn w5(
     drop(events);
     let beside = load::run::<pb::ForwardResponse>(callers, &call, measure, |_| None).await;
     let cancelled = trainer(c)
-        .cancel_fit(pb::CancelFitRequest {
+        .cancel_fit(routed(pb::CancelFitRequest {
             model_id: id.clone(),
-        })
+        }))
         .await
         .map_err(CliError::rpc("CancelFit"))?
         .into_inner();
@@ -433,9 +435,9 @@ pub async fn w5(
     delete(c, id).await;
     delete(c, w2_id).await;
     let _ = trainer(c)
-        .delete_dataset(pb::DeleteDatasetRequest {
+        .delete_dataset(routed(pb::DeleteDatasetRequest {
             dataset_id: info.dataset_id,
-        })
+        }))
         .await;
     let _ = w2::N;
     Ok(f)

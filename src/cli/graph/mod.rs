@@ -17,6 +17,7 @@ use crate::cli::csv::{self, CsvOptions};
 use crate::cli::error::CliError;
 use crate::engine::rng::Rng;
 use crate::pb;
+use crate::service::route::routed;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -77,10 +78,10 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
     let model = trainer
-        .get_model(pb::GetModelRequest {
+        .get_model(routed(pb::GetModelRequest {
             model_id: args.id.clone(),
             include_values: false,
-        })
+        }))
         .await
         .map_err(CliError::rpc("GetModel"))?
         .into_inner();
@@ -110,7 +111,7 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
     };
     let rows = labels.len() as u32;
     let trace = trainer
-        .trace_step(pb::TraceStepRequest {
+        .trace_step(routed(pb::TraceStepRequest {
             model_id: args.id.clone(),
             x: Some(pb::Tensor {
                 shape: vec![rows, dim as u32],
@@ -119,7 +120,7 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
             }),
             labels,
             shapes_only: args.shapes_only,
-        })
+        }))
         .await
         .map_err(CliError::rpc("TraceStep"))?
         .into_inner();

@@ -17,6 +17,7 @@ use crate::cli::error::CliError;
 use crate::cli::fit;
 use crate::engine::rng::Rng;
 use crate::pb;
+use crate::service::route::routed;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -222,14 +223,14 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     );
 
     // The rows go to the server once; the fit runs there, its events feed the bar.
-    let train_set = fit::upload_rows(&mut trainer, &data, &train_rows, &path, wide).await?;
+    let train_set = fit::upload_rows(&mut trainer, &id, &data, &train_rows, &path, wide).await?;
     let held_set = match held_rows.is_empty() {
         true => None,
-        false => Some(fit::upload_rows(&mut trainer, &data, &held_rows, &path, wide).await?),
+        false => Some(fit::upload_rows(&mut trainer, &id, &data, &held_rows, &path, wide).await?),
     };
     let started = std::time::Instant::now();
     let events = trainer
-        .fit(pb::FitRequest {
+        .fit(routed(pb::FitRequest {
             model_id: id.clone(),
             dataset_id: train_set.dataset_id.clone(),
             validation_dataset_id: held_set
@@ -240,7 +241,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
             batch_size: args.batch_size.min(train_rows.len() as u32),
             seed: args.seed,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(CliError::rpc("Fit"))?
         .into_inner();
@@ -248,9 +249,9 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     // The datasets were this run's alone.
     for d in [Some(&train_set), held_set.as_ref()].into_iter().flatten() {
         let _ = trainer
-            .delete_dataset(pb::DeleteDatasetRequest {
+            .delete_dataset(routed(pb::DeleteDatasetRequest {
                 dataset_id: d.dataset_id.clone(),
-            })
+            }))
             .await;
     }
     let end = end?;
@@ -260,9 +261,9 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let rate = step as f64 / elapsed.as_secs_f64().max(1e-9);
 
     let history = trainer
-        .get_history(pb::GetHistoryRequest {
+        .get_history(routed(pb::GetHistoryRequest {
             model_id: id.clone(),
-        })
+        }))
         .await
         .map_err(CliError::rpc("GetHistory"))?
         .into_inner();
@@ -456,11 +457,11 @@ async fn evaluate(
     let (mut loss, mut correct) = (0.0, 0.0);
     for part in rows.chunks(chunk) {
         let answer = trainer
-            .evaluate(pb::EvaluateRequest {
+            .evaluate(routed(pb::EvaluateRequest {
                 model_id: id.to_string(),
                 x: Some(tensor(data, part, wide)),
                 labels: part.iter().map(|&r| data.labels[r]).collect(),
-            })
+            }))
             .await
             .map_err(CliError::rpc("Evaluate"))?
             .into_inner();

@@ -93,7 +93,7 @@ pub async fn list(
 ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
     let (tenant, req) = split(req);
     svc.observe("ListDatasets", "", 0, async {
-        let after = parse_page_token(&req.page_token)?;
+        let after = parse_page_token(&req.page_token, svc.store.replica())?;
         let size = match req.page_size {
             0 => None,
             n => Some((n as usize).min(MAX_PAGE_SIZE)),
@@ -102,6 +102,7 @@ pub async fn list(
         Ok(pb::ListDatasetsResponse {
             datasets: page.items.iter().map(|d| info_to_proto(d)).collect(),
             next_page_token: page.next_after.map(page_token).unwrap_or_default(),
+            replica: svc.store.replica().name().unwrap_or_default().to_string(),
         })
     })
     .await

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::trainer_server::Trainer;
 use crate::service::limits::Admission;
+use crate::service::route::{self, Routed};
 use crate::session::{ComputePool, SessionStore};
 
 pub use crate::service::limits::{DEFAULT_INLINE_MAX_WORK, RequestLimits};
@@ -67,6 +68,15 @@ impl TrainerService {
         self
     }
 
+    /// Checks the call's routing header (see `service::route`) before anything else.
+    fn route<R: Routed>(&self, req: &Request<R>) -> Result<(), Status> {
+        route::check(
+            req.metadata(),
+            req.get_ref().routed_id(),
+            self.store.replica(),
+        )
+    }
+
     /// Counts optimizer steps in `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
@@ -74,13 +84,15 @@ impl TrainerService {
     }
 }
 
-/// The service's table: each RPC is its group's function.
+/// The service's table: each RPC checks its routing header, then is its group's
+/// function.
 #[tonic::async_trait]
 impl Trainer for TrainerService {
     async fn create_model(
         &self,
         req: Request<pb::CreateModelRequest>,
     ) -> Result<Response<pb::CreateModelResponse>, Status> {
+        self.route(&req)?;
         models::create(self, req).await
     }
 
@@ -88,6 +100,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
+        self.route(&req)?;
         math::forward(self, req).await
     }
 
@@ -95,6 +108,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::BackwardRequest>,
     ) -> Result<Response<pb::BackwardResponse>, Status> {
+        self.route(&req)?;
         math::backward(self, req).await
     }
 
@@ -102,6 +116,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::TrainStepRequest>,
     ) -> Result<Response<pb::TrainStepResponse>, Status> {
+        self.route(&req)?;
         train::train_step(self, req).await
     }
 
@@ -109,6 +124,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ApplyGradientsRequest>,
     ) -> Result<Response<pb::ApplyGradientsResponse>, Status> {
+        self.route(&req)?;
         train::apply_gradients(self, req).await
     }
 
@@ -116,6 +132,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        self.route(&req)?;
         math::evaluate(self, req).await
     }
 
@@ -123,6 +140,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::GetModelResponse>, Status> {
+        self.route(&req)?;
         models::get(self, req).await
     }
 
@@ -130,6 +148,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        self.route(&req)?;
         models::list(self, req).await
     }
 
@@ -137,6 +156,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::DeleteModelRequest>,
     ) -> Result<Response<pb::DeleteModelResponse>, Status> {
+        self.route(&req)?;
         models::delete(self, req).await
     }
 
@@ -144,6 +164,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::GradientCheckRequest>,
     ) -> Result<Response<pb::GradientCheckResponse>, Status> {
+        self.route(&req)?;
         math::gradient_check(self, req).await
     }
 
@@ -153,6 +174,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ExportModelRequest>,
     ) -> Result<Response<Self::ExportModelStream>, Status> {
+        self.route(&req)?;
         checkpoint::export(self, req).await
     }
 
@@ -160,6 +182,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::ImportModelResponse>, Status> {
+        self.route(&req)?;
         checkpoint::import(self, req).await
     }
 
@@ -167,6 +190,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::TraceStepRequest>,
     ) -> Result<Response<pb::TraceStepResponse>, Status> {
+        self.route(&req)?;
         trace::trace_step(self, req).await
     }
 
@@ -176,6 +200,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<Streaming<pb::TrainStreamRequest>>,
     ) -> Result<Response<Self::TrainStreamStream>, Status> {
+        self.route(&req)?;
         stream::train_stream(self, req).await
     }
 
@@ -183,6 +208,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<Streaming<pb::DatasetChunk>>,
     ) -> Result<Response<pb::DatasetInfo>, Status> {
+        self.route(&req)?;
         datasets::upload(self, req).await
     }
 
@@ -190,6 +216,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::GetDatasetRequest>,
     ) -> Result<Response<pb::DatasetInfo>, Status> {
+        self.route(&req)?;
         datasets::get(self, req).await
     }
 
@@ -197,6 +224,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::ListDatasetsRequest>,
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        self.route(&req)?;
         datasets::list(self, req).await
     }
 
@@ -204,12 +232,14 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::DeleteDatasetRequest>,
     ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
+        self.route(&req)?;
         datasets::delete(self, req).await
     }
 
     type FitStream = fit::EventStream;
 
     async fn fit(&self, req: Request<pb::FitRequest>) -> Result<Response<Self::FitStream>, Status> {
+        self.route(&req)?;
         fit::fit(self, req).await
     }
 
@@ -219,6 +249,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::WatchFitRequest>,
     ) -> Result<Response<Self::WatchFitStream>, Status> {
+        self.route(&req)?;
         fit::watch(self, req).await
     }
 
@@ -226,6 +257,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::CancelFitRequest>,
     ) -> Result<Response<pb::CancelFitResponse>, Status> {
+        self.route(&req)?;
         fit::cancel(self, req).await
     }
 
@@ -233,6 +265,7 @@ impl Trainer for TrainerService {
         &self,
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        self.route(&req)?;
         history::get(self, req).await
     }
 }

@@ -12,9 +12,10 @@ use crate::pb;
 use crate::pb::array::{WireScalar, to_tensor};
 use crate::service::convert::{spec_from_proto, spec_to_proto};
 use crate::service::limits::{Call, check_model_id, check_spec_size, echo, init_work};
+use crate::service::route;
 use crate::service::status::invalid;
 use crate::session::history::History;
-use crate::session::{self, Session, SessionId};
+use crate::session::{self, Replica, Session, SessionId};
 use crate::with_model;
 
 pub async fn create(
@@ -71,7 +72,7 @@ pub async fn list(
 ) -> Result<Response<pb::ListModelsResponse>, Status> {
     let (tenant, req) = split(req);
     svc.observe("ListModels", "", 0, async {
-        let after = parse_page_token(&req.page_token)?;
+        let after = parse_page_token(&req.page_token, svc.store.replica())?;
         let size = match req.page_size {
             0 => None,
             n => Some((n as usize).min(MAX_PAGE_SIZE)),
@@ -80,6 +81,7 @@ pub async fn list(
         Ok(pb::ListModelsResponse {
             models: page.items.iter().map(summary).collect(),
             next_page_token: page.next_after.map(page_token).unwrap_or_default(),
+            replica: svc.store.replica().name().unwrap_or_default().to_string(),
         })
     })
     .await
@@ -98,15 +100,15 @@ pub(super) fn page_token(last: SessionId) -> String {
     format!("{PAGE_TOKEN_PREFIX}{last}")
 }
 
-/// Where a page starts after (`None`: the first page, for an empty token).
-pub(super) fn parse_page_token(token: &str) -> Result<Option<SessionId>, Status> {
+/// Where a page starts after (`None`: the first page, for an empty token). A token
+/// another replica made is WRONG_REPLICA (the next page's call went elsewhere).
+pub(super) fn parse_page_token(token: &str, here: Replica) -> Result<Option<SessionId>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
-    token
+    let parts = token
         .strip_prefix(PAGE_TOKEN_PREFIX)
         .and_then(SessionId::parse)
-        .map(Some)
         .ok_or_else(|| {
             invalid(
                 "page_token",
@@ -116,7 +118,12 @@ pub(super) fn parse_page_token(token: &str) -> Result<Option<SessionId>, Status>
                     echo(token)
                 ),
             )
-        })
+        })?;
+    let owner = parts.replica;
+    parts
+        .on(here)
+        .map(Some)
+        .map_err(|_| route::wrong_replica("page_token", owner, here))
 }
 
 fn summary(s: &Arc<Session>) -> pb::ModelSummary {

@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::StatusExt;
 
@@ -32,6 +33,7 @@ use super::TrainerService;
 use super::call::split;
 use super::train::step_on;
 use crate::pb;
+use crate::service::route;
 use crate::service::status::invalid;
 use crate::session::Tenant;
 
@@ -72,11 +74,13 @@ pub async fn train_stream(
     svc: &TrainerService,
     req: Request<Streaming<pb::TrainStreamRequest>>,
 ) -> Result<Response<AnswerStream>, Status> {
+    // The routing header is checked against the first message's model (see `route`).
+    let metadata = req.metadata().clone();
     let (tenant, inbound) = split(req);
     let (batches_tx, batches) = mpsc::channel(READ_AHEAD);
     let (answers, groups) = mpsc::channel(GROUPS_IN_FLIGHT);
     tokio::spawn(read(inbound, batches_tx));
-    tokio::spawn(apply(svc.clone(), tenant, batches, answers));
+    tokio::spawn(apply(svc.clone(), tenant, metadata, batches, answers));
     Ok(Response::new(AnswerStream {
         groups,
         group: Vec::new().into_iter(),
@@ -125,6 +129,7 @@ async fn read(mut inbound: Streaming<pb::TrainStreamRequest>, batches: mpsc::Sen
 async fn apply(
     svc: TrainerService,
     tenant: Tenant,
+    metadata: MetadataMap,
     mut batches: mpsc::Receiver<Inbound>,
     answers: mpsc::Sender<Vec<Answer>>,
 ) {
@@ -147,7 +152,9 @@ async fn apply(
             }
         };
         let sequence = m.sequence;
-        let result = match stream_model(&mut model, m.model_id) {
+        let routed =
+            |id: &str| route::check(&metadata, Some(("model_id", id)), svc.store.replica());
+        let result = match stream_model(&mut model, m.model_id, routed) {
             Ok(id) => one_batch(&svc, &tenant, id, m.x, m.labels, m.learning_rate).await,
             Err(s) => Err(s),
         };
@@ -171,15 +178,21 @@ async fn apply(
     }
 }
 
-/// The model this message trains: the first message names it, later ones may leave it
-/// empty; another model than the stream's is refused for that message.
-fn stream_model(model: &mut Option<String>, named: String) -> Result<String, Status> {
+/// The model this message trains: the first message names it (and must agree with the
+/// routing header, `routed`), later ones may leave it empty; another model than the
+/// stream's is refused for that message.
+fn stream_model(
+    model: &mut Option<String>,
+    named: String,
+    routed: impl FnOnce(&str) -> Result<(), Status>,
+) -> Result<String, Status> {
     match model {
         None if named.is_empty() => Err(invalid(
             "model_id",
             "required on the first message of a stream",
         )),
         None => {
+            routed(&named)?;
             *model = Some(named.clone());
             Ok(named)
         }
