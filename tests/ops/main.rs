@@ -7,4 +7,6 @@ mod durability;
 mod export_stream;
 mod limits;
 mod persist_restart;
+mod proxy;
+mod replicas;
 mod transport;

@@ -13,17 +13,25 @@ use tonic::transport::Channel;
 pub struct Binary {
     pub child: Child,
     pub client: TrainerClient<Channel>,
+    /// Where it listens, `127.0.0.1:PORT`.
+    pub addr: String,
 }
 
 impl Binary {
     /// Starts the server with `args` after `serve --listen 127.0.0.1:0`; `scratch` holds
     /// the address file and its stderr (`stderr.log`, overwritten at each start).
     pub async fn start(scratch: &Path, args: &[&str]) -> Self {
+        Self::start_on(scratch, "127.0.0.1:0", args).await
+    }
+
+    /// As [`start`](Self::start), listening on `listen` (e.g. the port a killed server
+    /// had, so a proxy in front finds it again).
+    pub async fn start_on(scratch: &Path, listen: &str, args: &[&str]) -> Self {
         let address_file = scratch.join("address");
         let _ = std::fs::remove_file(&address_file);
         let log = std::fs::File::create(scratch.join("stderr.log")).expect("stderr log");
         let child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--compute-threads", "2"])
+            .args(["serve", "--listen", listen, "--compute-threads", "2"])
             .arg("--address-file")
             .arg(&address_file)
             .args(args)
@@ -55,6 +63,7 @@ impl Binary {
             client: TrainerClient::new(channel)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
+            addr,
         }
     }
 
@@ -130,6 +139,28 @@ pub fn binary() -> PathBuf {
         .join(format!("backprop{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "no server binary at {}", bin.display());
     bin
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for a process that must be told its
+/// port in advance: a proxy, a metrics listener, a server restarted behind a proxy).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Waits (bounded) until something accepts TCP connections on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What the last server started in `scratch` wrote to stderr.
