@@ -6,6 +6,7 @@ use backprop::pb;
 use backprop::pb::dataset::{Rows, upload_chunks};
 use backprop::pb::trainer_client::TrainerClient;
 use backprop::service::auth::Tokens;
+use backprop::service::route::ROUTE_HEADER;
 use support::*;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -33,24 +34,35 @@ async fn server() -> TestServer {
     TestServer::with_config(config).await
 }
 
-/// Sends `authorization` with every call (or nothing).
+/// Sends `authorization` with every call (or nothing), and a routing header
+/// (`x-backprop-model`, for tests/service/routing.rs).
 #[derive(Clone)]
-struct Auth(Option<String>);
+pub(crate) struct Auth(Option<String>, Option<String>);
 
 impl Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            let v: MetadataValue<_> = v.parse().expect("ascii");
-            req.metadata_mut().insert("authorization", v);
+        for (key, value) in [("authorization", &self.0), (ROUTE_HEADER, &self.1)] {
+            if let Some(v) = value {
+                let v: MetadataValue<_> = v.parse().expect("ascii");
+                req.metadata_mut().insert(key, v);
+            }
         }
         Ok(req)
     }
 }
 
-type Authed = TrainerClient<InterceptedService<Channel, Auth>>;
+pub(crate) type Authed = TrainerClient<InterceptedService<Channel, Auth>>;
 
 fn client(srv: &TestServer, authorization: Option<&str>) -> Authed {
-    TrainerClient::with_interceptor(srv.channel.clone(), Auth(authorization.map(String::from)))
+    TrainerClient::with_interceptor(
+        srv.channel.clone(),
+        Auth(authorization.map(String::from), None),
+    )
+}
+
+/// A client without a token that sends `route` as the routing header of every call.
+pub(crate) fn routed_client(srv: &TestServer, route: &str) -> Authed {
+    TrainerClient::with_interceptor(srv.channel.clone(), Auth(None, Some(route.to_string())))
 }
 
 fn as_tenant(srv: &TestServer, token: &str) -> Authed {
@@ -140,7 +152,7 @@ async fn calls_without_a_known_bearer_token_are_unauthenticated() {
     assert_eq!(err.code(), Code::Unauthenticated);
     ServerReflectionClient::with_interceptor(
         srv.channel.clone(),
-        Auth(Some(format!("Bearer {BOB}"))),
+        Auth(Some(format!("Bearer {BOB}")), None),
     )
     .server_reflection_info(tokio_stream::iter([list]))
     .await
@@ -245,7 +257,7 @@ async fn per_tenant_session_limits() {
 }
 
 /// What another tenant's call on Alice's model must answer.
-enum Scope {
+pub(crate) enum Scope {
     /// Names a model: NOT_FOUND, exactly as for an unknown id.
     Model,
     /// Names a dataset: NOT_FOUND, exactly as for an unknown dataset id.
@@ -259,7 +271,7 @@ enum Scope {
 /// A new RPC that is not in this table fails
 /// `every_rpc_keeps_tenants_apart`; one in it that forgets the tenant check answers
 /// something other than NOT_FOUND there.
-fn cross_tenant_calls() -> Vec<(&'static str, Scope)> {
+pub(crate) fn cross_tenant_calls() -> Vec<(&'static str, Scope)> {
     vec![
         ("CreateModel", Scope::None),
         ("Forward", Scope::Model),
@@ -293,7 +305,7 @@ fn none<T>(r: Result<T, tonic::Status>) -> Result<Option<String>, tonic::Status>
 
 /// Bob calls `method` on Alice's model `a` (or dataset `ds`) with a request that would
 /// succeed for her.
-async fn call_as(
+pub(crate) async fn call_as(
     c: &mut Authed,
     method: &str,
     a: &str,

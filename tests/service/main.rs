@@ -18,6 +18,7 @@ mod overload;
 mod paging;
 mod persist;
 mod refusals;
+mod routing;
 mod rpcs;
 mod stream;
 mod tls;
