@@ -9,7 +9,9 @@ from any working directory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -66,9 +68,69 @@ def connect(
     else:
         channel = grpc.insecure_channel(address, options=options)
     grpc.channel_ready_future(channel).result(timeout=timeout)
-    if token:
-        channel = grpc.intercept_channel(channel, _Bearer(token))
+    interceptors = [_Route()] + ([_Bearer(token)] if token else [])
+    channel = grpc.intercept_channel(channel, *interceptors)
     return channel, pb_grpc.TrainerStub(channel)
+
+
+# The metadata a proxy in front of several replicas routes on (docs/DEPLOY.md): the model
+# or dataset id a call names, or a replica name.
+ROUTE_HEADER = "x-backprop-model"
+_ID = re.compile(r"^(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?\.)?[0-9a-fA-F]{32}$")
+
+
+def _route_of(request) -> str | None:
+    """The id a request names (model_id, else dataset_id), if it has an id's shape: a
+    malformed id gets no header, so the server's answer names the body's field."""
+    for field in ("model_id", "dataset_id"):
+        value = getattr(request, field, "")
+        if value and _ID.match(value):
+            return value
+    return None
+
+
+def route(to: str) -> list[tuple[str, str]]:
+    """Metadata routing a call that names no model to the replica of `to` (a model id or
+    a replica name), e.g. `stub.UploadDataset(chunks, metadata=route(model_id))` puts a
+    dataset next to the model a fit will train. Empty for ""."""
+    return [(ROUTE_HEADER, to)] if to else []
+
+
+class _Route(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `x-backprop-model: <id>` to every call that names a model or dataset (the
+    first message of TrainStream), unless the caller set it, so calls through a proxy
+    reach the replica that holds the session. UploadDataset and ImportModel name
+    nothing: pass `metadata=route(...)` to choose their replica."""
+
+    @staticmethod
+    def _details(details, to):
+        metadata = list(details.metadata or [])
+        if to and all(key != ROUTE_HEADER for key, _ in metadata):
+            metadata.append((ROUTE_HEADER, to))
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details, _route_of(request)), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details, _route_of(request)), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(details, request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        # The first message names the model: read it, then send it and the rest.
+        messages = iter(request_iterator)
+        first = next(messages, None)
+        if first is None:
+            return continuation(details, iter(()))
+        to = _route_of(first)
+        return continuation(self._details(details, to), itertools.chain([first], messages))
 
 
 class _Bearer(
@@ -118,9 +180,14 @@ def upload_dataset(
     y: np.ndarray,
     name: str = "",
     chunk_bytes: int = 1 << 20,
+    next_to: str = "",
 ) -> pb.DatasetInfo:
     """Uploads N rows `X` (N×D, float32 or float64, sent in that dtype) and their N
     labels `y` as a dataset held by the server, and returns its DatasetInfo.
+
+    Behind a proxy in front of several replicas, `next_to` (the id of the model a fit
+    will train, or a replica name) puts the dataset on that model's replica, where the
+    fit can read it; without it any replica takes it.
 
     The rows go in chunks of whole rows of about `chunk_bytes` (at least one row each);
     the first chunk's header declares the shape, dtype and the SHA-256 the proto
@@ -162,7 +229,7 @@ def upload_dataset(
                 labels=labels[first:last].tolist(),
             )
 
-    return stub.UploadDataset(chunks())
+    return stub.UploadDataset(chunks(), metadata=route(next_to))
 
 
 def fit(

@@ -89,7 +89,7 @@ def train_by_fit(stub, model_id: str, args, x_train, y_train, x_test, y_test) ->
     try:
         started = time.perf_counter()
         for x, y, name in ((x_train, y_train, "digits-train"), (x_test, y_test, "digits-test")):
-            datasets.append(upload_dataset(stub, x, y, name=name))
+            datasets.append(upload_dataset(stub, x, y, name=name, next_to=model_id))
         train_set, test_set = datasets
         uploaded = time.perf_counter()
         last_epoch = finished = progress = None
