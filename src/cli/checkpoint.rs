@@ -12,7 +12,10 @@ use super::error::CliError;
 use crate::checkpoint::file::write_atomic;
 use crate::pb;
 use crate::pb::chunks::{DEFAULT_CHUNK_BYTES, sha256_hex, split};
-use crate::service::route::routed;
+use crate::pb::trainer_client::TrainerClient;
+use crate::service::route::{routed, routed_to};
+
+pub(super) type Trainer = TrainerClient<client::Connection>;
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -31,6 +34,10 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// A safetensors checkpoint written by `backprop export` (or ExportModel).
     pub file: PathBuf,
+    /// Behind a proxy in front of several replicas: import onto this replica (its
+    /// `--replica-id`). Without it any replica takes the model.
+    #[arg(long, value_name = "REPLICA")]
+    pub to: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -38,11 +45,11 @@ pub struct ImportArgs {
     pub server: ServerArgs,
 }
 
-pub async fn export(args: ExportArgs) -> Result<(), CliError> {
-    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let mut stream = client::trainer(channel)
+/// Model `id`'s checkpoint, whole and checked against the SHA-256 the server declared.
+pub async fn download(trainer: &mut Trainer, id: &str) -> Result<Vec<u8>, CliError> {
+    let mut stream = trainer
         .export_model(routed(pb::ExportModelRequest {
-            model_id: args.id.clone(),
+            model_id: id.to_string(),
             chunk_bytes: 0,
         }))
         .await
@@ -64,6 +71,30 @@ pub async fn export(args: ExportArgs) -> Result<(), CliError> {
             file.len()
         )));
     }
+    Ok(file)
+}
+
+/// Imports `file` as a new model on the replica `to` names (a replica name or an id of
+/// its; empty: any), through a proxy that routes on the header.
+pub async fn upload(
+    trainer: &mut Trainer,
+    file: Vec<u8>,
+    to: &str,
+) -> Result<pb::ImportModelResponse, CliError> {
+    Ok(trainer
+        .import_model(routed_to(
+            tokio_stream::iter(split(file, DEFAULT_CHUNK_BYTES)),
+            to,
+        ))
+        .await
+        .map_err(CliError::rpc("ImportModel"))?
+        .into_inner())
+}
+
+pub async fn export(args: ExportArgs) -> Result<(), CliError> {
+    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
+    let file = download(&mut client::trainer(channel), &args.id).await?;
+    let got = sha256_hex(&file);
     write_atomic(&args.file, &file).map_err(|source| CliError::Write {
         path: args.file.display().to_string(),
         source,
@@ -91,11 +122,8 @@ pub async fn import(args: ImportArgs) -> Result<(), CliError> {
         source,
     })?;
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let r = client::trainer(channel)
-        .import_model(tokio_stream::iter(split(file, DEFAULT_CHUNK_BYTES)))
-        .await
-        .map_err(CliError::rpc("ImportModel"))?
-        .into_inner();
+    let to = args.to.as_deref().unwrap_or("");
+    let r = upload(&mut client::trainer(channel), file, to).await?;
     if args.json {
         println!(
             "{}",

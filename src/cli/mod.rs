@@ -11,7 +11,8 @@
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
 //! - [`bench`](mod@bench): the load generator (`bench::load`: callers and tally; `bench::workload`:
 //!   the specs and batches of bench/README.md).
-//! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file.
+//! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file;
+//!   [`migrate`]: a model moved to another replica through the proxy.
 //! - [`fit`](mod@fit): `upload`, `datasets`, `fit` and `watch`: datasets held by the server and
 //!   fits on them, a fit's events drawn as progress.
 //! - [`graph`]: a model's computational graph on a small batch (TraceStep) as SVG, DOT, JSON,
@@ -28,6 +29,7 @@ pub mod error;
 pub mod fit;
 pub mod graph;
 pub mod health;
+pub mod migrate;
 pub mod models;
 pub mod train;
 
@@ -61,6 +63,9 @@ pub enum Command {
     Fit(fit::FitArgs),
     /// Follow a model's fit (running or last), replaying the events it missed.
     Watch(fit::WatchArgs),
+    /// Move a model to another replica behind a proxy (export, import there, check,
+    /// delete the source), e.g. to drain a node.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Runs one subcommand; errors go to stderr and exit 1.
@@ -79,6 +84,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Datasets(args) => fit::datasets(args).await,
         Command::Fit(args) => fit::fit(args).await,
         Command::Watch(args) => fit::watch(args).await,
+        Command::Migrate(args) => migrate::migrate(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -154,14 +154,23 @@ pub fn check(
         }
     }
     let owner = route.replica();
-    if here.name() != owner {
-        let what = match route {
-            Route::Id(id) => format!("{ROUTE_HEADER} {id}"),
-            Route::Replica(name) => format!("{ROUTE_HEADER} {name}"),
-        };
-        return Err(wrong_replica(&what, owner, here));
+    if here.name() == owner {
+        return Ok(());
     }
-    Ok(())
+    Err(match route {
+        Route::Id(id) => wrong_replica(&format!("{ROUTE_HEADER} {id}"), owner, here),
+        Route::Replica(name) => {
+            let message = format!(
+                "the call's {ROUTE_HEADER} header sends it to replica {name}, but this is \
+                 replica {here}: a proxy in front of several replicas must route each call \
+                 on that header (docs/DEPLOY.md)"
+            );
+            Refusal::new(Reason::WrongReplica, message)
+                .meta("replica", here.to_string())
+                .meta("owner", name)
+                .into()
+        }
+    })
 }
 
 fn route_text(route: Route<'_>) -> String {

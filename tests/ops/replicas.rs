@@ -564,6 +564,17 @@ async fn sessions_spread_over_the_replicas_and_their_calls_stay_on_theirs() {
     }
 }
 
+/// GetModel with values, routed on the id (through a proxy).
+async fn get_routed(c: &mut Client, id: &str) -> pb::GetModelResponse {
+    c.get_model(routed(pb::GetModelRequest {
+        model_id: id.to_string(),
+        include_values: true,
+    }))
+    .await
+    .expect("GetModel")
+    .into_inner()
+}
+
 async fn futures_all(replicas: &[Replica], method: &str, code: &str) -> Vec<f64> {
     let mut out = Vec::new();
     for r in replicas {
@@ -1089,4 +1100,87 @@ async fn a_state_directory_keeps_its_replica() {
     replicas[0].up().await;
     let listed = list_all(&mut replicas[0].direct()).await;
     assert_eq!(listed.keys().collect::<Vec<_>>(), vec![&id]);
+}
+
+/// `backprop migrate` through nginx moves a trained session to another replica: the
+/// copy is the same model at the same step with the same history, the source is gone,
+/// and training goes on under the new id. Pointed at one replica instead of a proxy it
+/// moves nothing and says why.
+#[tokio::test]
+async fn migrate_moves_a_session_between_replicas() {
+    let (root, replicas) = start_replicas("migrate").await;
+    let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
+    let proxy = Proxy::start(Kind::Nginx, &root, &addrs).await;
+    let mut via = client_of(&proxy).await;
+    let id = create(&mut via, 42).await.expect("CreateModel");
+    for s in 1..=3 {
+        assert_eq!(step(&mut via, &id, &batch(42, s)).await.ok(), Some(s));
+    }
+    let before = get_routed(&mut via, &id).await;
+    let history = |c: &mut Client, id: String| {
+        let mut c = c.clone();
+        async move {
+            let mut h = c
+                .get_history(routed(pb::GetHistoryRequest { model_id: id }))
+                .await
+                .expect("GetHistory")
+                .into_inner();
+            h.steps.iter_mut().for_each(|p| p.time = p.time.round());
+            h
+        }
+    };
+    let history_before = history(&mut via, id.clone()).await;
+    let from = owner(&id);
+    let to = replica_name((from + 1) % N);
+    let migrate = |address: String, id: String, to: String| {
+        std::process::Command::new(support::process::binary())
+            .args(["migrate", &id, "--to", &to, "--json", "--address", &address])
+            .output()
+            .expect("run backprop migrate")
+    };
+
+    // Straight at the source replica, not a proxy: the import stays there.
+    let out = migrate(addrs[from].clone(), id.clone(), to.clone());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing moved") && stderr.contains("x-backprop-model"),
+        "{stderr}"
+    );
+    let left = list_all(&mut replicas[from].direct()).await;
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        vec![&id],
+        "no copy left behind"
+    );
+
+    let out = migrate(proxy.uri(), id.clone(), to.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let new_id = moved["model_id"].as_str().expect("model_id").to_string();
+    assert_eq!(owner(&new_id), (from + 1) % N);
+    assert_eq!(moved["step"], 3);
+    let after = get_routed(&mut via, &new_id).await;
+    assert_eq!(after.step, before.step);
+    assert_eq!(after.parameters, before.parameters);
+    let mut history_after = history(&mut via, new_id.clone()).await;
+    history_after
+        .steps
+        .iter_mut()
+        .for_each(|p| p.time = p.time.round());
+    assert_eq!(history_after, history_before, "the history moved too");
+    let e = replicas[from]
+        .direct()
+        .get_model(pb::GetModelRequest {
+            model_id: id.clone(),
+            include_values: false,
+        })
+        .await
+        .expect_err("the source is deleted");
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(step(&mut via, &new_id, &batch(42, 4)).await.ok(), Some(4));
 }

@@ -28,8 +28,16 @@ fn assert_wrong_replica(e: &tonic::Status, owner: Option<&str>, what: &str) {
     assert_eq!(e.code(), Code::FailedPrecondition, "{what}: {e:?}");
     assert_eq!(reason(e), "WRONG_REPLICA", "{what}");
     let info = e.get_details_error_info().expect("ErrorInfo");
-    assert_eq!(info.metadata.get("replica").map(String::as_str), Some(HERE), "{what}");
-    assert_eq!(info.metadata.get("owner").map(String::as_str), owner, "{what}");
+    assert_eq!(
+        info.metadata.get("replica").map(String::as_str),
+        Some(HERE),
+        "{what}"
+    );
+    assert_eq!(
+        info.metadata.get("owner").map(String::as_str),
+        owner,
+        "{what}"
+    );
     if let Some(owner) = owner {
         assert!(e.message().contains(owner), "{what}: {}", e.message());
     }
@@ -61,7 +69,10 @@ async fn every_rpc_checks_its_routing_header() {
     let mut c = srv.trainer();
     let (a, _) = create(&mut c, wire_spec(3, &[], 2)).await;
     let (b, _) = create(&mut c, wire_spec(3, &[], 2)).await;
-    assert!(a.starts_with("backprop-0.") && a.len() == HERE.len() + 1 + 32, "{a}");
+    assert!(
+        a.starts_with("backprop-0.") && a.len() == HERE.len() + 1 + 32,
+        "{a}"
+    );
     let x = [0.25f32, 0.5, 0.75, 1.0, 1.25, 1.5];
     let ds = c
         .upload_dataset(tokio_stream::iter(upload_chunks(
@@ -87,7 +98,8 @@ async fn every_rpc_checks_its_routing_header() {
                     .expect_err(method);
                 assert_eq!(e.code(), Code::InvalidArgument, "{method}: {e:?}");
                 assert!(
-                    e.message().starts_with(&format!("{ROUTE_HEADER}: the routing header")),
+                    e.message()
+                        .starts_with(&format!("{ROUTE_HEADER}: the routing header")),
                     "{method}: {}",
                     e.message()
                 );
@@ -99,7 +111,11 @@ async fn every_rpc_checks_its_routing_header() {
                 assert_wrong_replica(&e, Some("backprop-1"), method);
             }
         }
-        assert_eq!(export(&mut c, &a).await, before, "{method} changed the model");
+        assert_eq!(
+            export(&mut c, &a).await,
+            before,
+            "{method} changed the model"
+        );
     }
     // The same id in the header as in the body is what the clients send: accepted.
     let mut same: Authed = routed_client(&srv, &a);
@@ -147,10 +163,16 @@ async fn another_replicas_ids_are_wrong_replica() {
         labels: Vec::new(),
     };
     let theirs = format!("backprop-1.{hex}");
-    let e = c.forward(forward(theirs.clone())).await.expect_err("theirs");
+    let e = c
+        .forward(forward(theirs.clone()))
+        .await
+        .expect_err("theirs");
     assert_wrong_replica(&e, Some("backprop-1"), "Forward");
     assert!(e.message().contains(&theirs), "{}", e.message());
-    let e = c.forward(forward(hex.to_string())).await.expect_err("plain");
+    let e = c
+        .forward(forward(hex.to_string()))
+        .await
+        .expect_err("plain");
     assert_wrong_replica(&e, None, "Forward on a plain id");
     // A page token another replica handed out.
     let e = c
@@ -174,7 +196,10 @@ async fn another_replicas_ids_are_wrong_replica() {
         .expect_err("their dataset");
     assert_wrong_replica(&e, Some("backprop-2"), "Fit dataset_id");
     // Malformed ids are the body's own error, as before.
-    let e = c.forward(forward("backprop-1.xyz".into())).await.expect_err("bad");
+    let e = c
+        .forward(forward("backprop-1.xyz".into()))
+        .await
+        .expect_err("bad");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("model_id: "), "{}", e.message());
     // Without --replica-id, a replica-named id belongs elsewhere too.
