@@ -162,7 +162,9 @@ def prepare(stub, name: str, host: str, out: Path, w5_rows: int = W5_ROWS) -> Pa
     `ghz --config`; ghz will write its JSON report to out/<name>.json."""
     config = load_config(name)
     data = payload(config)
-    needs = placeholders(data)
+    # The routing header (x-backprop-model) names the same session as the data, so the
+    # calls reach its replica through a proxy (docs/DEPLOY.md).
+    needs = placeholders(data) | placeholders(config.get("metadata", {}))
     ids = {}
     if MODEL_ID in needs:
         ids[MODEL_ID] = create_model(stub, model_request(name))
@@ -172,6 +174,8 @@ def prepare(stub, name: str, host: str, out: Path, w5_rows: int = W5_ROWS) -> Pa
     if name in SETUP:
         SETUP[name](stub, ids, name)
     data = fill(data, ids)
+    if "metadata" in config:
+        config["metadata"] = fill(config["metadata"], ids)
     if "data" in config:
         config["data"] = data
     else:

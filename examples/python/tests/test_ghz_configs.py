@@ -165,9 +165,10 @@ def ghz_messages(config: dict, method) -> list:
     return [data]
 
 
-def ghz_call(channel, method, requests: list) -> list:
-    """Makes one call of `method` as ghz would for its kind, and returns every answer
-    (one for a unary or client-streaming call). Raises unless the call ends OK."""
+def ghz_call(channel, method, requests: list, metadata: dict | None = None) -> list:
+    """Makes one call of `method` as ghz would for its kind, with the config's
+    `metadata`, and returns every answer (one for a unary or client-streaming call).
+    Raises unless the call ends OK."""
     path = f"/{method.containing_service.full_name}/{method.name}"
     kinds = {
         (False, False): channel.unary_unary, (False, True): channel.unary_stream,
@@ -179,7 +180,7 @@ def ghz_call(channel, method, requests: list) -> list:
         response_deserializer=GetMessageClass(method.output_type).FromString,
     )
     sent = iter(requests) if method.client_streaming else requests[0]
-    answer = call(sent, timeout=120)
+    answer = call(sent, timeout=120, metadata=list((metadata or {}).items()))
     return list(answer) if method.server_streaming else [answer]
 
 
@@ -198,7 +199,12 @@ def test_payload_is_accepted(name, server_address, channel_and_stub, reflection,
     assert not any(PREPARE.placeholders(m) for m in messages)
     request_class = GetMessageClass(method.input_type)
     requests = [json_format.ParseDict(m, request_class()) for m in messages]
-    replies = ghz_call(channel, method, requests)  # raises (and fails the test) unless OK
+    metadata = runnable.get("metadata")
+    # Every call on a session routes on its id, the one the data names.
+    named = requests[0].model_id if hasattr(requests[0], "model_id") else getattr(
+        requests[0], "dataset_id", "")
+    assert (metadata or {}).get("x-backprop-model", "") == named, (name, metadata)
+    replies = ghz_call(channel, method, requests, metadata)  # raises unless OK
     reply, request = replies[-1], requests[0]
 
     if method_name == "Forward":
@@ -219,7 +225,7 @@ def test_payload_is_accepted(name, server_address, channel_and_stub, reflection,
     elif method_name == "Fit":
         # ghz's next call (concurrency 1) starts once this one ended: the same fit
         # again, continuing from the model's step.
-        again = ghz_call(channel, method, requests)
+        again = ghz_call(channel, method, requests, metadata)
         steps = request.max_steps
         for events, start in ((replies, 0), (again, steps)):
             assert [events[0].WhichOneof("event"), events[-1].WhichOneof("event")] == [
@@ -241,7 +247,7 @@ def test_payload_is_accepted(name, server_address, channel_and_stub, reflection,
         assert [e.epoch_end.epoch for e in replies if e.HasField("epoch_end")] == [0, 1, 2, 3, 4]
         assert reply.finished.reason == pb.FIT_END_COMPLETED
         assert (reply.finished.steps, reply.finished.epochs) == (40, 5)
-        assert ghz_call(channel, method, requests) == replies
+        assert ghz_call(channel, method, requests, metadata) == replies
     elif method_name == "GetHistory":
         assert [s.step for s in reply.steps] == list(range(1, PREPARE.HISTORY_STEPS + 1))
         assert all(math.isfinite(s.data_loss) and 0 <= s.accuracy <= 1 for s in reply.steps)
@@ -256,7 +262,7 @@ def test_payload_is_accepted(name, server_address, channel_and_stub, reflection,
         assert reply.bytes == 8 * 4 * 4 + 8 * 4  # f32 values and u32 labels
         assert reply.sha256 == header.sha256 and reply.name == header.name
         # Every ghz call uploads again: another dataset.
-        assert ghz_call(channel, method, requests)[0].dataset_id != reply.dataset_id
+        assert ghz_call(channel, method, requests, metadata)[0].dataset_id != reply.dataset_id
     else:
         pytest.fail(f"no check for {method_name}: add one")
     if name == "w1_trainstep":
