@@ -90,16 +90,17 @@ class Report:
             print(f"  FAIL {line}")
         return ok
 
+    def section(self, title: str, summary: str, failed_before: int) -> None:
+        """A section's one-line summary: what was checked, or how many checks failed."""
+        new = self.failed - failed_before
+        print(f"{title}: {summary}" if new == 0 else f"{title}: {new} FAILED (above); checked: {summary}")
+
     def findings(self, label: str, found: list[str]) -> None:
         """One check per lint subject: passes iff there are no findings."""
         if not found:
             self.passed += 1
         for f in found:
             self.check(False, label, f)
-
-
-def section(title: str, summary: str) -> None:
-    print(f"{title}: {summary}")
 
 
 # ------------------------------------------------------------------------------ loading
@@ -149,7 +150,11 @@ def load_manifests(report: Report) -> tuple[list[tuple[Path, dict]], dict]:
         path = K8S / name
         if not report.check(path.is_file(), "kustomization.yaml resources", f"{name} does not exist"):
             continue
-        docs = load_yaml_documents(path)
+        try:
+            docs = load_yaml_documents(path)
+        except yaml.YAMLError as e:
+            report.check(False, name, f"is not YAML: {e}")
+            continue
         report.check(bool(docs), name, "holds no object")
         for doc in docs:
             ok = isinstance(doc, dict) and all(k in doc for k in ("apiVersion", "kind", "metadata"))
@@ -164,6 +169,7 @@ def load_manifests(report: Report) -> tuple[list[tuple[Path, dict]], dict]:
 
 
 def check_schemas(report: Report, objects: list[tuple[Path, dict]]) -> None:
+    before = report.failed
     shipped = set(kv.all_versions())
     for version in KUBERNETES_VERSIONS:
         # kubernetes-validate falls back to an older schema for a version it lacks; here
@@ -184,11 +190,12 @@ def check_schemas(report: Report, objects: list[tuple[Path, dict]]) -> None:
                 report.check(False, label, f"{at}: {e.message}")
             except kv.SchemaNotFoundError as e:
                 report.check(False, label, e.message)
-    section(
+    report.section(
         "schemas",
         f"{len(objects)} objects in {len({p for p, _ in objects})} files valid (strict) against "
         f"Kubernetes {', '.join(KUBERNETES_VERSIONS)} (kubernetes-validate {KV_VERSION}, "
         "schemas from the package)",
+        before,
     )
 
 
@@ -223,12 +230,12 @@ def image_problem(image: str) -> str | None:
     """Why an image reference is not pinned, or None."""
     if "@sha256:" in image:
         return None
-    last = image.rsplit("/", 1)[-1]
-    name, _, tag = last.partition(":")
-    repository = image.rsplit(":", 1)[0] if tag else image
+    slash = image.rfind("/")
+    name, _, tag = image[slash + 1 :].partition(":")
     if tag and tag != "latest":
         return None
-    if name in LOCAL_IMAGES and "/" not in repository:
+    # Only the bare local name: registry.example.com/backprop must be pinned.
+    if name in LOCAL_IMAGES and slash == -1:
         return None
     return f"image {image!r} has {'tag latest' if tag else 'no tag'}: pin a version (only the locally built {sorted(LOCAL_IMAGES)} may use latest)"
 
@@ -370,6 +377,7 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 def check_workloads(report: Report, objects: list[tuple[Path, dict]]) -> dict:
+    before = report.failed
     docs = [d for _, d in objects]
     by_kind: dict[str, list[dict]] = {}
     for d in docs:
@@ -379,12 +387,14 @@ def check_workloads(report: Report, objects: list[tuple[Path, dict]]) -> dict:
     containers = sum(len((pod_spec(d) or {}).get("containers") or []) for d in workloads)
     for d in docs:
         report.findings(f"lint {where(d)}", lint_object(d))
-    section(
+    report.section(
         "security lint",
         f"{len(docs)} objects, {len(workloads)} pod templates, {containers} containers: non-root, "
         "read-only root, no escalation, caps drop ALL, RuntimeDefault seccomp, requests and limits, "
         "pinned images, no host namespaces or privileged, no service account token",
+        before,
     )
+    before = report.failed
 
     stss = [d for d in by_kind.get("StatefulSet", []) if backprop_container(pod_spec(d) or {})]
     report.check(len(stss) == 1, "StatefulSet", f"expected one running backprop, found {len(stss)}")
@@ -397,12 +407,6 @@ def check_workloads(report: Report, objects: list[tuple[Path, dict]]) -> dict:
     spec = pod_spec(sts)
     c = backprop_container(spec)
     grace = env_of(c).get("BACKPROP_SHUTDOWN_GRACE_SECS", {}).get("value")
-    section(
-        "statefulset",
-        f"{where(sts)}: {sts['spec'].get('replicas')} replicas, terminationGracePeriodSeconds "
-        f"{spec.get('terminationGracePeriodSeconds')} > shutdown grace {grace}, readiness grpc "
-        f"{TRAINER_SERVICE} on {GRPC_PORT}, BACKPROP_REPLICA_ID from metadata.name, state on a volume claim",
-    )
 
     # Services and budgets select the pods they are meant for.
     templates = [(d, ((d["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}) for d in workloads]
@@ -439,6 +443,14 @@ def check_workloads(report: Report, objects: list[tuple[Path, dict]]) -> dict:
             where(headless[0]),
             f"has no port grpc {GRPC_PORT} with appProtocol grpc",
         )
+    report.section(
+        "statefulset",
+        f"{where(sts)}: {sts['spec'].get('replicas')} replicas, terminationGracePeriodSeconds "
+        f"{spec.get('terminationGracePeriodSeconds')} vs shutdown grace {grace}, readiness grpc "
+        f"{TRAINER_SERVICE} on {GRPC_PORT}, BACKPROP_REPLICA_ID from metadata.name, state on a volume claim; "
+        "its headless Service; every Service and PodDisruptionBudget selects one pod template",
+        before,
+    )
     return context
 
 
@@ -450,10 +462,24 @@ def nginx_directives(text: str) -> list[str]:
     normalised (block openers and closers are skipped)."""
     out = []
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip() if not line.strip().startswith("add_header") else line.strip()
+        line = strip_comment(line).strip()
         if line.endswith(";"):
             out.append(" ".join(line[:-1].split()))
     return out
+
+
+def strip_comment(line: str) -> str:
+    """The line up to a `#` that is outside quotes."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
 
 
 def lint_proxy_config(config: str, sts: dict | None) -> list[str]:
@@ -513,8 +539,8 @@ def lint_proxy_deployment(dep: dict, cm: dict) -> list[str]:
             probe = c.get(probe_name) or {}
             if not (probe.get("tcpSocket") or probe.get("grpc") or probe.get("httpGet")):
                 found.append(f"container {c['name']!r}: no {probe_name}")
-        ro_mounts = {m["mountPath"] for m in c.get("volumeMounts") or []}
-        if "/tmp" not in ro_mounts:
+        mounts = {m["mountPath"] for m in c.get("volumeMounts") or []}
+        if "/tmp" not in mounts:
             found.append(f"container {c['name']!r}: no writable /tmp (pid and temporary files, on a read-only root)")
     if (dep["spec"].get("replicas") or 1) < 2:
         found.append("fewer than 2 replicas")
@@ -522,6 +548,7 @@ def lint_proxy_deployment(dep: dict, cm: dict) -> list[str]:
 
 
 def check_proxy(report: Report, context: dict) -> None:
+    before = report.failed
     by_kind = context["by_kind"]
     sts = context.get("sts")
     deps = [d for d in by_kind.get("Deployment", []) if "nginx" in " ".join(c.get("image", "") for c in pod_spec(d)["containers"])]
@@ -546,12 +573,13 @@ def check_proxy(report: Report, context: dict) -> None:
             where(services[0]),
             "has no port 8080 → grpc",
         )
-    section(
+    report.section(
         "proxy",
         f"{where(cm)} resolves through kube-dns with a short valid=, maps $http_x_backprop_model to "
         f"<pod>.{(sts or {}).get('spec', {}).get('serviceName')}.<namespace>, keeps every directive of "
-        f"deploy/nginx/backprop-server.conf; {where(dep)} renders it with its namespace; Services and "
-        "PodDisruptionBudgets select the right pods",
+        f"deploy/nginx/backprop-server.conf; {where(dep)} renders it with its namespace, "
+        "2+ replicas, its Service on 8080",
+        before,
     )
 
 
@@ -602,16 +630,18 @@ def nginx_test(binary: str, files: dict[str, str], main: str) -> tuple[bool, str
 
 
 def check_nginx_syntax(report: Report, context: dict) -> None:
+    before = report.failed
     binary = nginx_binary()
     if binary is None:
-        section("nginx -t", "skipped (no nginx on this machine; tests/run_all.sh installs it)")
+        report.section("nginx -t", "skipped (no nginx on this machine; tests/run_all.sh installs it)", before)
         return
     version = ".".join(map(str, nginx_version(binary)))
     cm = context.get("proxy_cm")
     if cm is not None:
         data = cm["data"]
+        # The container renders the template to /tmp/backprop.conf, which nginx.conf
+        # includes (for_local_nginx moves /tmp into the scratch directory).
         files = {"nginx.conf": data["nginx.conf"], "backprop.conf": render_proxy_template(data["backprop.conf.template"])}
-        files["nginx.conf"] = files["nginx.conf"].replace("include /tmp/backprop.conf;", "include /tmp/backprop.conf;")
         ok, out = nginx_test(binary, files, "nginx.conf")
         report.check(ok, f"nginx {version} -t of {where(cm)}", out)
     compose_files = {
@@ -623,7 +653,7 @@ def check_nginx_syntax(report: Report, context: dict) -> None:
     }
     ok, out = nginx_test(binary, compose_files, "nginx.conf")
     report.check(ok, f"nginx {version} -t of deploy/compose's proxy", out)
-    section("nginx -t", f"nginx {version} accepts the Kubernetes proxy's and compose's configurations")
+    report.section("nginx -t", f"nginx {version} accepts the Kubernetes proxy's and compose's configurations", before)
 
 
 # ------------------------------------------------------------------------------ compose
@@ -735,17 +765,19 @@ def lint_compose(doc: dict, base: Path) -> list[str]:
 
 
 def check_compose(report: Report) -> dict:
+    before = report.failed
     try:
         doc = load_yaml_documents(COMPOSE)[0]
     except yaml.YAMLError as e:
         report.check(False, "deploy/compose/compose.yaml", f"is not YAML: {e}")
         return {}
     report.findings("lint deploy/compose/compose.yaml", lint_compose(doc, COMPOSE_DIR))
-    section(
+    report.section(
         "compose",
         f"{len(doc.get('services') or {})} services: backprop-0..2 each with BACKPROP_REPLICA_ID = its "
         "name and its own volume, built from docker/Dockerfile; all read_only, cap_drop ALL, "
         "no-new-privileges, health-checked; the proxy on 127.0.0.1:8080 with upstreams for each replica",
+        before,
     )
     return doc
 
@@ -761,6 +793,11 @@ def _env(sts: dict, name: str) -> dict:
     return next(e for e in _container(sts)["env"] if e["name"] == name)
 
 
+def _replace(d: dict, new: dict) -> None:
+    d.clear()
+    d.update(new)
+
+
 def _drop(d: dict, *keys: str) -> None:
     for k in keys:
         d.pop(k, None)
@@ -768,6 +805,7 @@ def _drop(d: dict, *keys: str) -> None:
 
 def self_test(report: Report, context: dict, compose: dict) -> None:
     """Each broken copy must be reported, with a finding that names what broke."""
+    before = report.failed
     sts = context.get("sts")
     cm = context.get("proxy_cm")
     if sts is None or cm is None or not compose:
@@ -793,7 +831,7 @@ def self_test(report: Report, context: dict, compose: dict) -> None:
         ("readiness over TCP", lambda d: _container(d).update(readinessProbe={"tcpSocket": {"port": GRPC_PORT}}), "readinessProbe is not a grpc probe"),
         ("readiness on another port", lambda d: _container(d)["readinessProbe"]["grpc"].update(port=9090), "readinessProbe asks port"),
         ("readiness about the whole server", lambda d: _container(d)["readinessProbe"]["grpc"].update(service=""), "readinessProbe asks about service"),
-        ("BACKPROP_REPLICA_ID a fixed value", lambda d: _env(d, "BACKPROP_REPLICA_ID").__init__(name="BACKPROP_REPLICA_ID", value="backprop-0"), "metadata.name"),
+        ("BACKPROP_REPLICA_ID a fixed value", lambda d: _replace(_env(d, "BACKPROP_REPLICA_ID"), {"name": "BACKPROP_REPLICA_ID", "value": "backprop-0"}), "metadata.name"),
         ("BACKPROP_REPLICA_ID from the namespace", lambda d: _env(d, "BACKPROP_REPLICA_ID")["valueFrom"]["fieldRef"].update(fieldPath="metadata.namespace"), "metadata.name"),
         ("state dir on the root filesystem", lambda d: _env(d, "BACKPROP_STATE_DIR").update(value="/srv/backprop"), "volumeClaimTemplate"),
     ]
@@ -815,18 +853,27 @@ def self_test(report: Report, context: dict, compose: dict) -> None:
     ]
     n = 0
     for lint, original, cases in ((sts_lint, sts, sts_cases), (cm_lint, cm, cm_cases), (compose_lint, compose, compose_cases)):
-        report.check(not lint(copy.deepcopy(original)), "lint self-test", "the unbroken original has findings")
+        if not report.check(
+            not lint(copy.deepcopy(original)),
+            f"lint self-test on {where(original) if 'kind' in original else 'compose.yaml'}",
+            "skipped: the original itself has findings (above)",
+        ):
+            continue
         for name, mutate, expected in cases:
             broken = copy.deepcopy(original)
-            mutate(broken)
-            found = lint(broken)
+            try:
+                mutate(broken)
+                found = lint(broken)
+            except Exception as e:  # a mutation that no longer fits the manifests
+                report.check(False, f"lint self-test: {name}", f"could not break the copy: {e!r}")
+                continue
             report.check(
                 any(expected in f for f in found),
                 f"lint self-test: {name}",
                 f"not reported (expected a finding mentioning {expected!r}; got {found})",
             )
             n += 1
-    section("lint self-test", f"{n} broken copies (StatefulSet, proxy ConfigMap, compose), each reported")
+    report.section("lint self-test", f"{n} broken copies (StatefulSet, proxy ConfigMap, compose), each reported", before)
 
 
 # ------------------------------------------------------------------------------ main
