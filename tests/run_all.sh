@@ -59,6 +59,9 @@ dot -V
 "$(command -v nginx || echo /usr/sbin/nginx)" -v
 "$(command -v haproxy || echo /usr/sbin/haproxy)" -v | head -1
 
+step "Deployment files: Kubernetes schemas, security lint, compose (tests/deploy/run.sh)"
+bash tests/deploy/run.sh
+
 step "cargo test (all Rust tests: engine, model, service end to end)"
 cargo test --locked --all-targets
 

@@ -42,6 +42,10 @@ pub struct DatasetsArgs {
     /// Delete this dataset instead of listing.
     #[arg(long, value_name = "DATASET_ID")]
     pub delete: Option<String>,
+    /// Behind a proxy in front of several replicas: list this replica's datasets (each
+    /// replica lists its own).
+    #[arg(long, value_name = "REPLICA")]
+    pub replica: Option<String>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -288,13 +292,18 @@ pub async fn datasets(args: DatasetsArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let mut all = Vec::new();
-    let mut token = String::new();
+    // Every page after the first goes to the replica that answered it (its tokens are
+    // its own).
+    let (mut token, mut to) = (String::new(), args.replica.clone().unwrap_or_default());
     loop {
         let page = trainer
-            .list_datasets(pb::ListDatasetsRequest {
-                page_size: 500,
-                page_token: token,
-            })
+            .list_datasets(routed_to(
+                pb::ListDatasetsRequest {
+                    page_size: 500,
+                    page_token: token,
+                },
+                &to,
+            ))
             .await
             .map_err(CliError::rpc("ListDatasets"))?
             .into_inner();
@@ -302,7 +311,7 @@ pub async fn datasets(args: DatasetsArgs) -> Result<(), CliError> {
         if page.next_page_token.is_empty() {
             break;
         }
-        token = page.next_page_token;
+        (token, to) = (page.next_page_token, page.replica);
     }
     if args.json {
         println!(

@@ -7,10 +7,14 @@ use super::describe::{self, table};
 use super::error::CliError;
 use crate::pb;
 use crate::pb::trainer_client::TrainerClient;
-use crate::service::route::routed;
+use crate::service::route::{routed, routed_to};
 
 #[derive(clap::Args, Debug)]
 pub struct ModelsArgs {
+    /// Behind a proxy in front of several replicas: list this replica's models (each
+    /// replica lists its own; without it the proxy picks one, named in the output).
+    #[arg(long, value_name = "REPLICA")]
+    pub replica: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
     /// Print JSON instead of a table.
@@ -49,7 +53,8 @@ const PAGE_SIZE: u32 = 500;
 
 pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let list = all_models(&mut client::trainer(channel)).await?;
+    let to = args.replica.as_deref().unwrap_or("");
+    let (list, replica) = all_models(&mut client::trainer(channel), to).await?;
     if args.json {
         let models: Vec<_> = list
             .iter()
@@ -63,8 +68,11 @@ pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!("{}", json!({ "models": models }));
+        println!("{}", json!({ "models": models, "replica": replica }));
         return Ok(());
+    }
+    if !replica.is_empty() {
+        println!("replica {replica} (each replica lists its own models: --replica NAME)");
     }
     if list.is_empty() {
         println!("no models");
@@ -105,26 +113,32 @@ pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Every model of the caller's, a page at a time, in model_id order.
+/// Every model of the caller's on one server (the replica `to` names, or any), a page
+/// at a time, in model_id order, and the replica that answered (every page after the
+/// first is routed to it: its page tokens are its own).
 async fn all_models(
     trainer: &mut TrainerClient<Connection>,
-) -> Result<Vec<pb::ModelSummary>, CliError> {
+    to: &str,
+) -> Result<(Vec<pb::ModelSummary>, String), CliError> {
     let mut models = Vec::new();
-    let mut page_token = String::new();
+    let (mut page_token, mut to) = (String::new(), to.to_string());
     loop {
         let page = trainer
-            .list_models(pb::ListModelsRequest {
-                page_size: PAGE_SIZE,
-                page_token,
-            })
+            .list_models(routed_to(
+                pb::ListModelsRequest {
+                    page_size: PAGE_SIZE,
+                    page_token,
+                },
+                &to,
+            ))
             .await
             .map_err(CliError::rpc("ListModels"))?
             .into_inner();
         models.extend(page.models);
         if page.next_page_token.is_empty() {
-            return Ok(models);
+            return Ok((models, page.replica));
         }
-        page_token = page.next_page_token;
+        (page_token, to) = (page.next_page_token, page.replica);
     }
 }
 

@@ -544,6 +544,64 @@ async fn sessions_spread_over_the_replicas_and_their_calls_stay_on_theirs() {
             );
         }
         all.extend(ids);
+        // One replica's models a page at a time through the proxy: each page after the
+        // first goes to the replica that answered (its page tokens are its own).
+        let mut paged = Vec::new();
+        let (mut token, mut to) = (String::new(), replica_name(1));
+        loop {
+            let page = via
+                .list_models(routed_to(
+                    pb::ListModelsRequest {
+                        page_size: 37,
+                        page_token: token,
+                    },
+                    &to,
+                ))
+                .await
+                .expect("ListModels page")
+                .into_inner();
+            assert_eq!(page.replica, replica_name(1));
+            paged.extend(page.models.into_iter().map(|m| m.model_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            (token, to) = (page.next_page_token, page.replica);
+        }
+        let direct: Vec<String> = list_all(&mut replicas[1].direct())
+            .await
+            .into_keys()
+            .collect();
+        assert_eq!(paged, direct, "{kind:?}: paged through the proxy");
+        // The CLI lists one replica's models through the proxy.
+        let out = std::process::Command::new(support::process::binary())
+            .args([
+                "models",
+                "--json",
+                "--replica",
+                "backprop-2",
+                "--address",
+                &proxy.uri(),
+            ])
+            .output()
+            .expect("backprop models");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(listed["replica"], "backprop-2");
+        let cli: Vec<&str> = listed["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .map(|m| m["model_id"].as_str().expect("id"))
+            .collect();
+        let on2: Vec<String> = list_all(&mut replicas[2].direct())
+            .await
+            .into_keys()
+            .collect();
+        assert_eq!(cli, on2, "{kind:?}: backprop models --replica");
         drop(proxy);
     }
     for r in &replicas {
