@@ -7,18 +7,25 @@
 #     added latency; the target is at most +10% at p50);
 #   - W2 Forward, 50 callers: direct to one replica (one session) against the proxy in
 #     front of three (three sessions, one per replica), calls/s and p99.
-# Prints a table and writes every bench report (JSON) to bench/results/proxy/<UTC time>/.
+# The three targets are measured in turn, round after round (--rounds, default 5), so
+# that a drift of the shared machine's speed hits all three alike; the table gives each
+# target's median over the rounds and the median of the per-round ratios to direct.
+# Prints the table and writes every bench report (JSON) to
+# bench/results/proxy/<UTC time>/.
 #
-#   bash bench/proxy.sh                 # 5 s per measurement
-#   bash bench/proxy.sh --duration 10
+#   bash bench/proxy.sh                 # 5 rounds of 2 s per target and workload
+#   bash bench/proxy.sh --duration 4 --rounds 9
+#   bash bench/proxy.sh --only w1       # one of the two (w1 or w2)
 # Needs nginx and haproxy (Debian: nginx-light, haproxy) and builds the release binary.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-duration=5
+duration=2 rounds=5 only=""
 while (($#)); do
     case "$1" in
         --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
+        --only) only="${2:?--only needs w1 or w2}"; shift 2 ;;
+        --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;
         -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "proxy.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -116,37 +123,60 @@ wait_port "$haproxy_port"
 bench() { # name address workload [flags...]
     local name=$1 address=$2 workload=$3
     shift 3
+    # A run with failed calls exits 1 after its report: keep going, the table shows it.
     "$BIN" bench --workload "$workload" --address "$address" --duration "$duration" \
-        --json "$out/$name.json" "$@" >"$out/$name.txt"
+        --json "$out/$name.json" "$@" >"$out/$name.txt" 2>&1 || true
 }
-for target in direct:"${addrs[0]}" nginx:"127.0.0.1:$nginx_port" haproxy:"127.0.0.1:$haproxy_port"; do
-    name=${target%%:*} address=${target#*:}
-    bench "w1-$name" "$address" w1
-    sessions=3
-    [[ $name == direct ]] && sessions=1
-    bench "w2-$name" "$address" w2-forward --sessions "$sessions"
+for round in $(seq "$rounds"); do
+    for target in direct:"${addrs[0]}" nginx:"127.0.0.1:$nginx_port" haproxy:"127.0.0.1:$haproxy_port"; do
+        name=${target%%:*} address=${target#*:}
+        [[ $only == w2 ]] || bench "w1-$name-$round" "$address" w1 --warmup 0.5
+        sessions=3
+        [[ $name == direct ]] && sessions=1
+        [[ $only == w1 ]] || bench "w2-$name-$round" "$address" w2-forward --sessions "$sessions" --warmup 0.5
+    done
 done
 
 python3 - "$out" <<'EOF'
-import json, sys
+import json, statistics, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-r = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-def lat(name, q): return r[name]["result"]["latency_ms"][q]
-print(f"run: {out}")
-print("W1 TrainStep, 1 caller        p50 ms   p99 ms   p50 vs direct")
-for via in ("direct", "nginx", "haproxy"):
-    n = f"w1-{via}"
-    print(f"  {via:<27} {lat(n, 'p50'):7.2f}  {lat(n, 'p99'):7.2f}   "
-          f"{lat(n, 'p50') / lat('w1-direct', 'p50'):6.3f}x")
-print("W2 Forward, 50 callers        calls/s   p99 ms   calls/s vs direct")
-for via in ("direct", "nginx", "haproxy"):
-    n = f"w2-{via}"
-    rps = r[n]["result"]["rps"]
-    print(f"  {via + (' (1 replica)' if via == 'direct' else ' (3 replicas)'):<27} "
-          f"{rps:8.0f}  {lat(n, 'p99'):7.2f}   {rps / r['w2-direct']['result']['rps']:6.3f}x")
-summary = {n: {"p50_ms": lat(n, "p50"), "p99_ms": lat(n, "p99"), "rps": r[n]["result"]["rps"]}
-           for n in sorted(r)}
+runs = {}
+for p in sorted(out.glob("w*.json")):
+    workload, via, _round = p.stem.split("-")
+    runs.setdefault((workload, via), []).append(json.loads(p.read_text()))
+
+def med(workload, via, f):
+    return statistics.median(f(r) for r in runs[(workload, via)])
+
+def ratio(workload, via, f):
+    pairs = zip(runs[(workload, via)], runs[(workload, "direct")])
+    return statistics.median(f(a) / f(b) for a, b in pairs)
+
+p50 = lambda r: r["result"]["latency_ms"]["p50"]
+p99 = lambda r: r["result"]["latency_ms"]["p99"]
+rps = lambda r: r["result"]["rps"]
+errors = lambda w, via: sum(sum(r["result"]["errors"].values()) for r in runs[(w, via)])
+rounds = len(runs.get(("w1", "direct"), runs.get(("w2", "direct"), [])))
+print(f"run: {out} ({rounds} rounds; medians over the rounds)")
+summary = {}
+if ("w1", "direct") in runs:
+    print("W1 TrainStep, 1 caller        p50 ms   p99 ms   p50 vs direct  errors")
+    for via in ("direct", "nginx", "haproxy"):
+        row = dict(p50_ms=med("w1", via, p50), p99_ms=med("w1", via, p99),
+                   p50_ratio=ratio("w1", via, p50), errors=errors("w1", via))
+        summary[f"w1-{via}"] = row
+        print(f"  {via:<27} {row['p50_ms']:7.2f}  {row['p99_ms']:7.2f}   "
+              f"{row['p50_ratio']:6.3f}x        {row['errors']}")
+if ("w2", "direct") in runs:
+    print("W2 Forward, 50 callers        calls/s   p99 ms   calls/s vs direct  errors")
+    for via in ("direct", "nginx", "haproxy"):
+        row = dict(rps=med("w2", via, rps), p99_ms=med("w2", via, p99),
+                   rps_ratio=ratio("w2", via, rps), errors=errors("w2", via))
+        summary[f"w2-{via}"] = row
+        label = via + (" (1 replica)" if via == "direct" else " (3 replicas)")
+        print(f"  {label:<27} {row['rps']:8.0f}  {row['p99_ms']:7.2f}   "
+              f"{row['rps_ratio']:6.3f}x             {row['errors']}")
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 EOF
