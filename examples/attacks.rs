@@ -572,7 +572,7 @@ fn batch(r: &mut Rng, n: u32, d: u32, c: u32) -> (pb::Tensor, Vec<u32>) {
     let x = pb::Tensor {
         shape: vec![n, d],
         values: (0..n as u64 * d as u64).map(|_| r.unit()).collect(),
-        values_f64: vec![],
+        ..Default::default()
     };
     let labels = (0..n).map(|_| (r.next() % c as u64) as u32).collect();
     (x, labels)
@@ -898,6 +898,7 @@ async fn tall_batch(ctx: &Ctx, method: Method) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -1362,6 +1363,7 @@ async fn never_read_get_model(ctx: &Ctx) -> Result<Tally, Error> {
     let body = h2::grpc_message(&pb::GetModelRequest {
         model_id: id.clone(),
         include_values: true,
+        ..Default::default()
     });
     let headers = h2::grpc_headers("/backprop.v1.Trainer/GetModel");
     let mut request = h2::PREFACE.to_vec();
@@ -1440,6 +1442,7 @@ async fn waiters_on_one_session(ctx: &Ctx) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -1573,6 +1576,7 @@ async fn answers_over_message_limit(ctx: &Ctx) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: true,
+            ..Default::default()
         })
         .await;
     tally.expect("GetModel(values)", &r, "INVALID_ARGUMENT");
@@ -1591,6 +1595,7 @@ async fn answers_over_message_limit(ctx: &Ctx) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await;
     tally.expect("GetModel(shapes)", &r, "OK");
@@ -1642,6 +1647,7 @@ async fn long_model_ids(ctx: &Ctx) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: long.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await;
     short_message(&mut tally, "GetModel", &r);
@@ -1686,6 +1692,7 @@ async fn huge_model_id(ctx: &Ctx) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: huge.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await;
     short_message(&mut tally, "GetModel", &r);
@@ -1890,6 +1897,7 @@ async fn svm_nan(ctx: &Ctx) -> Result<Tally, Error> {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -1917,6 +1925,7 @@ async fn malformed_shapes(ctx: &Ctx) -> Result<Tally, Error> {
                     shape,
                     values: vec![0.5; 4],
                     values_f64: vec![],
+                    ..Default::default()
                 }),
                 labels: vec![],
             })

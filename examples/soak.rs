@@ -179,7 +179,7 @@ fn batch(r: &mut Rng, m: &Held) -> (pb::Tensor, Vec<u32>) {
     let x = pb::Tensor {
         shape: vec![n, m.d],
         values: (0..n * m.d).map(|_| r.unit()).collect(),
-        values_f64: vec![],
+        ..Default::default()
     };
     let labels = (0..n).map(|_| r.range(0, m.c - 1)).collect();
     (x, labels)
@@ -357,6 +357,7 @@ async fn caller(
             let req = pb::GetModelRequest {
                 model_id: m.id.clone(),
                 include_values: r.chance(0.5),
+                ..Default::default()
             };
             if let Ok(resp) = timed(&stats, t, "GetModel", c.get_model(req)).await
                 && resp.step != m.step
@@ -373,6 +374,7 @@ async fn caller(
                     shape: vec![1, m.d + 1],
                     values: vec![0.5; m.d as usize + 1],
                     values_f64: vec![],
+                    ..Default::default()
                 }),
                 labels: vec![],
             };
@@ -584,6 +586,7 @@ fn slow_reader_bytes(model_id: &str, streams: u32) -> Vec<u8> {
     let body = pb::GetModelRequest {
         model_id: model_id.to_string(),
         include_values: true,
+        ..Default::default()
     }
     .encode_to_vec();
     let mut message = vec![0u8];

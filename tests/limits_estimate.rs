@@ -264,6 +264,7 @@ async fn the_estimate_is_at_least_the_real_peak() {
                 let r = svc.get_model(Request::new(pb::GetModelRequest {
                     model_id: id.clone(),
                     include_values: true,
+                    ..Default::default()
                 }));
                 r.await.expect("get").into_inner().encode_to_vec().len()
             })

@@ -30,6 +30,7 @@ async fn snapshot(trainer: &mut Trainer, id: &str) -> Result<pb::GetModelRespons
         .get_model(routed(pb::GetModelRequest {
             model_id: id.to_string(),
             include_values: true,
+            ..Default::default()
         }))
         .await
         .map_err(CliError::rpc("GetModel"))?

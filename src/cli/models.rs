@@ -68,7 +68,12 @@ pub async fn models(args: ModelsArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!("{}", json!({ "models": models, "replica": replica }));
+        let mut out = json!({ "models": models });
+        if !replica.is_empty() {
+            // The replica that answered, behind a proxy (absent for a single server).
+            out["replica"] = json!(replica);
+        }
+        println!("{out}");
         return Ok(());
     }
     if !replica.is_empty() {
@@ -148,6 +153,7 @@ pub async fn show(args: ShowArgs) -> Result<(), CliError> {
         .get_model(routed(pb::GetModelRequest {
             model_id: args.id.clone(),
             include_values: args.values,
+            ..Default::default()
         }))
         .await
         .map_err(CliError::rpc("GetModel"))?

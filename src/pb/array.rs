@@ -12,6 +12,29 @@ pub trait WireScalar: Scalar {
     fn from_f32s(v: Vec<f32>) -> Vec<Self>;
     fn from_f64s(v: Vec<f64>) -> Vec<Self>;
     fn tensor(shape: Vec<u32>, v: Vec<Self>) -> Tensor;
+    /// The `backprop.v1.Dtype` of this scalar as `raw` bytes.
+    const RAW_DTYPE: i32;
+    /// The value as little-endian bytes (4 or 8).
+    fn extend_le(v: &[Self], out: &mut Vec<u8>);
+}
+
+/// How an answer's tensors are written: as numbers (`values`/`values_f64`), or as `raw`
+/// little-endian bytes for a client that sent its batch that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    #[default]
+    Numbers,
+    Raw,
+}
+
+impl Form {
+    /// The form a request's tensor asks for: its own.
+    pub fn of(t: Option<&Tensor>) -> Self {
+        match t {
+            Some(t) if !t.raw.is_empty() => Form::Raw,
+            _ => Form::Numbers,
+        }
+    }
 }
 
 impl WireScalar for f32 {
@@ -25,8 +48,13 @@ impl WireScalar for f32 {
         Tensor {
             shape,
             values,
-            values_f64: Vec::new(),
+            ..Default::default()
         }
+    }
+    const RAW_DTYPE: i32 = super::Dtype::F32 as i32;
+    fn extend_le(v: &[Self], out: &mut Vec<u8>) {
+        out.reserve(v.len() * 4);
+        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
 }
 
@@ -40,9 +68,14 @@ impl WireScalar for f64 {
     fn tensor(shape: Vec<u32>, values_f64: Vec<Self>) -> Tensor {
         Tensor {
             shape,
-            values: Vec::new(),
             values_f64,
+            ..Default::default()
         }
+    }
+    const RAW_DTYPE: i32 = super::Dtype::F64 as i32;
+    fn extend_le(v: &[Self], out: &mut Vec<u8>) {
+        out.reserve(v.len() * 8);
+        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
 }
 
@@ -63,15 +96,71 @@ pub fn to_tensor<T: WireScalar, D: ndarray::Dimension>(a: ndarray::Array<T, D>) 
     T::tensor(shape, values)
 }
 
+/// Encodes an array in `form`: as [`to_tensor`] does, or as raw little-endian bytes in
+/// the model's dtype (one pass over the values).
+pub fn to_tensor_in<T: WireScalar, D: ndarray::Dimension>(
+    a: ndarray::Array<T, D>,
+    form: Form,
+) -> Tensor {
+    match form {
+        Form::Numbers => to_tensor(a),
+        Form::Raw => {
+            let shape = a.shape().iter().map(|&d| d as u32).collect();
+            let mut raw = Vec::new();
+            match a.as_slice() {
+                Some(v) => T::extend_le(v, &mut raw),
+                None => T::extend_le(&a.iter().copied().collect::<Vec<_>>(), &mut raw),
+            }
+            Tensor {
+                shape,
+                raw,
+                raw_dtype: T::RAW_DTYPE,
+                ..Default::default()
+            }
+        }
+    }
+}
+
 /// A tensor as f64, whatever its dtype; `None` if its shape and values disagree.
 pub fn to_f64_array(t: &Tensor) -> Option<ArrayD<f64>> {
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    let v: Vec<f64> = if t.values_f64.is_empty() {
+    let v: Vec<f64> = if !t.raw.is_empty() {
+        raw_f64s(&t.raw, t.raw_dtype == super::Dtype::F64 as i32)?
+    } else if t.values_f64.is_empty() {
         t.values.iter().map(|&v| f64::from(v)).collect()
     } else {
         t.values_f64.clone()
     };
     ArrayD::from_shape_vec(IxDyn(&shape), v).ok()
+}
+
+/// Raw little-endian bytes as f64s (from f32s when not `wide`); `None` if the length is
+/// not a whole number of values.
+fn raw_f64s(raw: &[u8], wide: bool) -> Option<Vec<f64>> {
+    let width = if wide { 8 } else { 4 };
+    if !raw.len().is_multiple_of(width) {
+        return None;
+    }
+    Some(if wide {
+        decode_le(raw, f64::from_le_bytes)
+    } else {
+        decode_le(raw, f32::from_le_bytes)
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    })
+}
+
+/// `raw` as `N`-byte little-endian values (a trailing partial value is ignored; callers
+/// check the length first).
+pub fn decode_le<T, const N: usize>(raw: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> {
+    raw.chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            from_le(a)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ mod tests {
                 shape: vec![rows, cols],
                 values: Vec::new(),
                 values_f64: vec![0.5; (rows * cols) as usize],
+                ..Default::default()
             }),
         };
         pb::GetModelResponse {

@@ -5,7 +5,8 @@
 //! chunk (tonic hands the message over in one piece) is converted in a single pass over its
 //! bytes; anything else (unpacked elements, a split buffer) falls back to prost's own
 //! decoder, so every valid encoding is still accepted. The wire format is exactly the
-//! `.proto`'s: field 1 packed uint32, 2 packed float, 3 packed double.
+//! `.proto`'s: field 1 packed uint32, 2 packed float, 3 packed double, 4 bytes (`raw`),
+//! 5 the `Dtype` enum (`raw_dtype`).
 use prost::DecodeError;
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -19,6 +20,11 @@ pub struct Tensor {
     pub values: Vec<f32>,
     /// Row-major values as f64 (empty when `values` is used).
     pub values_f64: Vec<f64>,
+    /// Row-major values as little-endian bytes of `raw_dtype` (empty when `values` or
+    /// `values_f64` is used): what clients that hold arrays send and take in one copy.
+    pub raw: Vec<u8>,
+    /// `backprop.v1.Dtype` of `raw` (0, unspecified, is f32).
+    pub raw_dtype: i32,
 }
 
 impl prost::Message for Tensor {
@@ -26,6 +32,12 @@ impl prost::Message for Tensor {
         encoding::uint32::encode_packed(1, &self.shape, buf);
         encode_packed_le(2, &self.values, |v| v.to_le_bytes(), buf);
         encode_packed_le(3, &self.values_f64, |v| v.to_le_bytes(), buf);
+        if !self.raw.is_empty() {
+            encoding::bytes::encode(4, &self.raw, buf);
+        }
+        if self.raw_dtype != 0 {
+            encoding::int32::encode(5, &self.raw_dtype, buf);
+        }
     }
 
     fn merge_field(
@@ -49,6 +61,8 @@ impl prost::Message for Tensor {
                 Ok(())
             }
             3 => encoding::double::merge_repeated(wire_type, &mut self.values_f64, buf, ctx),
+            4 => encoding::bytes::merge(wire_type, &mut self.raw, buf, ctx),
+            5 => encoding::int32::merge(wire_type, &mut self.raw_dtype, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -57,12 +71,24 @@ impl prost::Message for Tensor {
         encoding::uint32::encoded_len_packed(1, &self.shape)
             + encoding::float::encoded_len_packed(2, &self.values)
             + encoding::double::encoded_len_packed(3, &self.values_f64)
+            + if self.raw.is_empty() {
+                0
+            } else {
+                encoding::bytes::encoded_len(4, &self.raw)
+            }
+            + if self.raw_dtype == 0 {
+                0
+            } else {
+                encoding::int32::encoded_len(5, &self.raw_dtype)
+            }
     }
 
     fn clear(&mut self) {
         self.shape.clear();
         self.values.clear();
         self.values_f64.clear();
+        self.raw.clear();
+        self.raw_dtype = 0;
     }
 }
 

@@ -2,13 +2,18 @@
 //! TraceStep with [`to_wire`], and a client rebuilds the same graph with [`from_wire`]
 //! (in f64, whatever the model's dtype) to draw it. One mapping of [`LocalRule`] to the
 //! proto's enum serves both.
-use super::array::{WireScalar, to_f64_array, to_tensor};
+use super::array::{Form, WireScalar, to_f64_array, to_tensor_in};
 use crate::engine::trace::{LocalRule, Trace, TraceEdge, TraceNode};
 use crate::pb;
 
-/// The TraceStep answer for a traced step and its losses.
-pub fn to_wire<T: WireScalar>(trace: Trace<T>, losses: pb::Losses) -> pb::TraceStepResponse {
+/// The TraceStep answer for a traced step and its losses, its tensors in `form`.
+pub fn to_wire<T: WireScalar>(
+    trace: Trace<T>,
+    losses: pb::Losses,
+    form: Form,
+) -> pb::TraceStepResponse {
     let id = |i: usize| i as u32;
+    let to_tensor = |a| to_tensor_in(a, form);
     let nodes = trace
         .nodes
         .into_iter()

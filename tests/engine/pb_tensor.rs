@@ -13,6 +13,10 @@ struct Reference {
     values: Vec<f32>,
     #[prost(double, repeated, tag = "3")]
     values_f64: Vec<f64>,
+    #[prost(bytes = "vec", tag = "4")]
+    raw: Vec<u8>,
+    #[prost(int32, tag = "5")]
+    raw_dtype: i32,
 }
 
 /// The same fields, encoded unpacked (one key per element), which decoders must accept.
@@ -33,16 +37,23 @@ fn sample() -> (Tensor, Reference) {
         .collect();
     let values_f64: Vec<f64> = (0..77).map(|i| (i as f64).cos() / 3.0).collect();
     let shape = vec![3, 1001];
+    let raw: Vec<u8> = (0..333u32)
+        .flat_map(|i| (i as f32 / 7.0).to_le_bytes())
+        .collect();
     (
         Tensor {
             shape: shape.clone(),
             values: values.clone(),
             values_f64: values_f64.clone(),
+            raw: raw.clone(),
+            raw_dtype: 2,
         },
         Reference {
             shape,
             values,
             values_f64,
+            raw,
+            raw_dtype: 2,
         },
     )
 }
@@ -53,6 +64,7 @@ fn same(t: &Tensor, r: &Reference) {
     assert_eq!(bits(&t.values), bits(&r.values));
     let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits64(&t.values_f64), bits64(&r.values_f64));
+    assert_eq!((&t.raw, t.raw_dtype), (&r.raw, r.raw_dtype));
 }
 
 #[test]
@@ -84,7 +96,14 @@ fn decodes_unpacked_elements() {
         values_f64: r.values_f64.clone(),
     };
     let t = Tensor::decode(u.encode_to_vec().as_slice()).unwrap();
-    same(&t, &r);
+    same(
+        &t,
+        &Reference {
+            raw: Vec::new(),
+            raw_dtype: 0,
+            ..r
+        },
+    );
 }
 
 #[test]
@@ -112,7 +131,7 @@ fn rejects_malformed_input() {
     let bad = [0x12u8, 0x08, 0, 0, 0, 0];
     assert!(Tensor::decode(&bad[..]).is_err());
     // Unknown fields are skipped, as in any proto3 message.
-    let mut with_unknown = vec![0x28u8, 0x07];
+    let mut with_unknown = vec![0x48u8, 0x07]; // field 9, a varint
     with_unknown.extend(&bytes);
     same(&Tensor::decode(with_unknown.as_slice()).unwrap(), &r);
 }

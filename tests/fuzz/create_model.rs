@@ -530,6 +530,7 @@ pub(crate) fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<()
                 shape: vec![2, spec.input_dim],
                 values: (0..2 * d).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect(),
                 values_f64: vec![],
+                ..Default::default()
             };
             let f = within(
                 "Forward",
@@ -569,6 +570,7 @@ pub(crate) fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<()
                 c.get_model(pb::GetModelRequest {
                     model_id: id,
                     include_values: false,
+                    ..Default::default()
                 }),
             )
             .await?;

@@ -398,7 +398,7 @@ pub(crate) fn import_case(h: &Harness, case: ImportCase) -> Result<(), TestCaseE
                     values: (0..n * spec.input_dim)
                         .map(|k| (k % 5) as f32 * 0.3 - 0.6)
                         .collect(),
-                    values_f64: vec![],
+                    ..Default::default()
                 };
                 let train = pb::TrainStepRequest {
                     model_id: r.model_id.clone(),
@@ -502,6 +502,7 @@ pub(crate) fn import_model_at_the_largest_step_then_train_refuses_cleanly() {
                 shape: vec![1, 2],
                 values: vec![0.5, -0.5],
                 values_f64: vec![],
+                ..Default::default()
             };
             let r = c
                 .train_step(pb::TrainStepRequest {

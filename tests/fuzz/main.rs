@@ -695,6 +695,7 @@ async fn values(
     let req = pb::GetModelRequest {
         model_id: id.to_string(),
         include_values: true,
+        ..Default::default()
     };
     within(&format!("{what}: GetModel"), c.get_model(req))
         .await?

@@ -139,6 +139,10 @@ pub(crate) mod reference {
         pub values: Vec<f32>,
         #[prost(double, repeated, tag = "3")]
         pub values_f64: Vec<f64>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub raw: Vec<u8>,
+        #[prost(int32, tag = "5")]
+        pub raw_dtype: i32,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct NamedTensor {
@@ -372,7 +376,7 @@ pub(crate) fn hostile_tensor() -> BoxedStrategy<Vec<u8>> {
         2 => vec(any::<u8>(), 0..48),
         3 => (vec(0u32..6, 0..4), vec(any::<f32>(), 0..12), vec(any::<f64>(), 0..6)).prop_map(
             |(shape, values, values_f64)| {
-                reference::Tensor { shape, values, values_f64 }.encode_to_vec()
+                reference::Tensor { shape, values, values_f64, ..Default::default() }.encode_to_vec()
             }
         ),
     ];
@@ -406,7 +410,7 @@ pub(crate) fn well_formed_field() -> BoxedStrategy<Vec<u8>> {
         2 => (16u32..2000, vec(any::<u8>(), 0..24)).prop_map(|(f, b)| ld(f, &b)),
         3 => (vec(0u32..6, 0..4), vec(-3.0f32..3.0, 0..12), vec(-3.0f64..3.0, 0..6)).prop_map(
             |(shape, values, values_f64)| {
-                ld(2, &reference::Tensor { shape, values, values_f64 }.encode_to_vec())
+                ld(2, &reference::Tensor { shape, values, values_f64, ..Default::default() }.encode_to_vec())
             }
         ),
     ]
@@ -701,6 +705,7 @@ pub(crate) fn raw_bodies_for_every_method_are_decoded_or_refused() {
             let body = encoded(&Call::GetModel(pb::GetModelRequest {
                 model_id: h.id(0),
                 include_values: false,
+                ..Default::default()
             }));
             let messages = tonic::codegen::tokio_stream::iter(vec![body; n]);
             let call = async {

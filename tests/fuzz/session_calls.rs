@@ -129,16 +129,16 @@ pub(crate) fn gradients(params: Vec<(String, Vec<u32>)>) -> BoxedStrategy<Vec<pb
         let tensor = prop_oneof![
             20 => vec(-1.0f64..1.0, n).prop_map({
                 let shape = shape.clone();
-                move |v| pb::Tensor { shape: shape.clone(), values_f64: v, values: vec![] }
+                move |v| pb::Tensor { shape: shape.clone(), values_f64: v, values: vec![], ..Default::default() }
             }),
             20 => vec(-1.0f32..1.0, n).prop_map({
                 let shape = shape.clone();
-                move |v| pb::Tensor { shape: shape.clone(), values: v, values_f64: vec![] }
+                move |v| pb::Tensor { shape: shape.clone(), values: v, values_f64: vec![], ..Default::default() }
             }),
             2 => tensor(shape.first().copied(), shape.get(1).copied().unwrap_or(1)),
             2 => vec(number(), n).prop_map({
                 let shape = shape.clone();
-                move |v| pb::Tensor { shape: shape.clone(), values_f64: v, values: vec![] }
+                move |v| pb::Tensor { shape: shape.clone(), values_f64: v, values: vec![], ..Default::default() }
             }),
         ];
         (
@@ -245,7 +245,8 @@ pub(crate) fn case_strategy(lives: Arc<Vec<Live>>) -> BoxedStrategy<Case> {
                 })),
                 1 => any::<bool>().prop_map(|include_values| Call::GetModel(pb::GetModelRequest {
                     model_id: String::new(), include_values,
-                })),
+..Default::default()
+})),
                 // Deleting a fixture would end the run: ListModels there instead.
                 1 => Just(if target.fixture().is_some() {
                     Call::ListModels

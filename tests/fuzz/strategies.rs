@@ -113,6 +113,7 @@ pub(crate) fn tensor(rows: Option<u32>, cols: u32) -> BoxedStrategy<pb::Tensor> 
                 shape,
                 values,
                 values_f64,
+                ..Default::default()
             }
         })
         .boxed()

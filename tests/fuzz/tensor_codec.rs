@@ -53,6 +53,8 @@ pub(crate) fn same_tensor(ours: &pb::Tensor, theirs: &reference::Tensor) -> bool
             .iter()
             .map(|v| v.to_bits())
             .eq(theirs.values_f64.iter().map(|v| v.to_bits()))
+        && ours.raw == theirs.raw
+        && ours.raw_dtype == theirs.raw_dtype
 }
 
 pub(crate) fn agree(
@@ -82,6 +84,7 @@ pub(crate) fn tensor_codec_agrees_with_prost_on_any_bytes() {
                 shape,
                 values,
                 values_f64,
+                ..Default::default()
             }
             .encode_to_vec()
         });
@@ -134,11 +137,13 @@ pub(crate) fn tensor_codec_agrees_with_prost_on_any_bytes() {
                     shape: vec![1],
                     values: vec![0.5],
                     values_f64: vec![-0.5],
+                    ..Default::default()
                 };
                 let mut t = reference::Tensor {
                     shape: vec![1],
                     values: vec![0.5],
                     values_f64: vec![-0.5],
+                    ..Default::default()
                 };
                 let (ro, rt) = (o.merge(split(b, &cuts)), t.merge(&b[..]));
                 prop_assert_eq!(

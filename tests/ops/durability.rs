@@ -214,6 +214,7 @@ async fn a_delete_on_a_read_only_disk_keeps_the_session_and_its_file() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -312,6 +313,7 @@ async fn sigterm_that_cannot_save_everything_exits_non_zero() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .expect("the session is back")

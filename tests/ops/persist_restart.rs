@@ -419,6 +419,7 @@ async fn datasets_survive_sigterm_and_kill_9_and_a_killed_fit_leaves_a_consisten
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: true,
+            ..Default::default()
         })
         .await
         .unwrap()

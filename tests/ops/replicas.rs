@@ -393,6 +393,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
         .get_model(routed(pb::GetModelRequest {
             model_id: id.into(),
             include_values: true,
+            ..Default::default()
         }))
         .await
         .map(|r| r.into_inner());
@@ -429,6 +430,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
         .get_model(routed(pb::GetModelRequest {
             model_id: imported.clone(),
             include_values: true,
+            ..Default::default()
         }))
         .await
         .map(|r| r.into_inner());
@@ -627,6 +629,7 @@ async fn get_routed(c: &mut Client, id: &str) -> pb::GetModelResponse {
     c.get_model(routed(pb::GetModelRequest {
         model_id: id.to_string(),
         include_values: true,
+        ..Default::default()
     }))
     .await
     .expect("GetModel")
@@ -750,6 +753,7 @@ async fn load(mut c: Client, mine: Vec<(String, u64)>, shared: Arc<Load>) {
                     .get_model(routed(pb::GetModelRequest {
                         model_id: id.clone(),
                         include_values: false,
+                        ..Default::default()
                     }))
                     .await;
                 if let Ok(m) = r {
@@ -1110,6 +1114,7 @@ async fn a_misrouted_call_names_its_replica() {
     let mut req = tonic::Request::new(pb::GetModelRequest {
         model_id: id.clone(),
         include_values: false,
+        ..Default::default()
     });
     let other = id.replace("backprop-0.", "backprop-2.");
     req.metadata_mut()
@@ -1236,6 +1241,7 @@ async fn migrate_moves_a_session_between_replicas() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .expect_err("the source is deleted");

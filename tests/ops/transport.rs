@@ -472,6 +472,7 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     let request = grpc_message(&pb::GetModelRequest {
         model_id: id.clone(),
         include_values: true,
+        ..Default::default()
     });
     let round_bytes = 16 * 8_088_010u64;
     let baseline = s.rss();
@@ -511,6 +512,7 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
         .get_model(pb::GetModelRequest {
             model_id: id,
             include_values: true,
+            ..Default::default()
         })
         .await
         .expect("a reading client gets the values");
@@ -533,6 +535,7 @@ async fn unread_answers_count_against_the_memory_budget_until_they_go() {
     let values = || pb::GetModelRequest {
         model_id: id.clone(),
         include_values: true,
+        ..Default::default()
     };
     c.get_model(values()).await.expect("alone, the answer fits");
     let request = grpc_message(&values());

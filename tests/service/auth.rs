@@ -95,6 +95,7 @@ async fn get(c: &mut Authed, id: &str) -> Result<pb::GetModelResponse, tonic::St
     c.get_model(pb::GetModelRequest {
         model_id: id.to_string(),
         include_values: false,
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner())
@@ -376,6 +377,7 @@ pub(crate) async fn call_as(
             c.get_model(pb::GetModelRequest {
                 model_id: id,
                 include_values: true,
+                ..Default::default()
             })
             .await,
         ),

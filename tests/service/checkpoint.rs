@@ -201,6 +201,7 @@ async fn models_larger_than_the_message_limit_stream_in_chunks() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -28,6 +28,7 @@ async fn step_of(c: &mut Client, id: &str) -> u64 {
     c.get_model(pb::GetModelRequest {
         model_id: id.into(),
         include_values: false,
+        ..Default::default()
     })
     .await
     .expect("GetModel")

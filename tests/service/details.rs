@@ -205,6 +205,7 @@ async fn every_error_carries_a_reason() {
         .get_model(pb::GetModelRequest {
             model_id: big.clone(),
             include_values: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -213,6 +213,7 @@ fn f32_tensor(shape: &[u32], values: Vec<f32>) -> pb::Tensor {
         shape: shape.to_vec(),
         values,
         values_f64: vec![],
+        ..Default::default()
     }
 }
 
@@ -264,6 +265,7 @@ async fn bad_x_shapes_are_rejected_naming_x() {
                 shape: vec![4, 3],
                 values: vec![0.5; 12],
                 values_f64: vec![0.5; 12],
+                ..Default::default()
             }),
             labels4.clone(),
             "not both",
@@ -964,6 +966,7 @@ async fn unknown_and_deleted_ids_are_not_found_and_malformed_ones_invalid() {
             c.get_model(pb::GetModelRequest {
                 model_id: model_id.clone(),
                 include_values: true,
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -1133,6 +1136,7 @@ async fn message_bigger_than_max_message_bytes_is_refused() {
         f.c.get_model(pb::GetModelRequest {
             model_id: big.clone(),
             include_values: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1141,6 +1145,7 @@ async fn message_bigger_than_max_message_bytes_is_refused() {
     f.c.get_model(pb::GetModelRequest {
         model_id: big,
         include_values: false,
+        ..Default::default()
     })
     .await
     .expect("the same answer without values fits");

@@ -136,12 +136,14 @@ async fn replay(
                 shape,
                 values: Vec::new(),
                 values_f64: values.iter().map(|&v| f64::from(v)).collect(),
+                ..Default::default()
             }
         } else {
             pb::Tensor {
                 shape,
                 values,
                 values_f64: Vec::new(),
+                ..Default::default()
             }
         };
         c.train_step(pb::TrainStepRequest {
@@ -771,6 +773,7 @@ async fn history_records_train_steps_and_apply_gradients_and_travels_with_export
                 shape: p.shape.clone(),
                 values: vec![0.5; p.shape.iter().product::<u32>() as usize],
                 values_f64: vec![],
+                ..Default::default()
             }),
         })
         .collect();

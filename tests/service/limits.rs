@@ -200,6 +200,7 @@ async fn answers_over_the_message_limit_are_refused_before_the_work() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -214,6 +215,7 @@ async fn answers_over_the_message_limit_are_refused_before_the_work() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .expect("GetModel without values")
@@ -399,6 +401,7 @@ async fn malformed_model_ids_are_refused_early_and_never_echoed_whole() {
         c.get_model(pb::GetModelRequest {
             model_id: long.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .unwrap_err(),
@@ -450,6 +453,7 @@ async fn a_malformed_shape_is_invalid_and_a_merely_large_one_resource_exhausted(
             shape,
             values: vec![0.5; n],
             values_f64: vec![],
+            ..Default::default()
         }),
         labels: vec![],
     };

@@ -136,6 +136,7 @@ async fn idle_sessions_are_dropped_after_the_ttl() {
         c.get_model(pb::GetModelRequest {
             model_id: busy.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .expect("the session in use must survive");

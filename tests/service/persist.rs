@@ -122,6 +122,7 @@ async fn sessions_come_back_after_a_graceful_stop() {
         .get_model(pb::GetModelRequest {
             model_id: gone,
             include_values: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -269,6 +270,7 @@ async fn a_restored_session_still_belongs_to_its_tenant() {
     let get = |model_id: String| pb::GetModelRequest {
         model_id,
         include_values: false,
+        ..Default::default()
     };
     alice
         .get_model(get(id.clone()))

@@ -123,6 +123,7 @@ async fn every_rpc_checks_its_routing_header() {
         .get_model(pb::GetModelRequest {
             model_id: a.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .expect("a header that agrees");

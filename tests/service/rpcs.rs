@@ -292,6 +292,7 @@ async fn get_model_names_shapes_and_values_match_the_engine() {
         .get_model(pb::GetModelRequest {
             model_id: id.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -893,6 +894,7 @@ async fn apply_gradients_averaged_across_sessions_matches_engine() {
                         .map(|(x, y)| (x + y) / 2.0)
                         .collect(),
                     values_f64: vec![],
+                    ..Default::default()
                 }),
             }
         })
@@ -958,6 +960,7 @@ async fn apply_gradients_averaged_across_sessions_matches_engine() {
                     shape: t.shape.clone(),
                     values: vec![],
                     values_f64: t.values.iter().map(|&v| v as f64).collect(),
+                    ..Default::default()
                 }),
             }
         })
@@ -1040,6 +1043,7 @@ async fn list_and_delete_models() {
         .get_model(pb::GetModelRequest {
             model_id: b.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1056,6 +1060,7 @@ async fn list_and_delete_models() {
         .get_model(pb::GetModelRequest {
             model_id: a.clone(),
             include_values: false,
+            ..Default::default()
         })
         .await
         .unwrap();

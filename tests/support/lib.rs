@@ -255,6 +255,7 @@ impl Wire for f32 {
             shape,
             values,
             values_f64: vec![],
+            ..Default::default()
         }
     }
     fn values(t: &pb::Tensor) -> Vec<Self> {
@@ -276,6 +277,7 @@ impl Wire for f64 {
             shape,
             values: vec![],
             values_f64,
+            ..Default::default()
         }
     }
     fn values(t: &pb::Tensor) -> Vec<Self> {
@@ -395,6 +397,7 @@ pub async fn get_values(c: &mut Client, id: &str) -> pb::GetModelResponse {
     c.get_model(pb::GetModelRequest {
         model_id: id.to_string(),
         include_values: true,
+        ..Default::default()
     })
     .await
     .expect("GetModel")

@@ -102,6 +102,7 @@ pub fn blobs(n: usize, d: usize, c: usize, seed: u64) -> Batch {
             shape: vec![n as u32, d as u32],
             values,
             values_f64: Vec::new(),
+            ..Default::default()
         },
         labels,
     }

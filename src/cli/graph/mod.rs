@@ -81,6 +81,7 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
         .get_model(routed(pb::GetModelRequest {
             model_id: args.id.clone(),
             include_values: false,
+            ..Default::default()
         }))
         .await
         .map_err(CliError::rpc("GetModel"))?
@@ -117,6 +118,7 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
                 shape: vec![rows, dim as u32],
                 values: Vec::new(),
                 values_f64: x,
+                ..Default::default()
             }),
             labels,
             shapes_only: args.shapes_only,

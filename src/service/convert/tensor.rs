@@ -6,8 +6,17 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use tonic::Status;
 
 use crate::pb;
-use crate::pb::array::WireScalar;
+use crate::pb::array::{WireScalar, decode_le};
 use crate::service::status::{Reason, Refusal, invalid};
+
+/// Bytes per value of a `raw` tensor, by its `raw_dtype`; `None` for a dtype the
+/// proto does not define.
+fn raw_width(dtype: i32) -> Option<usize> {
+    match pb::Dtype::try_from(dtype).ok()? {
+        pb::Dtype::Unspecified | pb::Dtype::F32 => Some(4),
+        pb::Dtype::F64 => Some(8),
+    }
+}
 
 /// Checks a tensor's shape against its values and a size limit, without touching the
 /// values: cheap enough for the async side. Returns the shape.
@@ -16,12 +25,39 @@ pub fn check_tensor(
     field: &str,
     max_elements: usize,
 ) -> Result<Vec<usize>, Status> {
-    if !t.values.is_empty() && !t.values_f64.is_empty() {
-        return Err(invalid(field, "set either values or values_f64, not both"));
+    let carriers = [
+        !t.values.is_empty(),
+        !t.values_f64.is_empty(),
+        !t.raw.is_empty(),
+    ];
+    if carriers.iter().filter(|&&c| c).count() > 1 {
+        return Err(invalid(
+            field,
+            "set one of values, values_f64 and raw, not several",
+        ));
     }
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let got = t.values.len().max(t.values_f64.len());
+    let got = if t.raw.is_empty() {
+        t.values.len().max(t.values_f64.len())
+    } else {
+        let width = raw_width(t.raw_dtype).ok_or_else(|| {
+            invalid(
+                format!("{field}.raw_dtype"),
+                format!("{} is not a dtype (DTYPE_F32 or DTYPE_F64)", t.raw_dtype),
+            )
+        })?;
+        if !t.raw.len().is_multiple_of(width) {
+            return Err(invalid(
+                format!("{field}.raw"),
+                format!(
+                    "{} bytes is not a whole number of {width}-byte values",
+                    t.raw.len()
+                ),
+            ));
+        }
+        t.raw.len() / width
+    };
     // A malformed tensor (its shape overflows or disagrees with its values) is the
     // client's mistake whatever its size; only a well-formed one over the limit is the
     // retryable RESOURCE_EXHAUSTED.
@@ -47,10 +83,17 @@ pub fn check_tensor(
     }
 }
 
-/// Decodes a tensor (already checked with [`check_tensor`]) into the model's dtype.
+/// Decodes a tensor (already checked with [`check_tensor`]) into the model's dtype: one
+/// pass when it comes in the model's dtype (numbers are moved, raw bytes read once).
 pub fn tensor_values<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<ArrayD<T>, Status> {
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    let values = if t.values_f64.is_empty() {
+    let values = if !t.raw.is_empty() {
+        if raw_width(t.raw_dtype) == Some(8) {
+            T::from_f64s(decode_le(&t.raw, f64::from_le_bytes))
+        } else {
+            T::from_f32s(decode_le(&t.raw, f32::from_le_bytes))
+        }
+    } else if t.values_f64.is_empty() {
         T::from_f32s(t.values)
     } else {
         T::from_f64s(t.values_f64)

@@ -7,7 +7,7 @@ use super::call::{split, tensor_bytes};
 use crate::engine::gradcheck::Elements;
 use crate::model::{Model, Target, accuracy, predictions};
 use crate::pb;
-use crate::pb::array::{WireScalar, to_tensor};
+use crate::pb::array::{Form, WireScalar, to_tensor_in};
 use crate::service::convert::losses_pb;
 use crate::service::convert::{check_tensor, matrix};
 use crate::service::limits::{Call, check_gradcheck};
@@ -141,6 +141,7 @@ fn forward_typed<T: WireScalar>(
     x: pb::Tensor,
     y: Option<Vec<usize>>,
 ) -> Result<pb::ForwardResponse, Status> {
+    let form = Form::of(Some(&x));
     let x = matrix::<T>(x, "x")?;
     let (scores, losses) = match &y {
         Some(y) => {
@@ -154,7 +155,7 @@ fn forward_typed<T: WireScalar>(
         accuracy: y.as_ref().map(|y| accuracy(&preds, y)),
         predictions: preds.into_iter().map(|p| p as u32).collect(),
         losses: losses.map(losses_pb),
-        scores: Some(to_tensor(scores)),
+        scores: Some(to_tensor_in(scores, form)),
     })
 }
 
@@ -164,6 +165,7 @@ fn backward_typed<T: WireScalar>(
     target: Result<Vec<usize>, pb::Tensor>,
     input_grad: bool,
 ) -> Result<pb::BackwardResponse, Status> {
+    let form = Form::of(Some(&x));
     let x = matrix::<T>(x, "x")?;
     let g = match &target {
         Ok(y) => m.net().gradients(x.view(), Target::Labels(y), input_grad)?,
@@ -182,10 +184,10 @@ fn backward_typed<T: WireScalar>(
             .zip(g.params)
             .map(|(p, g)| pb::NamedTensor {
                 name: p.name.clone(),
-                tensor: Some(to_tensor(g)),
+                tensor: Some(to_tensor_in(g, form)),
             })
             .collect(),
-        input_grad: g.input.map(to_tensor),
+        input_grad: g.input.map(|g| to_tensor_in(g, form)),
     })
 }
 

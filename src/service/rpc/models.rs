@@ -9,7 +9,7 @@ use super::TrainerService;
 use super::call::split;
 use crate::model::{AnyModel, Model};
 use crate::pb;
-use crate::pb::array::{WireScalar, to_tensor};
+use crate::pb::array::{Form, WireScalar, to_tensor_in};
 use crate::service::convert::{spec_from_proto, spec_to_proto};
 use crate::service::limits::{Call, check_model_id, check_spec_size, echo, init_work};
 use crate::service::route;
@@ -48,11 +48,16 @@ pub async fn get(
     let on = svc.on_session(&req.model_id, &tenant)?;
     on.observe("GetModel", async {
         let values = req.include_values;
+        let form = if req.raw_values {
+            Form::Raw
+        } else {
+            Form::Numbers
+        };
         let admitted = on.admit(Call::GetModel { values }, 0)?;
         let guard = on.read().await?;
         let (step, parameters) = on
             .compute(admitted, move || {
-                Ok(with_model!(&*guard.guard, m => (m.step(), parameters(m, values))))
+                Ok(with_model!(&*guard.guard, m => (m.step(), parameters(m, values, form))))
             })
             .await?;
         Ok(pb::GetModelResponse {
@@ -150,14 +155,14 @@ pub async fn delete(
     .await
 }
 
-fn parameters<T: WireScalar>(m: &Model<T>, values: bool) -> Vec<pb::ParameterInfo> {
+fn parameters<T: WireScalar>(m: &Model<T>, values: bool, form: Form) -> Vec<pb::ParameterInfo> {
     m.net()
         .params()
         .iter()
         .map(|p| pb::ParameterInfo {
             name: p.name.clone(),
             shape: p.value.shape().iter().map(|&d| d as u32).collect(),
-            value: values.then(|| to_tensor(p.value.clone())),
+            value: values.then(|| to_tensor_in(p.value.clone(), form)),
         })
         .collect()
 }

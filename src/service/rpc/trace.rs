@@ -8,7 +8,7 @@ use super::TrainerService;
 use super::call::{split, tensor_bytes};
 use crate::model::Model;
 use crate::pb;
-use crate::pb::array::WireScalar;
+use crate::pb::array::{Form, WireScalar};
 use crate::pb::trace::to_wire;
 use crate::service::convert::losses_pb;
 use crate::service::convert::matrix;
@@ -48,7 +48,8 @@ fn trace_typed<T: WireScalar>(
     y: Vec<usize>,
     with_values: bool,
 ) -> Result<pb::TraceStepResponse, Status> {
+    let form = Form::of(Some(&x));
     let x = matrix::<T>(x, "x")?;
     let (trace, losses) = m.net().trace(x.view(), &y, with_values)?;
-    Ok(to_wire(trace, losses_pb(losses)))
+    Ok(to_wire(trace, losses_pb(losses), form))
 }
