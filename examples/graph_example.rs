@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         init: InitSpec::Auto,
         seed: 4,
         dtype: DType::F64,
+        standardize: None,
+        class_names: vec![],
     };
     let x = array![[1.0, -2.0], [0.5, 1.5]];
     let labels = [0, 2];

@@ -77,11 +77,15 @@ pub fn encode(model: &AnyModel, extra: &[(&str, &str)]) -> Result<Vec<u8>, Check
 /// The largest JSON header a checkpoint may have. The largest model a spec allows
 /// ([`MAX_HIDDEN_LAYERS`] + 1 layers of [`MAX_PIECES`](crate::model::spec::MAX_PIECES) pieces, a weight and a bias each,
 /// with two optimizer slots) has about 12,400 tensors of under 160 bytes of header each:
-/// 2 MiB, plus the spec; twice that leaves room for callers' own metadata.
-pub const MAX_HEADER_BYTES: u64 = 4 << 20;
+/// 2 MiB, plus the spec (at most [`MAX_SPEC_BYTES`]), plus room for callers' own metadata.
+pub const MAX_HEADER_BYTES: u64 = 10 << 20;
 /// The largest spec JSON: one of [`MAX_HIDDEN_LAYERS`] layers with every field at its
-/// longest takes about 12 KiB.
-pub const MAX_SPEC_BYTES: usize = 64 << 10;
+/// longest takes about 12 KiB; a standardization of
+/// [`MAX_STANDARDIZED_DIM`](crate::model::spec::MAX_STANDARDIZED_DIM) columns about 3 MiB
+/// (two f64 of up to 24 characters each per column), and
+/// [`MAX_NAMED_CLASSES`](crate::model::spec::MAX_NAMED_CLASSES) names of 128 bytes (JSON
+/// escapes can double them) about 2.5 MiB.
+pub const MAX_SPEC_BYTES: usize = 6 << 20;
 
 /// Decodes and validates a checkpoint (see the module doc for what is checked). The
 /// header's size is checked before it is parsed, and the spec's size and depth before

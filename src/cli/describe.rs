@@ -183,7 +183,21 @@ pub fn spec_json(spec: &pb::ModelSpec) -> Value {
             "seed": i.seed,
         },
         "dtype": dtype(spec),
+        "standardize": spec.standardize.as_ref().map(|st| json!({"mean": st.mean, "std": st.std})),
+        "class_names": spec.class_names,
     })
+}
+
+/// The input's preprocessing in words: what the model does to a batch before its first
+/// layer.
+pub fn input(spec: &pb::ModelSpec) -> String {
+    match &spec.standardize {
+        Some(st) => format!(
+            "standardized by the model ((x − mean) / std per feature, {} features)",
+            st.mean.len()
+        ),
+        None => "as sent".into(),
+    }
 }
 
 /// Rows of cells as a left-aligned text table, columns two spaces apart.

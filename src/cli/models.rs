@@ -198,6 +198,12 @@ pub async fn show(args: ShowArgs) -> Result<(), CliError> {
         ("optimizer", describe::optimizer(&spec)),
         ("init", describe::init(&spec)),
         ("dtype", describe::dtype(&spec).into()),
+        ("input", describe::input(&spec)),
+    ]);
+    if !spec.class_names.is_empty() {
+        fields.push(("classes", spec.class_names.join(", ")));
+    }
+    fields.extend([
         ("step", m.step.to_string()),
         ("parameters", m.parameter_count.to_string()),
     ]);

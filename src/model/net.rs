@@ -212,6 +212,11 @@ impl<T: Scalar> Net<T> {
             Ok(z)
         };
         let mut h = input;
+        if let Some(st) = &self.spec.standardize {
+            let mean: Vec<T> = st.mean.iter().map(|&m| T::of(m)).collect();
+            let inv: Vec<T> = st.std.iter().map(|&s| T::of(1.0 / s)).collect();
+            h = g.standardize(h, &mean, &inv)?;
+        }
         for layer in &self.spec.hidden {
             h = match layer.activation {
                 ActivationSpec::Maxout { pieces } => {

@@ -110,6 +110,61 @@ pub enum DType {
     F64,
 }
 
+/// An input standardization kept with the model (CS231n's preprocessing: zero mean,
+/// unit variance per feature): column j of every batch becomes `(x_j − mean_j) / std_j`
+/// before the first layer, by the `standardize` gate. Stored in the spec, so a model
+/// trained on standardized features takes raw ones from any caller, and checkpoints
+/// carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standardization {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Standardization {
+    /// One finite mean and one finite, positive standard deviation per input column.
+    pub fn validate(&self, input_dim: usize) -> Result<()> {
+        if input_dim > MAX_STANDARDIZED_DIM {
+            return Err(EngineError::spec(
+                "spec.standardize",
+                format!("at most {MAX_STANDARDIZED_DIM} input columns, the model has {input_dim}"),
+            ));
+        }
+        for (field, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if v.len() != input_dim {
+                return Err(EngineError::spec(
+                    format!("spec.standardize.{field}"),
+                    format!("{} values for {input_dim} input columns", v.len()),
+                ));
+            }
+        }
+        if let Some(j) = self.mean.iter().position(|m| !m.is_finite()) {
+            return Err(EngineError::spec(
+                format!("spec.standardize.mean[{j}]"),
+                format!("must be finite, got {}", self.mean[j]),
+            ));
+        }
+        if let Some(j) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(EngineError::spec(
+                format!("spec.standardize.std[{j}]"),
+                format!(
+                    "must be finite and > 0, got {} (a constant column: use 1)",
+                    self.std[j]
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The widest input a standardization may cover (its two vectors go in the spec's JSON
+/// of every checkpoint: 2 × 65,536 numbers are about 3 MB).
+pub const MAX_STANDARDIZED_DIM: usize = 65_536;
+/// The longest class name, in bytes.
+pub const MAX_CLASS_NAME_BYTES: usize = 128;
+/// The most classes that may have names (every name goes in each checkpoint's spec).
+pub const MAX_NAMED_CLASSES: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     pub input_dim: usize,
@@ -123,6 +178,13 @@ pub struct ModelSpec {
     pub init: InitSpec,
     pub seed: u64,
     pub dtype: DType,
+    /// Applied to every batch before the first layer; absent from the JSON of a spec
+    /// without one (so its checkpoints are what they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<Standardization>,
+    /// A name per class (label i is `class_names[i]`), or none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
 }
 
 impl ModelSpec {
@@ -140,6 +202,8 @@ impl ModelSpec {
             init: InitSpec::Auto,
             seed: 0,
             dtype: DType::F32,
+            standardize: None,
+            class_names: Vec::new(),
         }
     }
 
@@ -188,6 +252,50 @@ impl ModelSpec {
         }
         self.parameter_count()
             .ok_or_else(|| EngineError::spec("spec", "the parameter count overflows"))?;
+        if let Some(st) = &self.standardize {
+            st.validate(self.input_dim)?;
+        }
+        self.validate_class_names()
+    }
+
+    fn validate_class_names(&self) -> Result<()> {
+        let names = &self.class_names;
+        if names.is_empty() {
+            return Ok(());
+        }
+        if names.len() > MAX_NAMED_CLASSES {
+            return Err(EngineError::spec(
+                "spec.class_names",
+                format!(
+                    "at most {MAX_NAMED_CLASSES} classes may have names, got {}",
+                    names.len()
+                ),
+            ));
+        }
+        if names.len() != self.num_classes {
+            return Err(EngineError::spec(
+                "spec.class_names",
+                format!(
+                    "{} names for {} classes: give one per class, or none",
+                    names.len(),
+                    self.num_classes
+                ),
+            ));
+        }
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() || n.len() > MAX_CLASS_NAME_BYTES {
+                return Err(EngineError::spec(
+                    format!("spec.class_names[{i}]"),
+                    format!("must be 1 to {MAX_CLASS_NAME_BYTES} bytes, got {}", n.len()),
+                ));
+            }
+            if let Some(j) = names[..i].iter().position(|m| m == n) {
+                return Err(EngineError::spec(
+                    format!("spec.class_names[{i}]"),
+                    format!("{n:?} is also class {j}'s name"),
+                ));
+            }
+        }
         Ok(())
     }
 

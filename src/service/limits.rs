@@ -650,9 +650,10 @@ pub fn check_spec_size(spec: &ModelSpec) -> Result<(), Status> {
 
 /// The largest checkpoint header a model within [`MAX_DEPTH`] layers can have: per
 /// parameter tensor and optimizer slot (at most 16 maxout pieces of weight and bias per
-/// layer, three slots) an entry of under 200 bytes, plus the spec. A header beyond this
+/// layer, three slots) an entry of under 200 bytes, plus the spec (with its
+/// standardization and class names, `checkpoint::MAX_SPEC_BYTES`). A header beyond this
 /// is refused before it is parsed: parsing a million-layer spec costs gigabytes.
-pub const MAX_CHECKPOINT_HEADER: u64 = 8 << 20;
+pub const MAX_CHECKPOINT_HEADER: u64 = crate::checkpoint::MAX_HEADER_BYTES;
 
 /// Checks a checkpoint's header length (its first 8 bytes, little-endian, as in every
 /// safetensors file) before anything decodes it.

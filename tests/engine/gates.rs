@@ -71,6 +71,33 @@ fn matmul() {
 }
 
 #[test]
+fn standardize() {
+    let mut rng = Rng::new(24);
+    let x = gaussian(&mut rng, &[4, 3], 3.0);
+    let (mean, inv_std) = ([0.5, -2.0, 10.0], [2.0, 0.25, 1.0 / 3.0]);
+    let c = gate_check(&[x.clone()], 25, |g, i| {
+        g.standardize(i[0], &mean, &inv_std)
+    });
+    assert_below(&c.errors, SMOOTH, "standardize");
+    // dX = G ⊙ s per column; the forward value is (x − μ)·s.
+    let r = coefficients(&mut Rng::new(25), &[4, 3]);
+    let want = ndarray::Array2::from_shape_fn((4, 3), |(i, j)| r[[i, j]] * inv_std[j]);
+    assert_close(&c.analytic[0], &want.into_dyn(), 0.0);
+    let mut g = Graph::<f64>::new();
+    let leaf = g.leaf("x", x.clone(), false);
+    let y = g.standardize(leaf, &mean, &inv_std).unwrap();
+    let got = g.value(y).to_owned();
+    for i in 0..4 {
+        for j in 0..3 {
+            assert_eq!(got[[i, j]], (x[[i, j]] - mean[j]) * inv_std[j]);
+        }
+    }
+    // Means and scales of another width than X's are refused, naming the gate.
+    let e = g.standardize(leaf, &mean[..2], &inv_std).unwrap_err();
+    assert!(e.to_string().contains("standardize"), "{e}");
+}
+
+#[test]
 fn bias_add() {
     let mut rng = Rng::new(20);
     let a = gaussian(&mut rng, &[4, 3], 1.0);
@@ -703,6 +730,7 @@ fn every_gate_reports_the_kind_the_trace_names_it_by() {
     g.activation(s, LeakyRelu { slope: 0.01 }).unwrap();
     g.activation(s, Elu { alpha: 1.0 }).unwrap();
     g.activation(s, Gelu::default()).unwrap();
+    g.standardize(x, &[1.0, -1.0], &[0.5, 2.0]).unwrap();
     let kinds: Vec<&str> = g.nodes().iter().map(|n| n.kind_name()).collect();
     assert_eq!(
         kinds,
@@ -725,6 +753,7 @@ fn every_gate_reports_the_kind_the_trace_names_it_by() {
             "leaky_relu",
             "elu",
             "gelu",
+            "standardize",
         ]
     );
 }

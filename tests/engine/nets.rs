@@ -5,7 +5,7 @@
 use backprop::engine::EngineError;
 use backprop::engine::gradcheck::{self, Elements};
 use backprop::engine::rng::Rng;
-use backprop::model::spec::MAX_PIECES;
+use backprop::model::spec::{MAX_PIECES, Standardization};
 use backprop::model::{
     ActivationSpec, Adam, AdamW, DType, HiddenSpec, InitSpec, LossSpec, Model, ModelSpec, Momentum,
     Net, OptimizerSpec, RmsProp, Sgd, Target, accuracy, predictions,
@@ -353,6 +353,114 @@ fn input_gradient_with_labels_matches_numeric() {
             checks[0]
         );
     }
+}
+
+/// A net that standardizes its input (the spec's `standardize`) is the same net fed
+/// standardized rows: equal scores, losses and parameter gradients; its dX is the plain
+/// net's times 1/σ per column (the chain through the gate), and matches the numeric
+/// gradient with respect to the raw rows. Bad statistics are refused, naming the field.
+#[test]
+fn a_standardizing_net_is_the_net_on_standardized_rows() {
+    let s = spec(D, hidden(2, ActivationSpec::Tanh), C, svm(), 0.05, true, 81);
+    let mean = vec![1.0, -2.0, 0.5, 30.0, 0.0];
+    let std = vec![2.0, 0.5, 1.0, 10.0, 4.0];
+    let mut with = s.clone();
+    with.standardize = Some(Standardization {
+        mean: mean.clone(),
+        std: std.clone(),
+    });
+    let (plain, standardizing) = (
+        Net::<f64>::new(s).unwrap(),
+        Net::<f64>::new(with.clone()).unwrap(),
+    );
+    let mut rng = Rng::new(82);
+    let raw = gaussian2(&mut rng, N, D, 5.0);
+    let y = labels(&mut rng, N, C);
+    let standardized =
+        Array2::from_shape_fn((N, D), |(i, j)| (raw[[i, j]] - mean[j]) * (1.0 / std[j]));
+    let a = standardizing
+        .gradients(raw.view(), Target::Labels(&y), true)
+        .unwrap();
+    let b = plain
+        .gradients(standardized.view(), Target::Labels(&y), true)
+        .unwrap();
+    assert_eq!(a.scores, b.scores);
+    assert_eq!((a.losses.data, a.losses.reg), (b.losses.data, b.losses.reg));
+    assert_eq!(a.params, b.params);
+    let (da, db) = (a.input.unwrap(), b.input.unwrap());
+    for i in 0..N {
+        for j in 0..D {
+            assert_eq!(da[[i, j]], db[[i, j]] * (1.0 / std[j]), "dX[{i},{j}]");
+        }
+    }
+    let mut xs = vec![raw.clone().into_dyn()];
+    let checks = gradcheck::check(
+        &mut xs,
+        &[da.into_dyn()],
+        Elements::All,
+        |v, k| &mut v[k],
+        |v| {
+            let x2: Array2<f64> = v[0].clone().into_dimensionality().unwrap();
+            Ok(standardizing.evaluate(x2.view(), &y)?.1.total().unwrap())
+        },
+    )
+    .unwrap();
+    assert!(checks[0].max_relative_error < NET_BOUND, "{:?}", checks[0]);
+
+    for (mut st, field) in [
+        (
+            Standardization {
+                mean: vec![0.0; D - 1],
+                std: vec![1.0; D],
+            },
+            "spec.standardize.mean",
+        ),
+        (
+            Standardization {
+                mean: vec![0.0; D],
+                std: vec![1.0; D + 1],
+            },
+            "spec.standardize.std",
+        ),
+        (
+            Standardization {
+                mean: vec![0.0; D],
+                std: vec![1.0; D],
+            },
+            "spec.standardize.std[3]",
+        ),
+        (
+            Standardization {
+                mean: vec![0.0; D],
+                std: vec![1.0; D],
+            },
+            "spec.standardize.mean[1]",
+        ),
+    ] {
+        if field.ends_with("[3]") {
+            st.std[3] = 0.0;
+        }
+        if field.ends_with("[1]") {
+            st.mean[1] = f64::NAN;
+        }
+        let mut bad = with.clone();
+        bad.standardize = Some(st);
+        match bad.validate() {
+            Err(EngineError::InvalidSpec { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let mut named = with.clone();
+    named.class_names = vec!["a".into(), "b".into()];
+    assert!(
+        matches!(named.validate(), Err(EngineError::InvalidSpec { field, .. }) if field == "spec.class_names")
+    );
+    named.class_names = vec!["a".into(), "b".into(), "a".into()];
+    assert!(
+        matches!(named.validate(), Err(EngineError::InvalidSpec { field, .. }) if field == "spec.class_names[2]")
+    );
+    named.class_names = vec!["a".into(), "b".into(), "c".into()];
+    named.validate().unwrap();
 }
 
 #[test]

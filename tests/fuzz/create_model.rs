@@ -206,6 +206,14 @@ pub(crate) fn model_spec() -> BoxedStrategy<Option<pb::ModelSpec>> {
         maybe(optimizer()),
         maybe(init()),
         enum_value(2),
+        // A standardization (its lengths and values rarely right) and class names.
+        (
+            rarely(
+                (vec(number(), 0..6), vec(number(), 0..6))
+                    .prop_map(|(mean, std)| pb::Standardization { mean, std }),
+            ),
+            prop_oneof![6 => Just(vec![]), 1 => vec("[a-c]{0,2}", 0..5)],
+        ),
     )
         .prop_map(
             |(
@@ -215,6 +223,7 @@ pub(crate) fn model_spec() -> BoxedStrategy<Option<pb::ModelSpec>> {
                 optimizer,
                 init,
                 dtype,
+                (standardize, class_names),
             )| {
                 pb::ModelSpec {
                     input_dim,
@@ -227,6 +236,8 @@ pub(crate) fn model_spec() -> BoxedStrategy<Option<pb::ModelSpec>> {
                     optimizer,
                     init,
                     dtype,
+                    standardize,
+                    class_names,
                 }
             },
         );
@@ -319,6 +330,15 @@ pub(crate) fn sanitized(s: Option<pb::ModelSpec>) -> Option<pb::ModelSpec> {
         }
     }
     s.dtype = s.dtype.rem_euclid(3);
+    // A standardization of the (now small) input width, and a distinct name per class.
+    let d = s.input_dim as usize;
+    if let Some(st) = &mut s.standardize {
+        st.mean = (0..d).map(|j| j as f64 - 1.5).collect();
+        st.std = (0..d).map(|j| 0.5 + j as f64).collect();
+    }
+    if !s.class_names.is_empty() {
+        s.class_names = (0..s.num_classes).map(|c| format!("class {c}")).collect();
+    }
     Some(s)
 }
 

@@ -91,6 +91,8 @@ fn specs(i: usize) -> (pb::ModelSpec, ModelSpec) {
         init: InitSpec::Auto,
         seed: 1000 + i as u64,
         dtype: if f64_model { DType::F64 } else { DType::F32 },
+        standardize: None,
+        class_names: vec![],
     };
     (wire, engine)
 }

@@ -71,6 +71,8 @@ impl<T: Wire> Fixture<T> {
             } else {
                 DType::F32
             },
+            standardize: None,
+            class_names: vec![],
         });
         for s in 0..2 {
             let b = Batch::random(4, D, C, 50 + s);

@@ -17,6 +17,7 @@ mod ops;
 mod overload;
 mod paging;
 mod persist;
+mod preprocessing;
 mod raw_tensors;
 mod refusals;
 mod routing;

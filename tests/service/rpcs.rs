@@ -32,6 +32,8 @@ fn engine_spec(input_dim: usize, hidden: Vec<HiddenSpec>, num_classes: usize) ->
         init: InitSpec::Auto,
         seed: 0,
         dtype: DType::F32,
+        standardize: None,
+        class_names: vec![],
     }
 }
 
@@ -163,6 +165,8 @@ async fn create_model_fills_in_every_default() {
             seed: 0,
         }),
         dtype: pb::Dtype::F32 as i32,
+        standardize: None,
+        class_names: vec![],
     };
     assert_eq!(r.spec.as_ref(), Some(&expected));
 

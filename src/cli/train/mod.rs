@@ -66,7 +66,9 @@ pub struct TrainArgs {
     pub holdout: f64,
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DtypeArg,
-    /// Scale each feature to zero mean and unit variance (statistics of the training rows).
+    /// Scale each feature to zero mean and unit variance, with the training rows'
+    /// statistics kept in the model: the server standardizes every batch itself, so
+    /// Forward, Evaluate and `backprop show` callers send raw features.
     #[arg(long)]
     pub standardize: bool,
     /// Where to write the curve; default: beside the data, FILE.curve.svg.
@@ -145,7 +147,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         label_column: args.label_column as usize - 1,
         classes: args.classes,
     };
-    let mut data = csv::parse(&path, &text, opts)?;
+    let data = csv::parse(&path, &text, opts)?;
     drop(text);
 
     // One seeded shuffle decides the split; the same stream then orders each epoch.
@@ -155,9 +157,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let held = held_out_rows(data.rows(), args.holdout)?;
     let (train_rows, held_rows) = order.split_at(data.rows() - held);
     let (train_rows, held_rows) = (train_rows.to_vec(), held_rows.to_vec());
-    if args.standardize {
-        standardize(&mut data, &train_rows);
-    }
+    let standardize = args.standardize.then(|| statistics(&data, &train_rows));
 
     let spec = pb::ModelSpec {
         input_dim: u32::try_from(data.dim)
@@ -183,6 +183,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
             DtypeArg::F32 => pb::Dtype::F32,
             DtypeArg::F64 => pb::Dtype::F64,
         } as i32,
+        standardize,
         ..Default::default()
     };
     let wide = matches!(args.dtype, DtypeArg::F64);
@@ -199,7 +200,7 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         train_rows.len(),
         held_rows.len(),
         if args.standardize {
-            ", standardized"
+            ", standardized by the model (training rows' mean and std)"
         } else {
             ""
         }
@@ -399,9 +400,10 @@ fn shuffle(items: &mut [usize], rng: &mut Rng) {
     }
 }
 
-/// x ← (x − mean) / std per feature, with the training rows' statistics (the held-out rows
-/// must not leak into them). A constant feature keeps std 1.
-fn standardize(data: &mut Dataset, train_rows: &[usize]) {
+/// Each feature's mean and standard deviation over the training rows (the held-out rows
+/// must not leak into them), for the model to standardize its input with. A constant
+/// feature keeps std 1.
+fn statistics(data: &Dataset, train_rows: &[usize]) -> pb::Standardization {
     let d = data.dim;
     let n = train_rows.len().max(1) as f64;
     let mut mean = vec![0.0; d];
@@ -416,15 +418,11 @@ fn standardize(data: &mut Dataset, train_rows: &[usize]) {
             *v += (x - m) * (x - m) / n;
         }
     }
-    let std: Vec<f64> = var
+    let std = var
         .iter()
         .map(|v| if *v > 0.0 { v.sqrt() } else { 1.0 })
         .collect();
-    for row in data.features.chunks_mut(d) {
-        for ((x, m), s) in row.iter_mut().zip(&mean).zip(&std) {
-            *x = (*x - m) / s;
-        }
-    }
+    pb::Standardization { mean, std }
 }
 
 fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {

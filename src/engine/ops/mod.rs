@@ -13,6 +13,7 @@
 //! | svm_loss | `1/N Σ_i Σ_{j≠y_i} max(0, s_j − s_{y_i} + Δ)` | `1/N` per positive margin, `−count/N` at `y_i` |
 //! | softmax_loss | `1/N Σ_i −log softmax(s_i)_{y_i}` | `(p − onehot(y))/N` |
 //! | l2 | `λ·Σ W²` | `2λW` |
+//! | standardize | `(X − μ) ⊙ s`, s = 1/σ per column (constants) | `dX = G ⊙ s` |
 pub mod activation;
 pub mod add;
 pub mod bias_add;
@@ -26,6 +27,7 @@ pub mod mul;
 pub mod relu;
 pub mod sigmoid;
 pub mod softmax_loss;
+pub mod standardize;
 pub mod sum;
 pub mod svm_loss;
 pub mod tanh;

@@ -6,6 +6,7 @@ use tonic::Status;
 use super::optimizer::{optimizer_from_proto, optimizer_to_proto};
 use crate::engine::ops::gelu::GeluForm;
 use crate::engine::ops::{elu, leaky_relu};
+use crate::model::spec::Standardization;
 use crate::model::{ActivationSpec, DType, HiddenSpec, InitSpec, LossSpec, ModelSpec};
 use crate::pb;
 use crate::service::status::invalid;
@@ -62,6 +63,11 @@ pub fn spec_from_proto(s: Option<pb::ModelSpec>) -> Result<ModelSpec, Status> {
         init: init_spec,
         seed: init.seed,
         dtype,
+        standardize: s.standardize.map(|st| Standardization {
+            mean: st.mean,
+            std: st.std,
+        }),
+        class_names: s.class_names,
     };
     spec.validate()?;
     Ok(spec)
@@ -202,6 +208,11 @@ pub fn spec_to_proto(s: &ModelSpec) -> pb::ModelSpec {
             seed: s.seed,
         }),
         dtype: dtype_to_proto(s.dtype),
+        standardize: s.standardize.as_ref().map(|st| pb::Standardization {
+            mean: st.mean.clone(),
+            std: st.std.clone(),
+        }),
+        class_names: s.class_names.clone(),
     }
 }
 
