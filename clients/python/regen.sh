@@ -9,13 +9,15 @@
 # that would clash with anyone else's copy of the same stubs; the files are flattened
 # into _proto/ and that import made relative, so they import only inside the package.
 #
+# $BACKPROP_PROTO_DIR replaces proto/ (e.g. an export of a commit's proto/ while the work
+# tree holds an unfinished change to it).
 # Python: $PYTHON, else clients/python/.venv/bin/python, else python3; it needs
 # grpcio-tools at the version pinned in pyproject.toml's [test] extra (the generated
 # code differs between versions).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PROTO_DIR="$(cd "$HERE/../../proto" && pwd)"
+PROTO_DIR="$(cd "${BACKPROP_PROTO_DIR:-$HERE/../../proto}" && pwd)"
 OUT="${1:-$HERE/src/backprop_client/_proto}"
 PY="${PYTHON:-}"
 if [[ -z "$PY" ]]; then
