@@ -223,9 +223,10 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
 
     # -- training -----------------------------------------------------------------------
 
-    def _check_X(self, X, reset: bool, y=None):
+    def _check_X(self, X, reset: bool, y="no_validation"):
+        """X (and y) validated as sklearn expects, X in the model's dtype."""
         kind = np.float64 if self.dtype in ("float64", np.float64) else np.float32
-        if y is None:
+        if isinstance(y, str) and y == "no_validation":
             return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32)).astype(
                 kind, copy=False)
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
@@ -318,7 +319,8 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self._scores(X), axis=1)]
+        scores = self._scores(X)  # first: it raises NotFittedError before classes_ exists
+        return self.classes_[np.argmax(scores, axis=1)]
 
     @available_if(_has_probabilities)
     def predict_proba(self, X) -> np.ndarray:
