@@ -157,8 +157,12 @@ def model_spec(spec: Union[None, Mapping, pb.ModelSpec] = None, **kwargs) -> pb.
         out.init.weight_scale = float(fields.pop("weight_scale"))
     if "seed" in fields:
         out.init.seed = int(fields.pop("seed"))
+    # Any other ModelSpec field goes as given (e.g. a newer one), as protobuf takes it.
+    unknown = sorted(set(fields) - set(pb.ModelSpec.DESCRIPTOR.fields_by_name))
+    if unknown:
+        raise TypeError(f"unknown model spec fields: {unknown}")
     if fields:
-        raise TypeError(f"unknown model spec fields: {sorted(fields)}")
+        out.MergeFrom(pb.ModelSpec(**fields))
     return out
 
 

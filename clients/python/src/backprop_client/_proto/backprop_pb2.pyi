@@ -201,7 +201,7 @@ class Init(_message.Message):
     def __init__(self, scheme: _Optional[_Union[InitScheme, str]] = ..., weight_scale: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("input_dim", "hidden", "num_classes", "no_bias", "loss", "svm_margin", "l2", "optimizer", "init", "dtype")
+    __slots__ = ("input_dim", "hidden", "num_classes", "no_bias", "loss", "svm_margin", "l2", "optimizer", "init", "dtype", "standardize", "class_names")
     INPUT_DIM_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +212,8 @@ class ModelSpec(_message.Message):
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     input_dim: int
     hidden: _containers.RepeatedCompositeFieldContainer[HiddenLayer]
     num_classes: int
@@ -222,7 +224,17 @@ class ModelSpec(_message.Message):
     optimizer: Optimizer
     init: Init
     dtype: Dtype
-    def __init__(self, input_dim: _Optional[int] = ..., hidden: _Optional[_Iterable[_Union[HiddenLayer, _Mapping]]] = ..., num_classes: _Optional[int] = ..., no_bias: _Optional[bool] = ..., loss: _Optional[_Union[LossKind, str]] = ..., svm_margin: _Optional[float] = ..., l2: _Optional[float] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., init: _Optional[_Union[Init, _Mapping]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+    standardize: Standardization
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, input_dim: _Optional[int] = ..., hidden: _Optional[_Iterable[_Union[HiddenLayer, _Mapping]]] = ..., num_classes: _Optional[int] = ..., no_bias: _Optional[bool] = ..., loss: _Optional[_Union[LossKind, str]] = ..., svm_margin: _Optional[float] = ..., l2: _Optional[float] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., init: _Optional[_Union[Init, _Mapping]] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., standardize: _Optional[_Union[Standardization, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Standardization(_message.Message):
+    __slots__ = ("mean", "std")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
     __slots__ = ("spec",)
