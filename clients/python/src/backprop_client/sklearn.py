@@ -25,12 +25,18 @@ import zipfile
 from typing import Optional
 
 import numpy as np
-from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+
+try:
+    from scipy.special import expit, softmax
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as missing:  # say which extra brings it
+    raise ImportError(
+        "backprop_client.sklearn needs scikit-learn >= 1.6: "
+        "pip install 'backprop-client[sklearn]'") from missing
 
 from . import errors
 from ._proto import backprop_pb2 as pb
