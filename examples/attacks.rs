@@ -406,6 +406,7 @@ async fn probe_calls(uri: String) -> Result<(), String> {
             model_id: id.clone(),
             x: Some(x),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .map_err(e("Forward"))?
@@ -831,6 +832,7 @@ async fn batch_call(
                 model_id: id,
                 x,
                 labels: vec![],
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -1639,6 +1641,7 @@ async fn long_model_ids(ctx: &Ctx) -> Result<Tally, Error> {
             model_id: long.clone(),
             x: Some(x),
             labels: vec![],
+            ..Default::default()
         })
         .await;
     short_message(&mut tally, "Forward", &r);
@@ -1703,6 +1706,7 @@ async fn huge_model_id(ctx: &Ctx) -> Result<Tally, Error> {
             model_id: huge,
             x: Some(x),
             labels: vec![],
+            ..Default::default()
         })
         .await;
     short_message(&mut tally, "Forward", &r);
@@ -1859,6 +1863,7 @@ async fn svm_nan(ctx: &Ctx) -> Result<Tally, Error> {
             model_id: id.clone(),
             x: Some(x.clone()),
             labels: labels.clone(),
+            ..Default::default()
         })
         .await;
     tally.expect("Forward(NaN x)", &r, "INVALID_ARGUMENT");
@@ -1868,6 +1873,7 @@ async fn svm_nan(ctx: &Ctx) -> Result<Tally, Error> {
             model_id: id.clone(),
             x: Some(x.clone()),
             labels: labels.clone(),
+            ..Default::default()
         })
         .await;
     tally.call("Forward(overflowing x)", &r);
@@ -1927,6 +1933,7 @@ async fn malformed_shapes(ctx: &Ctx) -> Result<Tally, Error> {
                     values_f64: vec![],
                     ..Default::default()
                 }),
+                probabilities: false,
                 labels: vec![],
             })
             .await;

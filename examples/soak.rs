@@ -334,6 +334,7 @@ async fn caller(
             model_id: m.id.clone(),
             x: Some(x),
             labels: vec![],
+            ..Default::default()
         };
         if let Ok(resp) = timed(&stats, t, "Forward", c.forward(req)).await {
             let shape = resp.scores.map(|s| s.shape).unwrap_or_default();
@@ -369,6 +370,7 @@ async fn caller(
         if r.chance(0.01) {
             // Malformed on purpose: one column too many.
             let req = pb::ForwardRequest {
+                probabilities: false,
                 model_id: m.id.clone(),
                 x: Some(pb::Tensor {
                     shape: vec![1, m.d + 1],

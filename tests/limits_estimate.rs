@@ -145,21 +145,37 @@ async fn the_estimate_is_at_least_the_real_peak() {
                     model_id: id.clone(),
                     x: Some(x()),
                     labels: b.labels.clone(),
+                    probabilities: true,
                 }));
                 r.await.expect("forward").into_inner().encode_to_vec().len()
             })
             .await;
-            runs.push((Call::Forward { labels: true }, p, e));
+            runs.push((
+                Call::Forward {
+                    labels: true,
+                    probabilities: true,
+                },
+                p,
+                e,
+            ));
             let (p, e) = peak_of(async {
                 let r = svc.forward(Request::new(pb::ForwardRequest {
                     model_id: id.clone(),
                     x: Some(x()),
                     labels: vec![],
+                    ..Default::default()
                 }));
                 r.await.expect("forward").into_inner().encode_to_vec().len()
             })
             .await;
-            runs.push((Call::Forward { labels: false }, p, e));
+            runs.push((
+                Call::Forward {
+                    labels: false,
+                    probabilities: false,
+                },
+                p,
+                e,
+            ));
             let (p, e) = peak_of(async {
                 let r = svc.evaluate(Request::new(pb::EvaluateRequest {
                     model_id: id.clone(),

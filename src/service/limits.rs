@@ -112,8 +112,9 @@ const PARAM_ENTRY_BYTES: u64 = 96;
 /// What a call does, as far as its cost goes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Call {
-    /// Scores (and losses with labels), the scores sent back.
-    Forward { labels: bool },
+    /// Scores (and losses with labels), the scores sent back (and their softmax
+    /// probabilities when asked).
+    Forward { labels: bool, probabilities: bool },
     /// Losses and accuracy only.
     Evaluate,
     /// Every parameter's gradient sent back (and dL/dX when asked).
@@ -390,9 +391,10 @@ impl<'s> Estimator<'s> {
         let overhead = ANSWER_OVERHEAD as u128;
         overhead
             + match self.call {
-                // Scores, one prediction varint per row.
-                Call::Forward { .. } => {
-                    self.n * self.classes * self.s + self.n * varint_len(self.classes - 1)
+                // Scores (and probabilities), one prediction varint per row.
+                Call::Forward { probabilities, .. } => {
+                    let tensors = if probabilities { 2 } else { 1 };
+                    tensors * self.n * self.classes * self.s + self.n * varint_len(self.classes - 1)
                 }
                 Call::Backward { input_grad, .. } => {
                     let dx = if input_grad { self.n * self.input } else { 0 };
@@ -414,7 +416,17 @@ impl<'s> Estimator<'s> {
     fn peak(&self) -> u64 {
         let answer = self.answer_u128();
         let bytes = match self.call {
-            Call::Forward { labels } => self.forward_bytes(labels),
+            Call::Forward {
+                labels,
+                probabilities,
+            } => {
+                let probs = if probabilities {
+                    self.n * self.classes * self.s
+                } else {
+                    0
+                };
+                self.forward_bytes(labels) + probs
+            }
             Call::Evaluate => self.forward_bytes(true),
             Call::Backward {
                 upstream,

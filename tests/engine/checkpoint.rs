@@ -410,32 +410,46 @@ fn an_oversized_header_or_spec_is_refused_before_it_is_decoded() {
     let e = checkpoint::decode(&huge).unwrap_err().to_string();
     assert!(
         e.starts_with("not a safetensors file: the JSON header is ")
-            && e.ends_with("bytes, more than the 4194304 any model this server can hold needs"),
+            && e.ends_with(&format!(
+                "bytes, more than the {} any model this server can hold needs",
+                checkpoint::MAX_HEADER_BYTES
+            )),
         "{e}"
     );
-    // Ten thousand layers fit in the header but not in a spec.
-    let e = checkpoint::decode(&with_spec(hidden(10_000)))
+    // 200,000 layers (8 MB) fit in the header but not in a spec.
+    let e = checkpoint::decode(&with_spec(hidden(200_000)))
         .unwrap_err()
         .to_string();
     assert!(
         e.starts_with("__metadata__.spec: ")
-            && e.ends_with(
-                "bytes of JSON, more than the 65536 a spec of at most 128 hidden layers needs"
-            ),
+            && e.ends_with(&format!(
+                "bytes of JSON, more than the {} a spec of at most 128 hidden layers needs",
+                checkpoint::MAX_SPEC_BYTES
+            )),
         "{e}"
     );
+    // Ten thousand layers fit in the JSON: the depth is checked before anything is built.
+    let e = checkpoint::decode(&with_spec(hidden(10_000)))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "__metadata__.spec: 10000 hidden layers; at most 128");
     // 129 layers fit in the JSON: the depth is checked before anything is built.
     let e = checkpoint::decode(&with_spec(hidden(129)))
         .unwrap_err()
         .to_string();
     assert_eq!(e, "__metadata__.spec: 129 hidden layers; at most 128");
-    // The header length itself, before any parse: 5 MiB claimed by an 8-byte prefix.
-    let mut claim = (5u64 << 20).to_le_bytes().to_vec();
+    // The header length itself, before any parse: 1 MiB over the limit claimed by an
+    // 8-byte prefix.
+    let claimed = checkpoint::MAX_HEADER_BYTES + (1 << 20);
+    let mut claim = claimed.to_le_bytes().to_vec();
     claim.extend_from_slice(b"{}");
     let e = checkpoint::decode(&claim).unwrap_err().to_string();
     assert_eq!(
         e,
-        "not a safetensors file: the JSON header is 5242880 bytes, more than the 4194304 \
-         any model this server can hold needs"
+        format!(
+            "not a safetensors file: the JSON header is {claimed} bytes, more than the {} \
+             any model this server can hold needs",
+            checkpoint::MAX_HEADER_BYTES
+        )
     );
 }

@@ -75,7 +75,7 @@ fn standardize() {
     let mut rng = Rng::new(24);
     let x = gaussian(&mut rng, &[4, 3], 3.0);
     let (mean, inv_std) = ([0.5, -2.0, 10.0], [2.0, 0.25, 1.0 / 3.0]);
-    let c = gate_check(&[x.clone()], 25, |g, i| {
+    let c = gate_check(std::slice::from_ref(&x), 25, |g, i| {
         g.standardize(i[0], &mean, &inv_std)
     });
     assert_below(&c.errors, SMOOTH, "standardize");

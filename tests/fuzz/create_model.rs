@@ -403,6 +403,24 @@ pub(crate) fn spec_verdict(spec: &Option<pb::ModelSpec>) -> SpecVerdict {
         ok &= i.weight_scale.is_none_or(|v| gaussian && pos(v));
     }
     ok &= (0..=2).contains(&s.dtype);
+    // A standardization: input_dim finite means and finite positive stds (the dimension
+    // bound is far above what this strategy draws with one).
+    if let Some(st) = &s.standardize {
+        let d = s.input_dim as usize;
+        ok &= st.mean.len() == d && st.std.len() == d;
+        ok &= st.mean.iter().all(|m| m.is_finite());
+        ok &= st.std.iter().all(|v| v.is_finite() && *v > 0.0);
+    }
+    // Class names: none, or one distinct name of 1..=128 bytes per class.
+    let names = &s.class_names;
+    if !names.is_empty() {
+        ok &= names.len() == s.num_classes as usize;
+        ok &= names.iter().all(|n| (1..=128).contains(&n.len()));
+        ok &= names
+            .iter()
+            .enumerate()
+            .all(|(i, n)| !names[..i].contains(n));
+    }
     if !ok {
         return SpecVerdict::Invalid;
     }
@@ -558,6 +576,7 @@ pub(crate) fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<()
                     model_id: id.clone(),
                     x: Some(x),
                     labels: vec![],
+                    ..Default::default()
                 }),
             )
             .await?

@@ -207,7 +207,8 @@ pub(crate) fn case_strategy(lives: Arc<Vec<Live>>) -> BoxedStrategy<Case> {
             let calls = prop_oneof![
                 3 => batch(d, c).prop_map(|(x, labels)| Call::Forward(pb::ForwardRequest {
                     model_id: String::new(), x, labels,
-                })),
+..Default::default()
+})),
                 3 => batch(d, c)
                     .prop_flat_map(move |(x, labels)| {
                         let rows = rows_of(&x);

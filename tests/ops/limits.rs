@@ -121,6 +121,7 @@ async fn the_red_teams_batches_are_refused_and_the_server_stays_up() {
             model_id: id.clone(),
             x: Some(tall.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -218,6 +218,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
             model_id: id.into(),
             x: x.clone(),
             labels: labels.clone(),
+            ..Default::default()
         }))
         .await
         .map(|r| r.into_inner());

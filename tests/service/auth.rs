@@ -197,6 +197,7 @@ async fn a_tenant_never_sees_another_tenants_sessions() {
             model_id: a.clone(),
             x: Some(batch.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -336,6 +337,7 @@ pub(crate) async fn call_as(
                 model_id: id,
                 x,
                 labels,
+                ..Default::default()
             })
             .await,
         ),

@@ -285,6 +285,7 @@ async fn a_full_pool_refuses_at_once_skips_the_expired_and_keeps_order() {
             model_id: small.clone(),
             x: Some(b.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .expect_err("the queue is full");
@@ -358,6 +359,7 @@ async fn a_full_pool_refuses_at_once_skips_the_expired_and_keeps_order() {
         model_id: small,
         x: Some(b.tensor::<f32>()),
         labels: vec![],
+        ..Default::default()
     })
     .await
     .expect("Forward once the pool is free");

@@ -273,6 +273,7 @@ async fn fifty_steps_on_one_session(inline_max_work: u64) {
                 model_id: id,
                 x: Some(b.tensor::<f64>()),
                 labels: vec![],
+                ..Default::default()
             })
             .await
             .expect("Forward")

@@ -99,6 +99,7 @@ async fn every_error_carries_a_reason() {
         model_id: model_id.into(),
         x,
         labels: vec![],
+        ..Default::default()
     };
     let e = c.forward(forward("nope", x(&good))).await.unwrap_err();
     expect(

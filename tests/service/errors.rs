@@ -168,6 +168,7 @@ async fn call(
                 model_id,
                 x,
                 labels,
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -270,7 +271,7 @@ async fn bad_x_shapes_are_rejected_naming_x() {
                 ..Default::default()
             }),
             labels4.clone(),
-            "not both",
+            "not several",
         ),
     ];
     for (what, x, labels, needle) in cases {
@@ -1126,6 +1127,7 @@ async fn message_bigger_than_max_message_bytes_is_refused() {
             model_id: id.clone(),
             x: Some(fits.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .expect("a request and an answer under 4096 bytes fit");

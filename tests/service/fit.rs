@@ -431,6 +431,7 @@ async fn cancel_and_hang_up_stop_at_a_step_boundary_and_writers_are_refused_mean
             model_id: fitted.clone(),
             x: Some(b.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .expect("Forward while a fit runs");

@@ -38,6 +38,7 @@ fn forward(id: &str, b: &Batch) -> pb::ForwardRequest {
         model_id: id.into(),
         x: Some(b.tensor::<f32>()),
         labels: b.labels.clone(),
+        ..Default::default()
     }
 }
 
@@ -151,7 +152,15 @@ async fn a_call_over_what_the_budget_has_left_is_resource_exhausted_without_the_
     let held = 32_392_040 + small_spec.state_bytes().unwrap();
     let rows = (1..100_000)
         .find(|&r| {
-            let need = estimate(&small_spec, r, Call::Forward { labels: true }).peak_bytes
+            let need = estimate(
+                &small_spec,
+                r,
+                Call::Forward {
+                    labels: true,
+                    probabilities: false,
+                },
+            )
+            .peak_bytes
                 + (r * 64 * 4) as u64;
             need > budget - held + (1 << 20)
         })
@@ -448,6 +457,7 @@ async fn a_malformed_shape_is_invalid_and_a_merely_large_one_resource_exhausted(
     let mut c = srv.trainer();
     let (id, _) = create(&mut c, wire_spec(2, &[], 3)).await;
     let x = |shape: Vec<u32>, n: usize| pb::ForwardRequest {
+        probabilities: false,
         model_id: id.clone(),
         x: Some(pb::Tensor {
             shape,
@@ -483,10 +493,12 @@ async fn a_malformed_shape_is_invalid_and_a_merely_large_one_resource_exhausted(
 async fn a_checkpoint_header_beyond_any_allowed_model_is_refused_before_decoding() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
-    // A safetensors file with a 9 MiB header (a million-layer spec would be bigger).
-    let mut file = (9u64 << 20).to_le_bytes().to_vec();
+    // A safetensors file with a header 1 MiB over the limit (a million-layer spec would
+    // be bigger).
+    let len = backprop::service::limits::MAX_CHECKPOINT_HEADER + (1 << 20);
+    let mut file = len.to_le_bytes().to_vec();
     file.push(b'{');
-    file.extend_from_slice(&vec![b' '; (9 << 20) - 2]);
+    file.extend_from_slice(&vec![b' '; len as usize - 2]);
     file.push(b'}');
     let upload = tokio_stream::iter(vec![pb::CheckpointChunk {
         data: Bytes::from(file.clone()),
@@ -497,7 +509,7 @@ async fn a_checkpoint_header_beyond_any_allowed_model_is_refused_before_decoding
     let e = c.import_model(upload).await.unwrap_err();
     assert_invalid(&e, "checkpoint");
     assert!(
-        e.message().contains("the header is 9437184 bytes")
+        e.message().contains(&format!("the header is {len} bytes"))
             && e.message().contains("128 hidden layers"),
         "{}",
         e.message()

@@ -35,6 +35,7 @@ async fn counters_move_by_exactly_the_calls_made() {
             model_id: "0".repeat(32),
             x: Some(batch.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -162,6 +163,7 @@ async fn a_full_queue_is_counted_as_shed() {
                     model_id: id,
                     x: Some(b.tensor::<f32>()),
                     labels: vec![],
+                    ..Default::default()
                 })
                 .await
             })

@@ -156,6 +156,7 @@ async fn idle_sessions_are_dropped_after_the_ttl() {
             model_id: idle.clone(),
             x: Some(Batch::random(1, 2, 2, 0).tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -61,6 +61,7 @@ async fn a_model_standardizes_its_own_input() {
             model_id: id.into(),
             x: Some(f64_tensor(rows)),
             labels: labels.clone(),
+            ..Default::default()
         };
         let a = c.forward(forward(&with, &raw)).await.unwrap().into_inner();
         let b = c
@@ -94,6 +95,43 @@ async fn a_model_standardizes_its_own_input() {
         a.parameters, b.parameters,
         "the same parameters after three steps"
     );
+
+    // Softmax probabilities on request: each row e^s / Σ e^s of its scores, summing to 1,
+    // largest at the prediction; absent unless asked for.
+    let r = c
+        .forward(pb::ForwardRequest {
+            model_id: with.clone(),
+            x: Some(f64_tensor(&raw)),
+            probabilities: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (scores, probs) = (r.scores.unwrap().values_f64, r.probabilities.unwrap());
+    assert_eq!(probs.shape, vec![8, 3]);
+    for (i, (s, p)) in scores.chunks(3).zip(probs.values_f64.chunks(3)).enumerate() {
+        let z: f64 = s.iter().map(|v| v.exp()).sum();
+        for (sv, pv) in s.iter().zip(p) {
+            assert!(
+                (pv - sv.exp() / z).abs() < 1e-15,
+                "row {i}: {p:?} for scores {s:?}"
+            );
+        }
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-15);
+        let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(best as u32, r.predictions[i]);
+    }
+    let r = c
+        .forward(pb::ForwardRequest {
+            model_id: with.clone(),
+            x: Some(f64_tensor(&raw)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.probabilities, None);
 
     // Listed and kept through a checkpoint.
     let listed = c

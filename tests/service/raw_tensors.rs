@@ -96,6 +96,7 @@ async fn raw_batches_answer_and_train_as_numbers_do() {
                 model_id: id.into(),
                 x: Some(x),
                 labels: b.labels.clone(),
+                ..Default::default()
             };
             let r = c
                 .forward(forward(&by_raw, raw.clone()))

@@ -73,7 +73,10 @@ fn an_answer_at_the_message_limit_is_taken_and_one_byte_more_refused() {
     // The estimates are affine in the rows, so with the limit one byte below 10 rows'
     // answer exactly 9 rows fit.
     for call in [
-        Call::Forward { labels: false },
+        Call::Forward {
+            labels: false,
+            probabilities: false,
+        },
         Call::Trace { values: true },
         Call::Backward {
             upstream: false,
@@ -133,7 +136,10 @@ fn an_answer_at_the_message_limit_is_taken_and_one_byte_more_refused() {
 
 #[test]
 fn a_peak_at_the_call_cap_is_taken_and_one_byte_more_refused() {
-    let call = Call::Forward { labels: true };
+    let call = Call::Forward {
+        labels: true,
+        probabilities: false,
+    };
     // 10 rows of 8 f32 inputs and a label each: 40 request bytes a row.
     let request = 10 * 40;
     let need = estimate(&net(), 10, call).peak_bytes + request;
@@ -161,7 +167,10 @@ fn a_peak_at_the_call_cap_is_taken_and_one_byte_more_refused() {
 
 #[test]
 fn a_refusal_over_the_call_cap_says_what_would_fit() {
-    let call = Call::Forward { labels: true };
+    let call = Call::Forward {
+        labels: true,
+        probabilities: false,
+    };
     let one_row = estimate(&net(), 1, call).peak_bytes + 40;
     // A cap of exactly one row's need: one row, and no more.
     let e = admit(&store(Some(one_row), None), LOTS, 2, call, 80).unwrap_err();

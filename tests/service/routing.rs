@@ -162,6 +162,7 @@ async fn another_replicas_ids_are_wrong_replica() {
         model_id: id,
         x: Some(b.tensor::<f32>()),
         labels: Vec::new(),
+        ..Default::default()
     };
     let theirs = format!("backprop-1.{hex}");
     let e = c

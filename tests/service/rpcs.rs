@@ -405,6 +405,7 @@ async fn forward_f32_svm_matches_engine_and_the_lecture() {
             model_id: id.clone(),
             x: Some(b.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -426,6 +427,7 @@ async fn forward_f32_svm_matches_engine_and_the_lecture() {
             model_id: id.clone(),
             x: Some(b.tensor::<f32>()),
             labels: b.labels.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -477,6 +479,7 @@ async fn forward_f64_softmax_matches_engine_and_accepts_f32_values() {
             model_id: id.clone(),
             x: Some(b.tensor::<f64>()),
             labels: b.labels.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -506,6 +509,7 @@ async fn forward_f64_softmax_matches_engine_and_accepts_f32_values() {
             model_id: id.clone(),
             x: Some(b.tensor::<f32>()),
             labels: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1258,6 +1262,7 @@ async fn gelu_in_both_forms_over_the_wire() {
             model_id: id.clone(),
             x: Some(b.tensor::<f64>()),
             labels: b.labels.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

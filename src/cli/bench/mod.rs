@@ -287,6 +287,7 @@ fn forward_call(ids: &[String], batch: workload::Batch) -> Call {
         model_id: id.clone(),
         x: Some(batch.x.clone()),
         labels: Vec::new(),
+        ..Default::default()
     });
     Call::routed("/backprop.v1.Trainer/Forward", requests)
 }

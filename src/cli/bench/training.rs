@@ -385,6 +385,7 @@ pub async fn w5(
             model_id: w2_id.clone(),
             x: Some(b.x),
             labels: Vec::new(),
+            ..Default::default()
         }],
     );
     load::run::<pb::ForwardResponse>(

@@ -4,7 +4,7 @@
 //! The row maximum is subtracted before exponentiating (the result is unchanged and
 //! e^s never overflows). The local gradient is `(p − onehot(y))/N` with p the softmax
 //! probabilities, which the forward pass keeps for backward.
-use ndarray::{Array2, ArrayD, ArrayViewD, Axis, arr0};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut1, Axis, arr0};
 
 use super::{as2, check_labels};
 use crate::engine::error::Result;
@@ -24,9 +24,7 @@ impl<T: Scalar> Graph<'_, T> {
         let mut probs = as2(&self.value(scores)).to_owned();
         let mut total = T::zero();
         for (mut row, &y) in probs.axis_iter_mut(Axis(0)).zip(labels) {
-            let max = row.fold(T::neg_infinity(), |m, &v| m.max(v));
-            row.mapv_inplace(|v| v - max);
-            let log_z = row.mapv(|v| v.exp()).sum().ln();
+            let log_z = shift_by_max(&mut row);
             total += log_z - row[y];
             row.mapv_inplace(|v| (v - log_z).exp());
         }
@@ -37,6 +35,25 @@ impl<T: Scalar> Graph<'_, T> {
         };
         Ok(self.push_gate(Box::new(gate), vec![scores], out))
     }
+}
+
+/// Subtracts the row's maximum from it (so no e^s overflows) and returns
+/// `log Σ_j e^{s_j}` of the shifted row.
+fn shift_by_max<T: Scalar>(row: &mut ArrayViewMut1<'_, T>) -> T {
+    let max = row.fold(T::neg_infinity(), |m, &v| m.max(v));
+    row.mapv_inplace(|v| v - max);
+    row.mapv(|v| v.exp()).sum().ln()
+}
+
+/// Each row's softmax probabilities `e^{s_j} / Σ_k e^{s_k}`, computed as the loss does
+/// (Forward's `probabilities`).
+pub fn softmax<T: Scalar>(scores: ArrayView2<'_, T>) -> Array2<T> {
+    let mut probs = scores.to_owned();
+    for mut row in probs.axis_iter_mut(Axis(0)) {
+        let log_z = shift_by_max(&mut row);
+        row.mapv_inplace(|v| (v - log_z).exp());
+    }
+    probs
 }
 
 impl<T: Scalar> Gate<T> for SoftmaxLoss<T> {

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::TrainerService;
 use super::call::{split, tensor_bytes};
 use crate::engine::gradcheck::Elements;
+use crate::engine::ops::softmax_loss::softmax;
 use crate::model::{Model, Target, accuracy, predictions};
 use crate::pb;
 use crate::pb::array::{Form, WireScalar, to_tensor_in};
@@ -25,15 +26,17 @@ pub async fn forward(
             true => None,
             false => Some(on.labels(req.labels)?),
         };
+        let probabilities = req.probabilities;
         let call = Call::Forward {
             labels: y.is_some(),
+            probabilities,
         };
         let admitted = on.admit(call, tensor_bytes(&req.x))?;
         let x = req.x.unwrap_or_default();
         let guard = on.read().await?;
         on.compute(
             admitted,
-            move || with_model!(&*guard.guard, m => forward_typed(m, x, y)),
+            move || with_model!(&*guard.guard, m => forward_typed(m, x, y, probabilities)),
         )
         .await
     })
@@ -140,6 +143,7 @@ fn forward_typed<T: WireScalar>(
     m: &Model<T>,
     x: pb::Tensor,
     y: Option<Vec<usize>>,
+    probabilities: bool,
 ) -> Result<pb::ForwardResponse, Status> {
     let form = Form::of(Some(&x));
     let x = matrix::<T>(x, "x")?;
@@ -151,11 +155,13 @@ fn forward_typed<T: WireScalar>(
         None => (m.net().scores(x.view())?, None),
     };
     let preds = predictions(&scores.view());
+    let probabilities = probabilities.then(|| to_tensor_in(softmax(scores.view()), form));
     Ok(pb::ForwardResponse {
         accuracy: y.as_ref().map(|y| accuracy(&preds, y)),
         predictions: preds.into_iter().map(|p| p as u32).collect(),
         losses: losses.map(losses_pb),
         scores: Some(to_tensor_in(scores, form)),
+        probabilities,
     })
 }
 
