@@ -140,19 +140,19 @@ class TrainerMethods:
 
     def forward(self, model_id: str, x, labels=None, *, timeout=DEFAULT):
         """Scores (N×C ndarray), predictions; with labels also losses and accuracy."""
-        request = pb.ForwardRequest(model_id=model_id, x=convert.to_tensor(x),
+        request = pb.ForwardRequest(model_id=model_id, x=convert.tensor_fields(x),
                                     labels=() if labels is None else convert.to_labels(labels))
         return self._unary("Forward", request, convert.forward, route=model_id, timeout=timeout)
 
     def scores(self, model_id: str, x, *, timeout=DEFAULT):
         """Forward's N×C scores alone."""
-        request = pb.ForwardRequest(model_id=model_id, x=convert.to_tensor(x))
+        request = pb.ForwardRequest(model_id=model_id, x=convert.tensor_fields(x))
         return self._unary("Forward", request, lambda m: convert.from_tensor(m.scores),
                            route=model_id, timeout=timeout)
 
     def predict(self, model_id: str, x, *, timeout=DEFAULT):
         """The predicted class of each row (argmax of the scores), as uint32."""
-        request = pb.ForwardRequest(model_id=model_id, x=convert.to_tensor(x))
+        request = pb.ForwardRequest(model_id=model_id, x=convert.tensor_fields(x))
         return self._unary("Forward", request, lambda m: convert.forward(m).predictions,
                            route=model_id, timeout=timeout)
 
@@ -161,15 +161,15 @@ class TrainerMethods:
         """Losses and every parameter's gradient (dict name → ndarray), dX on request;
         from labels, or from an N×C `upstream` gradient on the scores."""
         request = pb.BackwardRequest(
-            model_id=model_id, x=convert.to_tensor(x), return_input_grad=return_input_grad,
+            model_id=model_id, x=convert.tensor_fields(x), return_input_grad=return_input_grad,
             labels=() if labels is None else convert.to_labels(labels),
-            upstream=None if upstream is None else convert.to_tensor(upstream))
+            upstream=None if upstream is None else convert.tensor_fields(upstream))
         return self._unary("Backward", request, convert.backward, route=model_id, timeout=timeout)
 
     def train_step(self, model_id: str, x, y, *, learning_rate: Optional[float] = None,
                    timeout=DEFAULT):
         """Forward, backward and one update → TrainStepResult (losses before it)."""
-        request = pb.TrainStepRequest(model_id=model_id, x=convert.to_tensor(x),
+        request = pb.TrainStepRequest(model_id=model_id, x=convert.tensor_fields(x),
                                       labels=convert.to_labels(y))
         if learning_rate is not None:
             request.learning_rate = float(learning_rate)
@@ -185,7 +185,7 @@ class TrainerMethods:
 
     def evaluate(self, model_id: str, x, y, *, timeout=DEFAULT):
         """Loss and accuracy on a labelled batch, no update → EvaluateResult."""
-        request = pb.EvaluateRequest(model_id=model_id, x=convert.to_tensor(x),
+        request = pb.EvaluateRequest(model_id=model_id, x=convert.tensor_fields(x),
                                      labels=convert.to_labels(y))
         return self._unary("Evaluate", request, convert.evaluate, route=model_id, timeout=timeout)
 
@@ -209,7 +209,7 @@ class TrainerMethods:
 
     def gradient_check(self, model_id: str, x, y, *, max_elements: int = 0, timeout=DEFAULT):
         """Numeric vs analytic gradients → GradientCheckResult (errors by parameter)."""
-        request = pb.GradientCheckRequest(model_id=model_id, x=convert.to_tensor(x),
+        request = pb.GradientCheckRequest(model_id=model_id, x=convert.tensor_fields(x),
                                           labels=convert.to_labels(y),
                                           max_elements_per_parameter=max_elements)
         return self._unary("GradientCheck", request, convert.gradient_check, route=model_id,
@@ -217,7 +217,7 @@ class TrainerMethods:
 
     def trace_step(self, model_id: str, x, y, *, shapes_only: bool = False, timeout=DEFAULT):
         """The loss's computational graph, node by node, values as ndarrays → TraceResult."""
-        request = pb.TraceStepRequest(model_id=model_id, x=convert.to_tensor(x),
+        request = pb.TraceStepRequest(model_id=model_id, x=convert.tensor_fields(x),
                                       labels=convert.to_labels(y), shapes_only=shapes_only)
         return self._unary("TraceStep", request, convert.trace, route=model_id, timeout=timeout)
 
