@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from backprop_client import Client, convert, errors, pb, pb_grpc
+from backprop_client import convert, errors, pb, pb_grpc
 
 SPEC = dict(input_dim=6, num_classes=3, hidden=[5], loss="softmax", l2=1e-3,
             optimizer="sgd", learning_rate=0.1, seed=7)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 import grpc
-import numpy as np
 
 from . import convert
 from ._proto import backprop_pb2 as pb

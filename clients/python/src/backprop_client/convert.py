@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import Optional
 
 import numpy as np
 
