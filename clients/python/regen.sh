@@ -24,6 +24,16 @@ if [[ -z "$PY" ]]; then
     if [[ -x "$HERE/.venv/bin/python" ]]; then PY="$HERE/.venv/bin/python"; else PY=python3; fi
 fi
 
+# The generated code differs between grpcio-tools versions: use the pinned one.
+pin="$(sed -n 's/.*"grpcio-tools==\([0-9.]*\)".*/\1/p' "$HERE/pyproject.toml")"
+have="$("$PY" -c 'from importlib.metadata import version; print(version("grpcio-tools"))' \
+    2>/dev/null || echo none)"
+if [[ "$have" != "$pin" ]]; then
+    echo "regen.sh: $PY has grpcio-tools $have, pyproject.toml pins $pin:" \
+        "run clients/python/test.sh once (it makes .venv), or set PYTHON" >&2
+    exit 1
+fi
+
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 (cd "$PROTO_DIR" && "$PY" -m grpc_tools.protoc -I . \
