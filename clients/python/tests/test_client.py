@@ -98,6 +98,20 @@ def test_backward_apply_gradients_and_sgd(client):
     assert upstream.losses.data_loss is None
 
 
+def test_forward_probabilities_are_the_softmax_of_the_scores(client):
+    model = client.create_model(SPEC).model_id
+    X, _ = batch(20)
+    answer = client.forward(model, X, probabilities=True)
+    if answer.probabilities is None:
+        pytest.skip("this server predates ForwardRequest.probabilities")
+    s = answer.scores.astype(np.float64)
+    want = np.exp(s - s.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    assert answer.probabilities.dtype == answer.scores.dtype
+    np.testing.assert_allclose(answer.probabilities, want, rtol=1e-5, atol=1e-7)
+    assert client.forward(model, X).probabilities is None
+
+
 def test_evaluate_predict_scores_agree_with_forward(client):
     model = client.create_model(SPEC).model_id
     X, y = batch(20)

@@ -137,10 +137,14 @@ class TrainerMethods:
         return self._unary("CreateModel", request, convert.created, route=replica,
                            explicit=True, timeout=timeout)
 
-    def forward(self, model_id: str, x, labels=None, *, timeout=DEFAULT):
-        """Scores (N×C ndarray), predictions; with labels also losses and accuracy."""
+    def forward(self, model_id: str, x, labels=None, *, probabilities: bool = False,
+                timeout=DEFAULT):
+        """Scores (N×C ndarray), predictions; with labels also losses and accuracy; with
+        `probabilities` each row's softmax as the server computes it (None from a server
+        older than ForwardRequest.probabilities, which ignores the field)."""
         request = pb.ForwardRequest(model_id=model_id, x=convert.tensor_fields(x),
-                                    labels=() if labels is None else convert.to_labels(labels))
+                                    labels=() if labels is None else convert.to_labels(labels),
+                                    probabilities=probabilities)
         return self._unary("Forward", request, convert.forward, route=model_id, timeout=timeout)
 
     def scores(self, model_id: str, x, *, timeout=DEFAULT):

@@ -203,6 +203,7 @@ class ForwardResult(NamedTuple):
     predictions: np.ndarray  # argmax of each row, uint32
     losses: Optional[Losses]  # with labels
     accuracy: Optional[float]  # with labels
+    probabilities: Optional[np.ndarray] = None  # N×C softmax, when asked for
 
 
 class BackwardResult(NamedTuple):
@@ -287,6 +288,7 @@ def forward(m: pb.ForwardResponse) -> ForwardResult:
         np.array(m.predictions, dtype=np.uint32),
         losses(m.losses) if labelled else None,
         m.accuracy if m.HasField("accuracy") else None,
+        _maybe(m, "probabilities"),
     )
 
 

@@ -263,26 +263,30 @@ class Losses(_message.Message):
     def __init__(self, data_loss: _Optional[float] = ..., reg_loss: _Optional[float] = ..., total_loss: _Optional[float] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("model_id", "x", "labels")
+    __slots__ = ("model_id", "x", "labels", "probabilities")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     x: Tensor
     labels: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ...) -> None: ...
+    probabilities: bool
+    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., probabilities: _Optional[bool] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
-    __slots__ = ("scores", "predictions", "losses", "accuracy")
+    __slots__ = ("scores", "predictions", "losses", "accuracy", "probabilities")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     LOSSES_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     scores: Tensor
     predictions: _containers.RepeatedScalarFieldContainer[int]
     losses: Losses
     accuracy: float
-    def __init__(self, scores: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Iterable[int]] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., accuracy: _Optional[float] = ...) -> None: ...
+    probabilities: Tensor
+    def __init__(self, scores: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Iterable[int]] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., accuracy: _Optional[float] = ..., probabilities: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")
