@@ -119,7 +119,9 @@ def bench_fit(client: Client, repeats: int) -> tuple[float, float, float]:
         model = client.create_model(input_dim=64, num_classes=10, hidden=[100], loss="softmax",
                                     l2=1e-4, optimizer="adam", learning_rate=1e-3, seed=0).model_id
         dataset = client.upload_dataset(X32, y, next_to=model).dataset_id
-        events = list(client.fit(model, dataset, epochs=30, batch_size=64, seed=0))
+        # The request BackpropClassifier.fit sends (progress at epoch ends only).
+        events = list(client.fit(model, dataset, epochs=30, batch_size=64, seed=0,
+                                 progress_every=(1 << 32) - 1))
         client.delete_dataset(dataset)
         client.delete_model(model)
         return events[-1].finished.steps

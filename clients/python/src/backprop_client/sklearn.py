@@ -49,6 +49,9 @@ __all__ = ["BackpropClassifier"]
 # channel (which could not be pickled). Keyed by pid so a forked worker makes its own.
 _CLIENTS: dict = {}
 
+# FitRequest.progress_every beyond any fit's length: a progress event at epoch ends only.
+_EPOCH_ENDS = (1 << 32) - 1
+
 # Rows per Forward when predicting, so a large X stays far below the message limit.
 _PREDICT_BYTES = 16 << 20
 
@@ -192,15 +195,17 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
     def close(self) -> None:
         """Deletes the server model now (the estimator then needs fit again). Called by
         `__del__` and by leaving a `with` block."""
-        model_id = self.__dict__.pop("model_id_", None)
+        model_id = self.__dict__.get("model_id_")
         self.__dict__.pop("_checkpoint", None)
+        if "classes_" in self.__dict__:
+            self.model_id_ = None  # fitted, but released: predict says to fit again
+        else:
+            self.__dict__.pop("model_id_", None)
         if model_id:
             try:
                 self.client.delete_model(model_id)
             except errors.NotFound:
                 pass
-            if hasattr(self, "classes_"):
-                self.model_id_ = None
 
     def __enter__(self):
         return self
@@ -251,7 +256,8 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.model_id_ = client.create_model(self._spec(X.shape[1], len(classes))).model_id
         held_out = round(len(X) * self.validation_fraction) if self.early_stopping else 0
-        fields = dict(epochs=int(self.epochs), seed=int(self.seed),
+        # Progress only at each epoch's end: the estimator reads nothing in between.
+        fields = dict(epochs=int(self.epochs), seed=int(self.seed), progress_every=_EPOCH_ENDS,
                       batch_size=max(1, min(int(self.batch_size), len(X) - held_out)))
         if self.early_stopping:
             if held_out < 1 or held_out >= len(X):
