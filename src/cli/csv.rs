@@ -1,5 +1,6 @@
-//! Reading a training set from CSV: one example per line, a label column of class indices
-//! and numeric feature columns, an optional header row. Every rejection names the line and
+//! Reading a training set from CSV: one example per line, a label column (class indices
+//! 0, 1, 2, …, or class names such as `setosa`, numbered in sorted order) and numeric
+//! feature columns, an optional header row; or rows of features alone, for prediction. Every rejection names the line and
 //! the column (field, 1-based) at fault; nothing in a file can panic this code.
 //!
 //! Records are split by the `csv` crate (RFC 4180: quoted fields may hold commas, quotes
@@ -10,11 +11,14 @@ use csv::{ReaderBuilder, StringRecord, Trim};
 use super::error::DataError;
 
 #[derive(Debug, Clone, Copy)]
-pub struct CsvOptions {
-    /// The label column, 0-based.
-    pub label_column: usize,
+pub struct CsvOptions<'a> {
+    /// The label column, 0-based; `None`: every column is a feature (rows to predict).
+    pub label_column: Option<usize>,
     /// The class count if given; otherwise inferred as the largest label + 1.
     pub classes: Option<u32>,
+    /// The model's class names, when it has them: labels are read as these names (or
+    /// their indices).
+    pub names: Option<&'a [String]>,
 }
 
 #[derive(Debug, Clone)]
@@ -24,13 +28,16 @@ pub struct Dataset {
     pub labels: Vec<u32>,
     pub dim: usize,
     pub classes: u32,
+    /// The class names when the labels were names (label i is `class_names[i]`, sorted),
+    /// or the model's names that were given; empty for index labels.
+    pub class_names: Vec<String>,
     /// The header's column names, when line 1 was a header.
     pub header: Option<Vec<String>>,
 }
 
 impl Dataset {
     pub fn rows(&self) -> usize {
-        self.labels.len()
+        self.features.len() / self.dim.max(1)
     }
 
     pub fn row(&self, i: usize) -> &[f64] {
@@ -82,7 +89,8 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
     let first_no = line_at(first_byte);
     let first_fields: Vec<&str> = first.iter().collect();
     let width = first_fields.len();
-    if width < 2 {
+    let label_column = opts.label_column.unwrap_or(usize::MAX);
+    if opts.label_column.is_some() && width < 2 {
         return Err(err(
             Some(first_no),
             None,
@@ -91,22 +99,26 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
             ),
         ));
     }
-    if opts.label_column >= width {
+    if let Some(c) = opts.label_column
+        && c >= width
+    {
         return Err(err(
             Some(first_no),
             None,
-            format!(
-                "--label-column {} but the rows have {width} columns",
-                opts.label_column + 1
-            ),
+            format!("--label-column {} but the rows have {width} columns", c + 1),
         ));
     }
-    // A header is a first row with anything that is not a number in it.
-    let is_header = first_fields.iter().any(|f| number(f).is_err());
+    // A header is a first row with a feature field that is not a number (labels may be
+    // names in every row).
+    let is_header = first_fields
+        .iter()
+        .enumerate()
+        .any(|(j, f)| j != label_column && number(f).is_err());
     let header = is_header.then(|| first_fields.iter().map(|f| f.to_string()).collect());
 
     let mut features = Vec::new();
-    let mut labels = Vec::new();
+    // Each row's label field and where it is, read once every row is in.
+    let mut raw_labels: Vec<(String, usize, usize)> = Vec::new();
     let first_row: Option<Result<(u64, StringRecord), csv::Error>> =
         (!is_header).then(|| Ok((first_byte, first.clone())));
     for r in first_row.into_iter().chain(records) {
@@ -131,37 +143,102 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
         }
         for (j, field) in fields.iter().enumerate() {
             let at = |message| err(Some(line_no), Some(j + 1), message);
-            if j == opts.label_column {
-                labels.push(label(field, opts.classes).map_err(at)?);
+            if j == label_column {
+                raw_labels.push((field.to_string(), line_no, j + 1));
             } else {
                 features.push(number(field).map_err(at)?);
             }
         }
     }
-    if labels.is_empty() {
+    let dim = width - usize::from(opts.label_column.is_some());
+    let rows = if opts.label_column.is_some() {
+        raw_labels.len()
+    } else {
+        features.len() / dim.max(1)
+    };
+    if rows == 0 {
         return Err(err(
             Some(first_no),
             None,
             "only a header row, no data rows".into(),
         ));
     }
+    if opts.label_column.is_none() {
+        return Ok(Dataset {
+            features,
+            labels: Vec::new(),
+            dim,
+            classes: 0,
+            class_names: opts.names.map(<[String]>::to_vec).unwrap_or_default(),
+            header,
+        });
+    }
+    let at =
+        |&(_, line, col): &(String, usize, usize), message| err(Some(line), Some(col), message);
+    let (labels, class_names) = match opts.names {
+        // The model's names: a label is one of them, or its index.
+        Some(names) if !names.is_empty() => {
+            let mut labels = Vec::with_capacity(raw_labels.len());
+            for r in &raw_labels {
+                let by_name = names.iter().position(|n| *n == r.0);
+                let by_index = label(&r.0, Some(names.len() as u32)).ok();
+                match by_name.map(|i| i as u32).or(by_index) {
+                    Some(l) => labels.push(l),
+                    None => {
+                        return Err(at(
+                            r,
+                            format!(
+                                "label {:?} is none of the model's classes ({})",
+                                r.0,
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            (labels, names.to_vec())
+        }
+        // Index labels when every one is an index; else class names.
+        _ if raw_labels.iter().all(|r| number(&r.0).is_ok()) => {
+            let mut labels = Vec::with_capacity(raw_labels.len());
+            for r in &raw_labels {
+                labels.push(label(&r.0, opts.classes).map_err(|m| at(r, m))?);
+            }
+            (labels, Vec::new())
+        }
+        _ => {
+            let mut names: Vec<String> = raw_labels.iter().map(|r| r.0.clone()).collect();
+            names.sort();
+            names.dedup();
+            if let Some(r) = raw_labels.iter().find(|r| r.0.is_empty()) {
+                return Err(at(r, "empty label; every row needs its class".into()));
+            }
+            let labels = raw_labels
+                .iter()
+                .map(|r| names.binary_search(&r.0).unwrap_or(0) as u32)
+                .collect();
+            (labels, names)
+        }
+    };
     let classes = match opts.classes {
         Some(c) => c,
+        None if !class_names.is_empty() => class_names.len() as u32,
         None => labels.iter().max().map_or(0, |&m| m.saturating_add(1)),
     };
     if classes < 2 {
         return Err(err(
             None,
             None,
-            "every label is 0, so there is only one class; a classifier needs at least two (--classes N if this file is a subset)"
+            "every label is the same, so there is only one class; a classifier needs at least two (--classes N if this file is a subset)"
                 .into(),
         ));
     }
     Ok(Dataset {
         features,
         labels,
-        dim: width - 1,
+        dim,
         classes,
+        class_names,
         header,
     })
 }
@@ -213,8 +290,9 @@ mod tests {
     use super::*;
 
     const OPTS: CsvOptions = CsvOptions {
-        label_column: 0,
+        label_column: Some(0),
         classes: None,
+        names: None,
     };
 
     fn fail(text: &str, opts: CsvOptions) -> String {
@@ -261,8 +339,9 @@ mod tests {
     #[test]
     fn label_column_and_no_header() {
         let opts = CsvOptions {
-            label_column: 2,
+            label_column: Some(2),
             classes: Some(4),
+            names: None,
         };
         let d = parse("d.csv", "1,2,3.0\n4,5,0\n", opts).unwrap();
         assert!(d.header.is_none());
@@ -305,7 +384,8 @@ mod tests {
         assert!(fail("1\n2\n", OPTS).starts_with("d.csv:1: found 1 column"));
         assert!(fail("0,1\n0,2\n", OPTS).contains("only one class"));
         let opts = CsvOptions {
-            label_column: 5,
+            label_column: Some(5),
+            names: None,
             classes: None,
         };
         assert!(fail("0,1\n", opts).starts_with("d.csv:1: --label-column 6"));

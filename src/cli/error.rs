@@ -39,6 +39,9 @@ pub enum CliError {
     /// The health check answered, but not SERVING.
     #[error("{service}: {status}")]
     Unhealthy { service: String, status: String },
+    /// The reader of our output went away (`| head`): stop, say nothing, exit 0.
+    #[error("output closed")]
+    Quiet,
 }
 
 impl CliError {

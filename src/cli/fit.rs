@@ -247,7 +247,8 @@ pub async fn upload(args: UploadArgs) -> Result<(), CliError> {
         source,
     })?;
     let opts = CsvOptions {
-        label_column: args.label_column as usize - 1,
+        label_column: Some(args.label_column as usize - 1),
+        names: None,
         classes: None,
     };
     let data = csv::parse(&path, &text, opts)?;

@@ -8,6 +8,7 @@
 //! - [`train`]: split, create, upload the rows, Fit on the server, Evaluate, summary; its
 //!   `progress` (a bar on a terminal, plain lines in a pipe) and `plot` (the
 //!   loss/accuracy curve as a hand-written SVG).
+//! - [`predict`]: `predict` and `eval`, a trained model on new rows.
 //! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
 //! - [`bench`](mod@bench): the load generator (`bench::load`: callers and tally; `bench::workload`:
 //!   the specs and batches of bench/README.md).
@@ -31,6 +32,7 @@ pub mod graph;
 pub mod health;
 pub mod migrate;
 pub mod models;
+pub mod predict;
 pub mod train;
 
 pub use error::CliError;
@@ -63,6 +65,10 @@ pub enum Command {
     Fit(fit::FitArgs),
     /// Follow a model's fit (running or last), replaying the events it missed.
     Watch(fit::WatchArgs),
+    /// Predict the class of each row of a CSV file (with --proba, each class's probability).
+    Predict(predict::PredictArgs),
+    /// Accuracy and loss of a model on a labelled CSV file.
+    Eval(predict::EvalArgs),
     /// Move a model to another replica behind a proxy (export, import there, check,
     /// delete the source), e.g. to drain a node.
     Migrate(migrate::MigrateArgs),
@@ -70,6 +76,13 @@ pub enum Command {
 
 /// Runs one subcommand; errors go to stderr and exit 1.
 pub async fn run(command: Command) -> ExitCode {
+    // A reader that stops early (`backprop models | head`) ends us the way it ends any
+    // command-line tool: SIGPIPE, silently, instead of a panic in println!. (Rust starts
+    // programs with SIGPIPE ignored; the server keeps it so, for its sockets.)
+    // SAFETY: resetting a signal's disposition to the default has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let result = match command {
         Command::Train(args) => train::train(args).await,
         Command::Models(args) => models::models(args).await,
@@ -85,9 +98,11 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Fit(args) => fit::fit(args).await,
         Command::Watch(args) => fit::watch(args).await,
         Command::Migrate(args) => migrate::migrate(args).await,
+        Command::Predict(args) => predict::predict(args).await,
+        Command::Eval(args) => predict::eval(args).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(CliError::Quiet) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", e.report());
             ExitCode::FAILURE

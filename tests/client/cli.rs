@@ -434,3 +434,219 @@ fn server_rejections_show_code_and_message() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not supported"), "{}", run.stderr);
 }
+
+/// Named classes (`setosa`, …) whose features differ in scale by a factor of 10⁶, in
+/// `rows` rows with a header; the label in column `label_at` (0-based) unless `None`.
+fn named_csv(path: &Path, rows: usize, seed: u64, label_at: Option<usize>) -> Vec<&'static str> {
+    let names = ["setosa", "versicolor", "virginica"];
+    let centers = [[1000.0, 0.001], [3000.0, 0.003], [2000.0, 0.005]];
+    let spread = [300.0, 0.0003];
+    let mut rng = Rng::new(seed);
+    let mut text = match label_at {
+        Some(0) => "species,mass,length\n".to_string(),
+        _ => "mass,length\n".to_string(),
+    };
+    let mut labels = Vec::new();
+    for i in 0..rows {
+        let c = (i * 7 + 3) % 3;
+        let x: Vec<String> = (0..2)
+            .map(|j| format!("{:.6}", centers[c][j] + spread[j] * rng.normal()))
+            .collect();
+        let line = match label_at {
+            Some(_) => format!("{},{}", names[c], x.join(",")),
+            None => x.join(","),
+        };
+        text.push_str(&line);
+        text.push('\n');
+        labels.push(names[c]);
+    }
+    std::fs::write(path, text).expect("write csv");
+    labels
+}
+
+/// Train on string labels with `--standardize`: the model keeps the class names (sorted)
+/// and the training rows' statistics, so `predict` on raw, unlabelled rows answers class
+/// names that match the truth, `--proba` rows sum to 1, `eval` on a labelled file reports
+/// the accuracy, `show` says both, and `predict | head -2` ends quietly.
+#[test]
+fn string_labels_and_standardization_are_kept_for_predict_and_eval() {
+    let server = Server::start();
+    let addr = server.address();
+    let dir = scratch("named");
+    let (train, test, rows) = (
+        dir.join("train.csv"),
+        dir.join("test.csv"),
+        dir.join("rows.csv"),
+    );
+    named_csv(&train, 300, 1, Some(0));
+    named_csv(&test, 90, 2, Some(0));
+    let truth = named_csv(&rows, 90, 2, None);
+    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let run = backprop(&[
+        "train",
+        "--data",
+        &p(&train),
+        "--address",
+        &addr,
+        "--hidden",
+        "16",
+        "--epochs",
+        "20",
+        "--loss",
+        "softmax",
+        "--seed",
+        "4",
+        "--standardize",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("classes (kept in the model): setosa=0, versicolor=1, virginica=2"),
+        "{}",
+        run.stdout
+    );
+    let id = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("model ")?.split(':').next())
+        .expect("model id")
+        .to_string();
+
+    let show = backprop(&["show", &id, "--address", &addr]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(
+        show.stdout
+            .contains("classes    setosa, versicolor, virginica"),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.contains("input      standardized by the model"),
+        "{}",
+        show.stdout
+    );
+
+    let predicted = backprop(&["predict", &id, "--data", &p(&rows), "--address", &addr]);
+    assert_eq!(predicted.code, 0, "{}", predicted.stderr);
+    let lines: Vec<&str> = predicted.stdout.lines().collect();
+    assert_eq!(lines[0], "prediction");
+    assert_eq!(lines.len(), 91);
+    let right = lines[1..]
+        .iter()
+        .zip(&truth)
+        .filter(|(p, t)| p == t)
+        .count();
+    assert!(
+        right >= 85,
+        "{right} of 90 predictions right:\n{}",
+        predicted.stdout
+    );
+
+    let proba = backprop(&[
+        "predict",
+        &id,
+        "--data",
+        &p(&rows),
+        "--address",
+        &addr,
+        "--proba",
+    ]);
+    assert_eq!(proba.code, 0, "{}", proba.stderr);
+    let mut lines = proba.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("prediction,p(setosa),p(versicolor),p(virginica)")
+    );
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let ps: Vec<f64> = cells[1..].iter().map(|c| c.parse().unwrap()).collect();
+        assert!((ps.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{line}");
+        let best = (0..3).max_by(|&a, &b| ps[a].total_cmp(&ps[b])).unwrap();
+        assert_eq!(
+            cells[0],
+            ["setosa", "versicolor", "virginica"][best],
+            "{line}"
+        );
+    }
+
+    let eval = backprop(&[
+        "eval",
+        &id,
+        "--data",
+        &p(&test),
+        "--address",
+        &addr,
+        "--json",
+    ]);
+    assert_eq!(eval.code, 0, "{}", eval.stderr);
+    let v: serde_json::Value = serde_json::from_str(eval.stdout.trim()).expect("JSON");
+    assert_eq!(v["rows"], 90);
+    let accuracy = v["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.94, "{v}");
+    assert_eq!(
+        v["correct"].as_u64().unwrap(),
+        (accuracy * 90.0).round() as u64
+    );
+
+    // A label the model does not know is named with its line.
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "species,mass,length\nsetosa,1000,0.001\nrose,2000,0.002\n",
+    )
+    .unwrap();
+    let e = backprop(&["eval", &id, "--data", &p(&bad), "--address", &addr]);
+    assert_eq!(e.code, 1);
+    assert!(
+        e.stderr.contains(
+            ":3:1: label \"rose\" is none of the model's classes (setosa, versicolor, virginica)"
+        ),
+        "{}",
+        e.stderr
+    );
+
+    // The reader closes the pipe at once: no panic, no message; the command ends as any
+    // command-line tool does (SIGPIPE) or with 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backprop"))
+        .args(["predict", &id, "--data", &p(&rows), "--address", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("predict");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("predict ends");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every listing command too.
+    for args in [vec!["models"], vec!["datasets"], vec!["show", id.as_str()]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backprop"))
+            .args(&args)
+            .args(["--address", &addr])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("ends");
+        assert!(
+            out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}",
+            out.status
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

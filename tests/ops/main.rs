@@ -10,3 +10,8 @@ mod persist_restart;
 mod proxy;
 mod replicas;
 mod transport;
+
+/// Taken by the tests that load the machine (three replicas and their proxies under
+/// several clients) and by the one whose timing bound such load would break (the kill -9
+/// loop's age window), so that they take turns instead of running side by side.
+pub(crate) static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -244,6 +244,7 @@ async fn sigterm_keeps_every_acknowledged_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_a_loop_restores_consistent_recent_snapshots() {
+    let _alone = crate::ALONE.lock().await;
     const KILLS: usize = 24;
     const INTERVAL: f64 = 0.2;
     // How long a save itself may take on a loaded 2-core machine (it waits for the

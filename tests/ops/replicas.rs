@@ -468,6 +468,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
 /// the replica the id names.
 #[tokio::test]
 async fn every_rpc_through_either_proxy_answers_as_a_direct_call() {
+    let _alone = crate::ALONE.lock().await;
     let (root, replicas) = start_replicas("every-rpc").await;
     let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
     for kind in Kind::ALL {
@@ -513,6 +514,7 @@ async fn every_rpc_through_either_proxy_answers_as_a_direct_call() {
 /// direct ListModels of each replica shows exactly the ids that name it, at step 1.
 #[tokio::test]
 async fn sessions_spread_over_the_replicas_and_their_calls_stay_on_theirs() {
+    let _alone = crate::ALONE.lock().await;
     let (root, replicas) = start_replicas("spread").await;
     let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
     let mut all: Vec<String> = Vec::new();
@@ -883,6 +885,7 @@ async fn sessions_through(proxy: &Proxy, n: u64) -> Vec<(String, u64)> {
 /// every session created is listed by exactly one replica.
 #[tokio::test]
 async fn kill_9_of_a_replica_costs_only_its_sessions_downtime() {
+    let _alone = crate::ALONE.lock().await;
     for kind in Kind::ALL {
         let (root, mut replicas) = start_replicas(&format!("kill9-{kind:?}")).await;
         let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
@@ -1035,6 +1038,7 @@ async fn kill_9_of_a_replica_costs_only_its_sessions_downtime() {
 /// batches up to the step it holds.
 #[tokio::test]
 async fn a_rolling_restart_loses_no_acknowledged_step() {
+    let _alone = crate::ALONE.lock().await;
     for kind in Kind::ALL {
         let (root, mut replicas) = start_replicas(&format!("rolling-{kind:?}")).await;
         let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
@@ -1096,6 +1100,7 @@ async fn a_rolling_restart_loses_no_acknowledged_step() {
 /// that disagrees with the body is INVALID_ARGUMENT naming the header.
 #[tokio::test]
 async fn a_misrouted_call_names_its_replica() {
+    let _alone = crate::ALONE.lock().await;
     let (_root, replicas) = start_replicas("misrouted").await;
     let mut on0 = replicas[0].direct();
     let id = create(&mut on0, 1).await.expect("CreateModel");
@@ -1133,6 +1138,7 @@ async fn a_misrouted_call_names_its_replica() {
 /// says why; under its own name it serves the sessions again.
 #[tokio::test]
 async fn a_state_directory_keeps_its_replica() {
+    let _alone = crate::ALONE.lock().await;
     let (_root, mut replicas) = start_replicas("state-owner").await;
     let id = create(&mut replicas[0].direct(), 1)
         .await
@@ -1172,6 +1178,7 @@ async fn a_state_directory_keeps_its_replica() {
 /// moves nothing and says why.
 #[tokio::test]
 async fn migrate_moves_a_session_between_replicas() {
+    let _alone = crate::ALONE.lock().await;
     let (root, replicas) = start_replicas("migrate").await;
     let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
     let proxy = Proxy::start(Kind::Nginx, &root, &addrs).await;

@@ -97,7 +97,8 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
                 source,
             })?;
             let opts = CsvOptions {
-                label_column: args.label_column as usize - 1,
+                label_column: Some(args.label_column as usize - 1),
+                names: None,
                 classes: Some(spec.num_classes),
             };
             let data = csv::parse(&shown, &text, opts)?;

@@ -144,7 +144,8 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         source,
     })?;
     let opts = CsvOptions {
-        label_column: args.label_column as usize - 1,
+        label_column: Some(args.label_column as usize - 1),
+        names: None,
         classes: args.classes,
     };
     let data = csv::parse(&path, &text, opts)?;
@@ -184,9 +185,19 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
             DtypeArg::F64 => pb::Dtype::F64,
         } as i32,
         standardize,
+        class_names: data.class_names.clone(),
         ..Default::default()
     };
     let wide = matches!(args.dtype, DtypeArg::F64);
+    if !data.class_names.is_empty() {
+        let mapping: Vec<String> = data
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n}={i}"))
+            .collect();
+        println!("classes (kept in the model): {}", mapping.join(", "));
+    }
 
     let header = data
         .header
@@ -425,7 +436,7 @@ fn statistics(data: &Dataset, train_rows: &[usize]) -> pb::Standardization {
     pb::Standardization { mean, std }
 }
 
-fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
+pub(crate) fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
     let shape = vec![rows.len() as u32, data.dim as u32];
     let values = rows.iter().flat_map(|&r| data.row(r).iter().copied());
     if wide {
@@ -444,7 +455,7 @@ fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
 }
 
 /// Held-out (loss, accuracy), in Evaluate calls of bounded size, weighted by their rows.
-async fn evaluate(
+pub(crate) async fn evaluate(
     trainer: &mut pb::trainer_client::TrainerClient<crate::cli::client::Connection>,
     id: &str,
     data: &Dataset,
