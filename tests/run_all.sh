@@ -68,6 +68,9 @@ cargo test --locked --all-targets
 step "Python client on real data, ghz configs (tests/python_suite.sh)"
 bash tests/python_suite.sh
 
+step "Python package backprop-client (clients/python/test.sh)"
+BACKPROP_BIN="${BACKPROP_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/backprop}" bash clients/python/test.sh
+
 step "Docker image: build, run, smoke-train through the published port (docker/test.sh)"
 bash docker/test.sh
 

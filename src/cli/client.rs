@@ -106,8 +106,23 @@ pub fn endpoint_uri(address: &str, tls: bool) -> Result<http::Uri, CliError> {
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(bad("a path is not allowed; expected host:port"));
     }
-    if authority.port().is_some() {
-        return Ok(uri);
+    // What follows the host's last ':' (after "]" for an IPv6 literal) must be a port,
+    // 1 to 65535: `:9999x`, `:abc` or `:99999` are mistakes, not "use the default".
+    let text = authority.as_str();
+    let after_host = match text.rfind(']') {
+        Some(end) => &text[end + 1..],
+        None => text.rfind(':').map_or("", |i| &text[i..]),
+    };
+    if let Some(port) = after_host.strip_prefix(':') {
+        return match port.parse::<u16>() {
+            Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(uri),
+            _ => Err(bad(&format!(
+                "{port:?} is not a port (1 to 65535); expected host:port"
+            ))),
+        };
+    }
+    if !after_host.is_empty() {
+        return Err(bad("expected host:port"));
     }
     format!("{scheme}://{}:{DEFAULT_PORT}", authority.host())
         .parse()
@@ -218,6 +233,21 @@ mod tests {
         assert!(ok("ftp://host:1").is_err());
         assert!(ok("host:1/x").is_err());
         assert!(ok("").is_err());
+        // A port that is not one is refused, never replaced by the default.
+        for bad in [
+            "127.0.0.1:9999x",
+            "127.0.0.1:abc",
+            "127.0.0.1:99999",
+            "127.0.0.1:0",
+            "127.0.0.1:",
+            "[::1]:x",
+            "http://host:65536",
+        ] {
+            let e = ok(bad).expect_err(bad).to_string();
+            assert!(e.contains("bad --address"), "{bad}: {e}");
+        }
+        assert_eq!(ok("127.0.0.1:65535").unwrap(), "http://127.0.0.1:65535/");
+        assert_eq!(ok("[::1]").unwrap(), "http://[::1]:50051/");
         let tls = |a: &str| endpoint_uri(a, true).map(|u| u.to_string());
         assert_eq!(tls("host:9").unwrap(), "https://host:9/");
         assert_eq!(tls("https://host").unwrap(), "https://host:50051/");

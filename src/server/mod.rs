@@ -203,7 +203,13 @@ pub async fn run(
     let pool =
         ComputePool::new(config.compute_threads, config.queue_depth)?.with_metrics(metrics.clone());
     let store = match config.persist.clone() {
-        None => SessionStore::on(config.replica, config.limits.clone(), None),
+        None => {
+            tracing::warn!(
+                "no --state-dir: sessions are kept in memory only and are lost when the \
+                 server stops"
+            );
+            SessionStore::on(config.replica, config.limits.clone(), None)
+        }
         Some(persist) => {
             let dir = persist.dir.display().to_string();
             let persister = Persister::open(persist, pool.clone())?.with_metrics(metrics.clone());
@@ -317,6 +323,13 @@ pub async fn run(
     tokio::select! {
         r = serve => r?,
         _ = deadline => tracing::warn!(?grace, "in-flight calls did not finish within the grace period; stopping anyway"),
+    }
+    if config.persist.is_none() && !store.is_empty() {
+        tracing::warn!(
+            sessions = store.len(),
+            "stopping without a state directory: {} session(s) dropped",
+            store.len()
+        );
     }
     if config.persist.is_some() {
         // Every acknowledged step is on disk before the process exits, or the exit says

@@ -312,3 +312,29 @@ fn client_subcommands_pass_token_and_tls_options() {
         );
     }
 }
+
+/// A server without --state-dir says at start that sessions live in memory only, and at
+/// shutdown how many it drops; its log has no colour codes when it is not a terminal.
+#[tokio::test]
+async fn a_memory_only_server_says_what_it_keeps_and_drops() {
+    let dir = support::process::scratch("memory-only");
+    let server = support::process::Binary::start(&dir, &[]).await;
+    let mut c = server.client.clone();
+    for _ in 0..2 {
+        support::create(&mut c, support::wire_spec(3, &[], 2)).await;
+    }
+    assert_eq!(server.terminate().await, Some(0));
+    let log = support::process::stdout(&dir);
+    assert!(
+        log.contains("no --state-dir: sessions are kept in memory only"),
+        "{log}"
+    );
+    assert!(
+        log.contains("stopping without a state directory: 2 session(s) dropped"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
+}

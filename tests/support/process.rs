@@ -3,7 +3,7 @@
 //! read-only. Mounting needs root; a test that cannot mount fails, it never skips.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use backprop::pb::trainer_client::TrainerClient;
@@ -30,13 +30,14 @@ impl Binary {
         let address_file = scratch.join("address");
         let _ = std::fs::remove_file(&address_file);
         let log = std::fs::File::create(scratch.join("stderr.log")).expect("stderr log");
+        let out = std::fs::File::create(scratch.join("stdout.log")).expect("stdout log");
         let child = Command::new(binary())
             .args(["serve", "--listen", listen, "--compute-threads", "2"])
             .arg("--address-file")
             .arg(&address_file)
             .args(args)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .expect("start backprop serve");
@@ -161,6 +162,11 @@ pub async fn wait_for_port(port: u16, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What the last server started in `scratch` wrote to stdout: its log.
+pub fn stdout(scratch: &Path) -> String {
+    std::fs::read_to_string(scratch.join("stdout.log")).unwrap_or_default()
 }
 
 /// What the last server started in `scratch` wrote to stderr.
