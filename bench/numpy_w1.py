@@ -1,6 +1,6 @@
-"""numpy reference for workload W1 (see BENCH.md): one TrainStep of a two-layer net.
+"""numpy reference for workload W1 (see bench/README.md, Workloads): one TrainStep of a two-layer net.
 
-Why it exists: BENCH.md asks for W1 figures as a ratio to a CS231n-style numpy
+Why it exists: the workloads (bench/README.md) ask for W1 figures as a ratio to a CS231n-style numpy
 implementation measured in the same run on the same machine. This is that reference,
 written for this project: forward, multiclass SVM loss, L2, analytic backward, SGD.
 
@@ -26,7 +26,7 @@ import time
 
 N, D, H, C = 200, 3072, 100, 10
 REG, LR, WEIGHT_STD = 1e-3, 1e-3, 1e-2
-# FLOP per step, counted as in BENCH.md: forward of both layers, dW of both layers,
+# FLOP per step, counted as in bench/README.md: forward of both layers, dW of both layers,
 # dX of layer 2 only (layer 1's input gradient is not needed). 246.96e6 for W1.
 FLOP = (2 * N * D * H + 2 * N * H * C) * 2 + 2 * N * H * C
 

@@ -6,7 +6,7 @@
 #   bash bench/w1_compare.sh                 # threads 1 and 2, 200 timed steps each
 #   THREADS="1" ITERS=500 ROUNDS=3 bash bench/w1_compare.sh
 #
-# Why one command: BENCH.md reports W1 as a ratio to numpy measured in the same run, since
+# Why one command: bench/README.md reports W1 as a ratio to numpy measured in the same run, since
 # absolute figures move from machine to machine (and from minute to minute on shared ones).
 # For each round and each K the two sides run back to back, numpy first:
 #   numpy: bench/numpy_w1.py --threads K, with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset

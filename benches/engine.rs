@@ -1,10 +1,10 @@
-//! Criterion benchmarks of the engine on the BENCH.md workloads (bench/README.md).
+//! Criterion benchmarks of the engine on the workloads of bench/README.md.
 //!
 //! - `w1/train_step`: one W1 TrainStep (3072-100 ReLU-10, N = 200, SVM, L2, SGD, f32).
 //! - `forward/w1_scores`: W1's scores only (the Forward RPC's math).
 //! - `w4/<activation>`: one TrainStep of 3072-512-256-10, N = 128, per activation.
 //!
-//! Throughput is set to the FLOP of one iteration (BENCH.md's count: forward, dW of every
+//! Throughput is set to the FLOP of one iteration (bench/README.md's count: forward, dW of every
 //! layer, dX of every layer but the first), so criterion's `thrpt` in `elem/s` reads as
 //! FLOP/s: `Gelem/s` = GFLOP/s.
 //!

@@ -82,7 +82,7 @@ pub fn forward_flop(spec: &ModelSpec, n: usize) -> u64 {
         .sum()
 }
 
-/// TrainStep FLOP, counted as in BENCH.md: forward, dW of every layer, dX of every layer
+/// TrainStep FLOP, counted as in bench/README.md: forward, dW of every layer, dX of every layer
 /// but the first. W1: 246.96e6.
 pub fn train_step_flop(spec: &ModelSpec, n: usize) -> u64 {
     let n = n as u64;

@@ -47,7 +47,7 @@ W2_DATASET_ROWS = 256
 HISTORY_STEPS = 100
 # The fit whose events WatchFit replays (FitRequest fields): 8 steps per epoch.
 WATCHED_FIT = {"epochs": 5, "batch_size": 32, "seed": 0, "progress_every": 4}
-# BENCH.md: ≈ 247 MFLOP per W1 step (N=200, 3072-100-10).
+# bench/README.md: ≈ 247 MFLOP per W1 step (N=200, 3072-100-10).
 W1_FLOP_PER_STEP = 246.96e6
 
 sys.path.insert(0, str(REPO / "examples" / "python"))
@@ -64,7 +64,7 @@ def blobs(rows: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.
 
 
 def w1_trainstep_payload(seed: int = 0) -> dict:
-    """W1's batch (BENCH.md): N=200 rows of D=3072 blobs, values rounded to 4 decimals
+    """W1's batch (bench/README.md): N=200 rows of D=3072 blobs, values rounded to 4 decimals
     to keep the JSON small."""
     x, y = blobs(200, 3072, 10, seed)
     return {
@@ -206,7 +206,7 @@ def _ms(nanoseconds) -> float | None:
 
 
 def summarize(out: Path) -> dict:
-    """The figures BENCH.md asks for, from ghz's JSON reports (durations in ns).
+    """The figures the workloads (bench/README.md) ask for, from ghz's JSON reports (durations in ns).
 
     ghz counts one latency per call, and a streaming call is one stream: for the
     configs whose calls take many steps (steps_per_call), the per-step figures are

@@ -11,7 +11,7 @@ pub mod w1 {
     pub const D: usize = 3072;
     pub const H: usize = 100;
     pub const C: usize = 10;
-    /// FLOP per TrainStep as BENCH.md counts them: forward of both layers (2·N·D·H +
+    /// FLOP per TrainStep as bench/README.md counts them: forward of both layers (2·N·D·H +
     /// 2·N·H·C), dW of both, dX of the second only. 246.96 M.
     pub const TRAIN_STEP_FLOP: u64 = (2 * 2 * N * D * H + 3 * 2 * N * H * C) as u64;
 }
