@@ -24,7 +24,8 @@ pub struct ModelsArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ShowArgs {
-    /// The model id (from `backprop models` or `backprop train`).
+    /// The model id (from `backprop models` or `backprop train`), or a prefix of it that
+    /// names one model.
     pub id: String,
     /// Also print every parameter's values.
     #[arg(long)]
@@ -38,8 +39,16 @@ pub struct ShowArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
-    /// The model id.
-    pub id: String,
+    /// The models: full ids, or prefixes that name exactly one of the caller's models.
+    #[arg(required_unless_present = "all")]
+    pub ids: Vec<String>,
+    /// Every model the server (behind a proxy: the replica that answers) holds for the
+    /// caller; asks for confirmation unless --yes.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Do not ask before deleting with --all.
+    #[arg(long)]
+    pub yes: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -149,9 +158,11 @@ async fn all_models(
 
 pub async fn show(args: ShowArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let m = client::trainer(channel)
+    let mut trainer = client::trainer(channel);
+    let id = resolve(&mut trainer, &args.id).await?;
+    let m = trainer
         .get_model(routed(pb::GetModelRequest {
-            model_id: args.id.clone(),
+            model_id: id,
             include_values: args.values,
             ..Default::default()
         }))
@@ -241,18 +252,88 @@ pub async fn show(args: ShowArgs) -> Result<(), CliError> {
 
 pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    client::trainer(channel)
-        .delete_model(routed(pb::DeleteModelRequest {
-            model_id: args.id.clone(),
-        }))
-        .await
-        .map_err(CliError::rpc("DeleteModel"))?;
-    if args.json {
-        println!("{}", json!({ "deleted": args.id }));
+    let mut trainer = client::trainer(channel);
+    let ids: Vec<String> = if args.all {
+        let (models, _) = all_models(&mut trainer, "").await?;
+        let ids: Vec<String> = models.into_iter().map(|m| m.model_id).collect();
+        if !args.yes && !ids.is_empty() && !confirm(&format!("delete all {} models?", ids.len()))? {
+            return Err(CliError::Usage("nothing deleted".into()));
+        }
+        ids
     } else {
-        println!("deleted {}", args.id);
+        let mut resolved = Vec::with_capacity(args.ids.len());
+        for id in &args.ids {
+            resolved.push(resolve(&mut trainer, id).await?);
+        }
+        resolved
+    };
+    for id in &ids {
+        trainer
+            .delete_model(routed(pb::DeleteModelRequest {
+                model_id: id.clone(),
+            }))
+            .await
+            .map_err(CliError::rpc("DeleteModel"))?;
+        if !args.json {
+            println!("deleted {id}");
+        }
+    }
+    if args.json {
+        println!("{}", json!({ "deleted": ids }));
+    } else if ids.is_empty() {
+        println!("no models");
     }
     Ok(())
+}
+
+/// Asks `question` on the terminal; true for "y" or "yes". Without a terminal to ask
+/// on, refuses (scripts say --yes).
+fn confirm(question: &str) -> Result<bool, CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "{question} Not asked without a terminal: add --yes"
+        )));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|source| CliError::Read {
+            path: "standard input".into(),
+            source,
+        })?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// The full id `given` names: itself when it is one, else the one model of the caller's
+/// whose id starts with it (an error names none or several).
+pub async fn resolve(
+    trainer: &mut TrainerClient<Connection>,
+    given: &str,
+) -> Result<String, CliError> {
+    if crate::session::SessionId::parse(given).is_some() {
+        return Ok(given.to_string());
+    }
+    let (models, _) = all_models(trainer, "").await?;
+    let matching: Vec<String> = models
+        .into_iter()
+        .map(|m| m.model_id)
+        .filter(|id| id.starts_with(given))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(CliError::Usage(format!(
+            "no model id starts with {given:?}"
+        ))),
+        several => Err(CliError::Usage(format!(
+            "{given:?} is the start of {} model ids ({}…): give more of it",
+            several.len(),
+            several[..several.len().min(3)].join(", ")
+        ))),
+    }
 }
 
 /// A wire tensor's numbers as f64, whichever field carries them.

@@ -16,7 +16,7 @@ use crate::service::route::routed;
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// The model (from `backprop train` or `backprop models`).
+    /// The model (from `backprop train` or `backprop models`), or a prefix of its id.
     pub id: String,
     /// CSV rows of features (a header row is allowed), the model's input width each.
     #[arg(long, value_name = "FILE.csv")]
@@ -60,7 +60,9 @@ async fn model_and_rows(
     id: &str,
     path: &std::path::Path,
     label_column: Option<u32>,
-) -> Result<(pb::ModelSpec, Dataset), CliError> {
+) -> Result<(String, pb::ModelSpec, Dataset), CliError> {
+    let id = super::models::resolve(trainer, id).await?;
+    let id = id.as_str();
     let spec = trainer
         .get_model(routed(pb::GetModelRequest {
             model_id: id.to_string(),
@@ -94,7 +96,7 @@ async fn model_and_rows(
             }
         )));
     }
-    Ok((spec, data))
+    Ok((id.to_string(), spec, data))
 }
 
 /// A class as printed: its name, or its index for a model without names.
@@ -120,7 +122,7 @@ fn written(r: std::io::Result<()>) -> Result<(), CliError> {
 pub async fn predict(args: PredictArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
-    let (spec, data) =
+    let (id, spec, data) =
         model_and_rows(&mut trainer, &args.id, &args.data, args.label_column).await?;
     let wide = spec.dtype == pb::Dtype::F64 as i32;
     let classes: Vec<String> = (0..spec.num_classes).map(|c| class(&spec, c)).collect();
@@ -136,7 +138,7 @@ pub async fn predict(args: PredictArgs) -> Result<(), CliError> {
     for part in rows.chunks(ROWS_PER_CALL) {
         let answer = trainer
             .forward(routed(pb::ForwardRequest {
-                model_id: args.id.clone(),
+                model_id: id.clone(),
                 x: Some(tensor(&data, part, wide)),
                 probabilities: args.proba,
                 ..Default::default()
@@ -182,16 +184,16 @@ fn csv_cell(s: &str) -> String {
 pub async fn eval(args: EvalArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
-    let (spec, data) =
+    let (id, spec, data) =
         model_and_rows(&mut trainer, &args.id, &args.data, Some(args.label_column)).await?;
     let wide = spec.dtype == pb::Dtype::F64 as i32;
     let rows: Vec<usize> = (0..data.rows()).collect();
-    let (loss, accuracy) = evaluate(&mut trainer, &args.id, &data, &rows, wide).await?;
+    let (loss, accuracy) = evaluate(&mut trainer, &id, &data, &rows, wide).await?;
     let correct = (accuracy * rows.len() as f64).round() as u64;
     if args.json {
         println!(
             "{}",
-            json!({"model_id": args.id, "rows": rows.len(), "accuracy": accuracy,
+            json!({"model_id": id, "rows": rows.len(), "accuracy": accuracy,
                    "correct": correct, "loss": loss})
         );
     } else {

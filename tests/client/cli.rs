@@ -650,3 +650,108 @@ fn string_labels_and_standardization_are_kept_for_predict_and_eval() {
         );
     }
 }
+
+/// Data that looks like a mistake is warned about before training (a class per row from a
+/// pandas index column, classes with no row, feature scales 10⁶ apart); `train --rm`
+/// leaves nothing behind; `delete` takes id prefixes and several ids, and `--all` asks
+/// first (refusing without a terminal unless --yes).
+#[test]
+fn warnings_rm_and_deleting_by_prefix_or_all() {
+    let server = Server::start();
+    let addr = server.address();
+    let dir = scratch("warnings");
+    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let train = |file: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--data", &p(file)]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        args.extend(["--address", &addr, "--epochs", "1", "--hidden", "4"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        backprop(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // pandas' to_csv(): the index first, so label column 1 is a class per row.
+    let indexed = dir.join("indexed.csv");
+    let mut text = String::from(",label,x\n");
+    for i in 0..20 {
+        text.push_str(&format!("{i},{},{}\n", i % 2, i as f64 * 0.5));
+    }
+    std::fs::write(&indexed, text).unwrap();
+    let run = train(&indexed, &["--rm"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("warning: 20 classes for 20 rows"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("deleted (--rm)"), "{}", run.stdout);
+    let listed = backprop(&["models", "--json", "--address", &addr]);
+    assert_eq!(
+        listed.stdout.trim(),
+        r#"{"models":[]}"#,
+        "--rm left a model"
+    );
+
+    // Labels 1..=2: class 0 has no row.
+    let shifted = dir.join("shifted.csv");
+    let text: String = (0..20)
+        .map(|i| format!("{},{}\n", 1 + i % 2, i as f64))
+        .collect();
+    std::fs::write(&shifted, text).unwrap();
+    let run = train(&shifted, &["--rm"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warning: no row has class 0"),
+        "{}",
+        run.stderr
+    );
+
+    // Scales 10⁶ apart without --standardize, then with it: warned once.
+    let scales = dir.join("scales.csv");
+    named_csv(&scales, 60, 5, Some(0));
+    let run = train(&scales, &[]);
+    assert!(
+        run.stderr.contains("consider --standardize"),
+        "{}",
+        run.stderr
+    );
+    let first = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("model ")?.split(':').next())
+        .expect("model id")
+        .to_string();
+    let run = train(&scales, &["--standardize"]);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let second = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("model ")?.split(':').next())
+        .expect("model id")
+        .to_string();
+
+    // A prefix that names one model; one that names none.
+    let show = backprop(&["show", &first[..10], "--address", &addr]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(show.stdout.contains(&first), "{}", show.stdout);
+    let none = backprop(&["show", "fffffffffffz", "--address", &addr]);
+    assert_eq!(none.code, 1);
+    assert!(
+        none.stderr.contains("no model id starts with"),
+        "{}",
+        none.stderr
+    );
+    // --all asks first: without a terminal it refuses and deletes nothing.
+    let refused = backprop(&["delete", "--all", "--address", &addr]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("add --yes"), "{}", refused.stderr);
+    let gone = backprop(&["delete", &first[..10], "--address", &addr]);
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    assert_eq!(gone.stdout.trim(), format!("deleted {first}"));
+    let all = backprop(&["delete", "--all", "--yes", "--json", "--address", &addr]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    let v: serde_json::Value = serde_json::from_str(all.stdout.trim()).unwrap();
+    assert_eq!(v["deleted"], serde_json::json!([second]));
+    let listed = backprop(&["models", "--json", "--address", &addr]);
+    assert_eq!(listed.stdout.trim(), r#"{"models":[]}"#);
+}

@@ -74,6 +74,10 @@ pub struct TrainArgs {
     /// Where to write the curve; default: beside the data, FILE.curve.svg.
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
+    /// Delete the model once it is trained and evaluated (a try-out that leaves nothing
+    /// on the server).
+    #[arg(long)]
+    pub rm: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -158,6 +162,9 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let held = held_out_rows(data.rows(), args.holdout)?;
     let (train_rows, held_rows) = order.split_at(data.rows() - held);
     let (train_rows, held_rows) = (train_rows.to_vec(), held_rows.to_vec());
+    for w in warnings(&data, args.standardize) {
+        eprintln!("warning: {w}");
+    }
     let standardize = args.standardize.then(|| statistics(&data, &train_rows));
 
     let spec = pb::ModelSpec {
@@ -330,8 +337,75 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         None => println!("held-out accuracy: none (--holdout 0)"),
     }
     println!("curve: {}", plot_path.display());
-    println!("model {id} stays on the server (backprop show {id}; backprop delete {id})");
+    if args.rm {
+        trainer
+            .delete_model(routed(pb::DeleteModelRequest {
+                model_id: id.clone(),
+            }))
+            .await
+            .map_err(CliError::rpc("DeleteModel"))?;
+        println!("model {id} deleted (--rm)");
+    } else {
+        println!("model {id} stays on the server (backprop show {id}; backprop delete {id})");
+    }
     Ok(())
+}
+
+/// What in the data looks like a mistake, as warnings to print before training: a label
+/// column that is an index (a class per row), classes with no row, features whose scales
+/// differ by orders of magnitude without --standardize.
+fn warnings(data: &Dataset, standardize: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let rows = data.rows();
+    if data.classes as usize >= rows && rows > 2 {
+        out.push(format!(
+            "{} classes for {rows} rows: is the label column an index or an id (a pandas \
+             to_csv() writes its index first)? Choose the label with --label-column N",
+            data.classes
+        ));
+    }
+    let mut seen = vec![false; data.classes as usize];
+    for &l in &data.labels {
+        if let Some(s) = seen.get_mut(l as usize) {
+            *s = true;
+        }
+    }
+    let empty: Vec<String> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !**s)
+        .map(|(c, _)| c.to_string())
+        .collect();
+    if !empty.is_empty() && out.is_empty() {
+        out.push(format!(
+            "no row has class {} (labels are class indices from 0: do they start at 1?)",
+            empty.join(", ")
+        ));
+    }
+    if !standardize && rows > 1 {
+        let spread: Vec<f64> = (0..data.dim)
+            .map(|j| {
+                let (lo, hi) = (0..rows)
+                    .map(|r| data.row(r)[j])
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                        (a.min(v), b.max(v))
+                    });
+                hi - lo
+            })
+            .filter(|s| *s > 0.0)
+            .collect();
+        let (small, large) = spread
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(a, b), &s| (a.min(s), b.max(s)));
+        if large / small >= 1e3 {
+            out.push(format!(
+                "feature ranges differ by a factor of {:.0e} (from {small:.3} to {large:.3}): \
+                 consider --standardize",
+                large / small
+            ));
+        }
+    }
+    out
 }
 
 fn hidden_layers(args: &TrainArgs) -> Result<Vec<pb::HiddenLayer>, CliError> {
