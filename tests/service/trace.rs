@@ -729,6 +729,51 @@ async fn the_graph_subcommand_writes_svg_dot_and_json() {
         "a 3-feature batch for a 2-input model"
     );
     assert!(results[3].2.contains("feature"), "{:?}", results[3].2);
+
+    // A model too large for a trace with values (a 200×100 weight is over the per-node
+    // limit): the structure is drawn, and the command says the values are left out.
+    let (big, _) = create(
+        &mut c,
+        wire_spec(200, &[layer(100, pb::Activation::Relu)], 3),
+    )
+    .await;
+    let (addr, out) = (server.addr.to_string(), p("big.json"));
+    let r = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_backprop"))
+            .args([
+                "graph",
+                &big,
+                "--format",
+                "json",
+                "--out",
+                &out,
+                "--address",
+                &addr,
+            ])
+            .output()
+            .expect("run backprop")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("values left out: ")
+            && stderr.contains("structure (kinds and shapes) only"),
+        "{stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("big.json")).unwrap()).unwrap();
+    let nodes = v["nodes"].as_array().expect("nodes");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["shape"] == serde_json::json!([200, 100]))
+    );
+    assert!(
+        nodes.iter().all(|n| n["value"].is_null()),
+        "no values in a shapes-only graph"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     server.stop().await;
 }

@@ -112,21 +112,38 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
         }
     };
     let rows = labels.len() as u32;
-    let trace = trainer
-        .trace_step(routed(pb::TraceStepRequest {
+    let request = |shapes_only: bool| {
+        routed(pb::TraceStepRequest {
             model_id: args.id.clone(),
             x: Some(pb::Tensor {
                 shape: vec![rows, dim as u32],
-                values: Vec::new(),
-                values_f64: x,
+                values_f64: x.clone(),
                 ..Default::default()
             }),
-            labels,
-            shapes_only: args.shapes_only,
-        }))
-        .await
-        .map_err(CliError::rpc("TraceStep"))?
-        .into_inner();
+            labels: labels.clone(),
+            shapes_only,
+        })
+    };
+    let trace = match trainer.trace_step(request(args.shapes_only)).await {
+        Ok(t) => t.into_inner(),
+        // A model too large for a trace with values (a node over the server's limit):
+        // draw its structure, and say why the values are missing.
+        Err(e)
+            if !args.shapes_only
+                && e.code() == tonic::Code::InvalidArgument
+                && e.message().starts_with("shapes_only: ") =>
+        {
+            let why = e.message().trim_start_matches("shapes_only: ");
+            let why = why.split(';').next().unwrap_or(why);
+            eprintln!("values left out: {why}; drawing the structure (kinds and shapes) only");
+            trainer
+                .trace_step(request(true))
+                .await
+                .map_err(CliError::rpc("TraceStep"))?
+                .into_inner()
+        }
+        Err(e) => return Err(CliError::rpc("TraceStep")(e)),
+    };
     let g = from_wire(&trace);
     let text = match args.format() {
         Format::Svg => svg(&g),
