@@ -502,12 +502,15 @@ impl Connected for Conn {
 #[derive(Debug, Clone)]
 pub struct TrackCalls {
     default_deadline: Option<Duration>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl TrackCalls {
-    pub fn new(transport: &Transport) -> Self {
+    /// `stopping` turns true when the server starts shutting down.
+    pub fn new(transport: &Transport, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         TrackCalls {
             default_deadline: transport.default_deadline,
+            stopping,
         }
     }
 }
@@ -519,17 +522,22 @@ impl<S> tower_layer::Layer<S> for TrackCalls {
         Tracked {
             inner,
             default_deadline: self.default_deadline,
+            stopping: self.stopping.clone(),
         }
     }
 }
 
 /// Counts the call as an open stream of its connection until its response body is gone
 /// (the idle timer), adds the response's body bytes to what the connection owes (the
-/// send timer), and answers DEADLINE_EXCEEDED for a call past the default deadline.
+/// send timer), answers DEADLINE_EXCEEDED for a call past the default deadline, and ends
+/// a Trainer server stream (Fit, WatchFit, TrainStream, ExportModel) with UNAVAILABLE
+/// (SHUTTING_DOWN) when the server starts stopping, so its client learns that the server
+/// is going away instead of seeing the connection cut (an "h2 protocol error").
 #[derive(Debug, Clone)]
 pub struct Tracked<S> {
     inner: S,
     default_deadline: Option<Duration>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<S, ReqB, B> Service<http::Request<ReqB>> for Tracked<S>
@@ -554,6 +562,16 @@ where
         let deadline = self.default_deadline.filter(|_| {
             !req.headers().contains_key("grpc-timeout") && has_single_response(req.uri().path())
         });
+        let path = req.uri().path();
+        let stop =
+            (path.starts_with("/backprop.v1.Trainer/") && !has_single_response(path)).then(|| {
+                let mut stopping = self.stopping.clone();
+                let stopped: StopFuture = Box::pin(async move {
+                    // A closed channel (the server is gone) counts as stopping too.
+                    let _ = stopping.wait_for(|s| *s).await;
+                });
+                stopped
+            });
         let answer = self.inner.call(req);
         Box::pin(async move {
             let mut res = match deadline {
@@ -576,6 +594,8 @@ where
                 inner,
                 open,
                 _until_sent: until_sent,
+                stop,
+                ended: false,
             }))
         })
     }
@@ -640,6 +660,25 @@ pub struct TrackedBody<B> {
     inner: B,
     open: Option<OpenStream>,
     _until_sent: Option<UntilSent>,
+    /// For a server stream: resolves when the server starts stopping.
+    stop: Option<StopFuture>,
+    /// The stream was ended here (by [`TrackedBody::stop`]).
+    ended: bool,
+}
+
+type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The trailers that end a server stream when the server stops.
+fn stopping_trailers() -> http::HeaderMap {
+    let status: tonic::Status = Refusal::new(
+        Reason::ShuttingDown,
+        "the server is stopping (SIGTERM or a shutdown); this stream ends here. Retry \
+         once it is back (or on another replica); WatchFit replays what you missed",
+    )
+    .into();
+    let mut headers = status.into_http::<()>().into_parts().0.headers;
+    headers.remove(http::header::CONTENT_TYPE);
+    headers
 }
 
 impl<B> Body for TrackedBody<B>
@@ -653,7 +692,18 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(stop) = &mut self.stop
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            self.stop = None;
+            self.ended = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(stopping_trailers()))));
+        }
         if let (Poll::Ready(Some(Ok(frame))), Some(open)) = (&polled, &self.open)
             && let Some(data) = frame.data_ref()
         {
@@ -663,7 +713,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -275,9 +275,12 @@ pub async fn run(
     let transport = &config.transport;
     let incoming = connections::incoming(listener, transport);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_streams, streams_stopping) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+        // Server streams (a fit's events, a training stream) end now, with UNAVAILABLE.
+        let _ = stop_streams.send(true);
         drop(following);
         health
             .set_not_serving::<TrainerServer<TrainerService>>()
@@ -306,7 +309,7 @@ pub async fn run(
         builder = builder.max_connection_age(age);
     }
     let serve = builder
-        .layer(connections::TrackCalls::new(transport))
+        .layer(connections::TrackCalls::new(transport, streams_stopping))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -270,3 +270,63 @@ async fn shutdown_marks_not_serving_and_the_grace_period_is_bounded() {
     );
     drop(watch);
 }
+
+/// A fit's event stream open when the server starts stopping ends at once with
+/// UNAVAILABLE (SHUTTING_DOWN) and a message that says so, not with the connection cut
+/// under it; the server then stops within its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stream_ends_unavailable_when_the_server_stops() {
+    let mut srv = TestServer::start().await;
+    let mut c = srv.trainer();
+    let (id, _) = create(&mut c, wire_spec(3, &[layer(8, pb::Activation::Relu)], 2)).await;
+    let x = [
+        0.25f32, 0.5, 0.75, 1.0, 1.25, 1.5, -0.5, 0.0, 2.0, 1.0, -1.0, 0.5,
+    ];
+    let ds = c
+        .upload_dataset(tokio_stream::iter(backprop::pb::dataset::upload_chunks(
+            backprop::pb::dataset::Rows::F32(&x),
+            3,
+            &[1, 0, 1, 0],
+            "stop",
+            1 << 20,
+        )))
+        .await
+        .expect("upload")
+        .into_inner()
+        .dataset_id;
+    let mut events = c
+        .fit(pb::FitRequest {
+            model_id: id,
+            dataset_id: ds,
+            batch_size: 2,
+            epochs: 1_000_000,
+            progress_every: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("Fit")
+        .into_inner();
+    for _ in 0..3 {
+        events
+            .message()
+            .await
+            .expect("an event")
+            .expect("the fit runs");
+    }
+    srv.trigger_shutdown();
+    let end = loop {
+        match events.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended OK while the fit was still running"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert_eq!(reason(&end), "SHUTTING_DOWN");
+    assert!(
+        end.message().starts_with("the server is stopping"),
+        "{}",
+        end.message()
+    );
+    srv.stop_within(Duration::from_secs(4)).await;
+}
