@@ -119,6 +119,7 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
     let mut features = Vec::new();
     // Each row's label field and where it is, read once every row is in.
     let mut raw_labels: Vec<(String, usize, usize)> = Vec::new();
+    let mut index_labels = false;
     let first_row: Option<Result<(u64, StringRecord), csv::Error>> =
         (!is_header).then(|| Ok((first_byte, first.clone())));
     for r in first_row.into_iter().chain(records) {
@@ -144,6 +145,15 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
         for (j, field) in fields.iter().enumerate() {
             let at = |message| err(Some(line_no), Some(j + 1), message);
             if j == label_column {
+                // Index labels (the first label is a number, and the model has no names)
+                // are checked as they come, so errors are reported in file order.
+                if raw_labels.is_empty() {
+                    index_labels =
+                        opts.names.is_none_or(<[String]>::is_empty) && number(field).is_ok();
+                }
+                if index_labels {
+                    label(field, opts.classes).map_err(at)?;
+                }
                 raw_labels.push((field.to_string(), line_no, j + 1));
             } else {
                 features.push(number(field).map_err(at)?);
@@ -198,8 +208,9 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
             }
             (labels, names.to_vec())
         }
-        // Index labels when every one is an index; else class names.
-        _ if raw_labels.iter().all(|r| number(&r.0).is_ok()) => {
+        // Index labels when every one is a number; class names when none is; a mix is a
+        // mistake (a typo among indices), reported where the first non-number is.
+        _ if raw_labels.iter().any(|r| number(&r.0).is_ok()) => {
             let mut labels = Vec::with_capacity(raw_labels.len());
             for r in &raw_labels {
                 labels.push(label(&r.0, opts.classes).map_err(|m| at(r, m))?);
@@ -326,9 +337,13 @@ mod tests {
             e,
             "d.csv:2:3: too few columns: found 2, expected 3 (as on line 1)"
         );
-        // A quoted line break keeps the next record's line number right.
+        // A quoted line break keeps the next record's line number right (the label "a\nb"
+        // is a class name).
         let e = fail("name,x\n\"a\nb\",1\n0,zz\n", OPTS);
-        assert_eq!(e, "d.csv:2:1: label: \"a\\nb\" is not a number");
+        assert_eq!(e, "d.csv:4:2: \"zz\" is not a number");
+        // Index labels with a name among them: the name is the mistake, where it is.
+        let e = fail("0,1\n1,2\nx,3\n", OPTS);
+        assert_eq!(e, "d.csv:3:1: label: \"x\" is not a number");
         let e = fail("name,x\n0,1\n\n0,zz\n", OPTS);
         assert_eq!(
             e, "d.csv:4:2: \"zz\" is not a number",

@@ -74,15 +74,29 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
 }
 
+/// A reader that stops early (`backprop models | head`) makes the next `println!` fail
+/// with a broken pipe, which panics: end quietly instead (exit 0), as other tools do.
+/// SIGPIPE itself stays ignored, as Rust sets it: a connection the server closed must be
+/// an error the command reports, not a silent death.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Runs one subcommand; errors go to stderr and exit 1.
 pub async fn run(command: Command) -> ExitCode {
-    // A reader that stops early (`backprop models | head`) ends us the way it ends any
-    // command-line tool: SIGPIPE, silently, instead of a panic in println!. (Rust starts
-    // programs with SIGPIPE ignored; the server keeps it so, for its sockets.)
-    // SAFETY: resetting a signal's disposition to the default has no memory effects.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    quiet_on_closed_stdout();
     let result = match command {
         Command::Train(args) => train::train(args).await,
         Command::Models(args) => models::models(args).await,
