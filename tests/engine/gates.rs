@@ -832,3 +832,46 @@ fn trace_without_values_still_names_each_edge_rule() {
             .all(|e| e.local.is_none())
     );
 }
+
+/// `dL/dx` of one activation on `x` under the upstream gradient `up`, with its value.
+fn activation_backward<A: Activation>(
+    act: A,
+    x: ArrayD<f64>,
+    up: ArrayD<f64>,
+) -> (ArrayD<f64>, ArrayD<f64>) {
+    let mut g = Graph::<f64>::new();
+    let id = g.leaf("x", x, true);
+    let y = g.activation(id, act).unwrap();
+    let grads = g.backward(vec![(y, up)], Default::default()).unwrap();
+    (g.value(y).to_owned(), grads.get(id).unwrap().clone())
+}
+
+#[test]
+fn relu_and_leaky_relu_take_the_lower_slope_at_zero() {
+    // At x = 0 (and −0) the subgradient is the left one: 0 for ReLU, α for leaky ReLU.
+    // A numeric check cannot see this (it must stay away from the kink).
+    let x = arr1(&[0.0, -0.0, 2.0, -3.0]).into_dyn();
+    let up = arr1(&[10.0, 20.0, 30.0, 40.0]).into_dyn();
+    let (y, dx) = activation_backward(Relu, x.clone(), up.clone());
+    assert_eq!(y, arr1(&[0.0, 0.0, 2.0, 0.0]).into_dyn());
+    assert_eq!(dx, arr1(&[0.0, 0.0, 30.0, 0.0]).into_dyn());
+    let (y, dx) = activation_backward(LeakyRelu { slope: 0.25 }, x, up);
+    assert_eq!(y, arr1(&[0.0, 0.0, 2.0, -0.75]).into_dyn());
+    assert_eq!(dx, arr1(&[2.5, 5.0, 30.0, 10.0]).into_dyn());
+}
+
+#[test]
+fn sigmoid_saturates_without_overflow() {
+    // e^1000 overflows f64: σ must take e^−x for x ≥ 0 and eˣ for x < 0.
+    // σ(±1000) and σ(40) round to 0 and 1 exactly; σ(−40) = e^−40/(1 + e^−40).
+    let x = arr1(&[-1000.0, -40.0, 40.0, 1000.0]).into_dyn();
+    let up = arr1(&[1.0, 1.0, 1.0, 1.0]).into_dyn();
+    let (y, dx) = activation_backward(Sigmoid, x, up);
+    let tiny = (-40.0f64).exp();
+    assert_eq!(y[0], 0.0);
+    assert!((y[1] - tiny).abs() < 1e-15 * tiny, "{}", y[1]);
+    assert_eq!((y[2], y[3]), (1.0, 1.0));
+    // y(1 − y): 0 where saturated, ≈ e^−40 at −40.
+    assert_eq!((dx[0], dx[2], dx[3]), (0.0, 0.0, 0.0));
+    assert!((dx[1] - tiny).abs() < 1e-15 * tiny, "{}", dx[1]);
+}
