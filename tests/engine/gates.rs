@@ -12,6 +12,7 @@ use backprop::engine::ops::{
     tanh::Tanh,
 };
 use backprop::engine::rng::Rng;
+use backprop::engine::trace::{Landmarks, LocalRule, Trace};
 use backprop::engine::{Activation, BackwardOptions, EngineError, GradStore, Graph, NodeId};
 use ndarray::{ArrayD, IxDyn, arr0, arr1, arr2};
 use support::engine::{coefficients, gate_check, gaussian, labels, min_distance, push_from_kinks};
@@ -756,4 +757,150 @@ fn every_gate_reports_the_kind_the_trace_names_it_by() {
             "standardize",
         ]
     );
+}
+
+/// The trace of `Z = X·W + b` with the upstream gradient `G` seeded on Z, in tape order:
+/// x, w, b, X·W, Z.
+fn affine_trace(with_values: bool) -> Trace<f64> {
+    let mut g = Graph::<f64>::new();
+    let x = g.leaf(
+        "x",
+        arr2(&[[1.0, 2.0, 0.0], [-1.0, 0.0, 3.0]]).into_dyn(),
+        true,
+    );
+    let w = g.leaf(
+        "w",
+        arr2(&[[1.0, -1.0], [0.0, 2.0], [3.0, 1.0]]).into_dyn(),
+        true,
+    );
+    let b = g.leaf("b", arr1(&[0.5, -0.5]).into_dyn(), true);
+    let s = g.matmul(x, w).unwrap();
+    let z = g.bias_add(s, b).unwrap();
+    let up = arr2(&[[1.0, 2.0], [3.0, 4.0]]).into_dyn();
+    g.trace(vec![(z, up)], Landmarks::default(), with_values)
+        .unwrap()
+}
+
+#[test]
+fn trace_gives_matmul_and_bias_add_their_local_gradients() {
+    // X·W = [[1, 3], [8, 4]], Z = X·W + b = [[1.5, 2.5], [8.5, 3.5]], G = [[1, 2], [3, 4]].
+    let t = affine_trace(true);
+    let (mm, ba) = (&t.nodes[3], &t.nodes[4]);
+    assert_eq!(
+        mm.value.as_ref().unwrap(),
+        &arr2(&[[1.0, 3.0], [8.0, 4.0]]).into_dyn()
+    );
+    assert_eq!(
+        ba.value.as_ref().unwrap(),
+        &arr2(&[[1.5, 2.5], [8.5, 3.5]]).into_dyn()
+    );
+    // matmul: the local gradient of X is W, and D = G·Wᵀ; that of W is X, and D = Xᵀ·G.
+    let e = &mm.edges;
+    assert_eq!((e[0].input, e[0].rule), (0, LocalRule::MatmulRight));
+    assert_eq!(
+        e[0].local.as_ref().unwrap(),
+        &arr2(&[[1.0, -1.0], [0.0, 2.0], [3.0, 1.0]]).into_dyn()
+    );
+    assert_eq!(
+        e[0].downstream.as_ref().unwrap(),
+        &arr2(&[[-1.0, 4.0, 5.0], [-1.0, 8.0, 13.0]]).into_dyn()
+    );
+    assert_eq!((e[1].input, e[1].rule), (1, LocalRule::MatmulLeft));
+    assert_eq!(
+        e[1].local.as_ref().unwrap(),
+        &arr2(&[[1.0, 2.0, 0.0], [-1.0, 0.0, 3.0]]).into_dyn()
+    );
+    assert_eq!(
+        e[1].downstream.as_ref().unwrap(),
+        &arr2(&[[-2.0, -2.0], [2.0, 4.0], [9.0, 12.0]]).into_dyn()
+    );
+    // bias_add: A's local gradient is 1 elementwise (D = G); b's is the column of ones
+    // over the N = 2 rows, and D = 1ᵀ·G, the column sums of G.
+    let e = &ba.edges;
+    assert_eq!((e[0].input, e[0].rule), (3, LocalRule::Elementwise));
+    assert_eq!(
+        e[0].local.as_ref().unwrap(),
+        &ArrayD::from_elem(IxDyn(&[2, 2]), 1.0)
+    );
+    assert_eq!(
+        e[0].downstream.as_ref().unwrap(),
+        &arr2(&[[1.0, 2.0], [3.0, 4.0]]).into_dyn()
+    );
+    assert_eq!((e[1].input, e[1].rule), (2, LocalRule::MatmulLeft));
+    assert_eq!(e[1].local.as_ref().unwrap(), &arr1(&[1.0, 1.0]).into_dyn());
+    assert_eq!(
+        e[1].downstream.as_ref().unwrap(),
+        &arr1(&[4.0, 6.0]).into_dyn()
+    );
+    assert_eq!(mm.grad.as_ref().unwrap(), e[0].downstream.as_ref().unwrap());
+}
+
+#[test]
+fn trace_without_values_still_names_each_edge_rule() {
+    let t = affine_trace(false);
+    let rules: Vec<Vec<LocalRule>> = t
+        .nodes
+        .iter()
+        .map(|n| n.edges.iter().map(|e| e.rule).collect())
+        .collect();
+    use LocalRule::*;
+    assert_eq!(
+        rules,
+        [
+            vec![],
+            vec![],
+            vec![],
+            vec![MatmulRight, MatmulLeft],
+            vec![Elementwise, MatmulLeft],
+        ]
+    );
+    assert!(
+        t.nodes
+            .iter()
+            .flat_map(|n| &n.edges)
+            .all(|e| e.local.is_none())
+    );
+}
+
+/// `dL/dx` of one activation on `x` under the upstream gradient `up`, with its value.
+fn activation_backward<A: Activation>(
+    act: A,
+    x: ArrayD<f64>,
+    up: ArrayD<f64>,
+) -> (ArrayD<f64>, ArrayD<f64>) {
+    let mut g = Graph::<f64>::new();
+    let id = g.leaf("x", x, true);
+    let y = g.activation(id, act).unwrap();
+    let grads = g.backward(vec![(y, up)], Default::default()).unwrap();
+    (g.value(y).to_owned(), grads.get(id).unwrap().clone())
+}
+
+#[test]
+fn relu_and_leaky_relu_take_the_lower_slope_at_zero() {
+    // At x = 0 (and −0) the subgradient is the left one: 0 for ReLU, α for leaky ReLU.
+    // A numeric check cannot see this (it must stay away from the kink).
+    let x = arr1(&[0.0, -0.0, 2.0, -3.0]).into_dyn();
+    let up = arr1(&[10.0, 20.0, 30.0, 40.0]).into_dyn();
+    let (y, dx) = activation_backward(Relu, x.clone(), up.clone());
+    assert_eq!(y, arr1(&[0.0, 0.0, 2.0, 0.0]).into_dyn());
+    assert_eq!(dx, arr1(&[0.0, 0.0, 30.0, 0.0]).into_dyn());
+    let (y, dx) = activation_backward(LeakyRelu { slope: 0.25 }, x, up);
+    assert_eq!(y, arr1(&[0.0, 0.0, 2.0, -0.75]).into_dyn());
+    assert_eq!(dx, arr1(&[2.5, 5.0, 30.0, 10.0]).into_dyn());
+}
+
+#[test]
+fn sigmoid_saturates_without_overflow() {
+    // e^1000 overflows f64: σ must take e^−x for x ≥ 0 and eˣ for x < 0.
+    // σ(±1000) and σ(40) round to 0 and 1 exactly; σ(−40) = e^−40/(1 + e^−40).
+    let x = arr1(&[-1000.0, -40.0, 40.0, 1000.0]).into_dyn();
+    let up = arr1(&[1.0, 1.0, 1.0, 1.0]).into_dyn();
+    let (y, dx) = activation_backward(Sigmoid, x, up);
+    let tiny = (-40.0f64).exp();
+    assert_eq!(y[0], 0.0);
+    assert!((y[1] - tiny).abs() < 1e-15 * tiny, "{}", y[1]);
+    assert_eq!((y[2], y[3]), (1.0, 1.0));
+    // y(1 − y): 0 where saturated, ≈ e^−40 at −40.
+    assert_eq!((dx[0], dx[2], dx[3]), (0.0, 0.0, 0.0));
+    assert!((dx[1] - tiny).abs() < 1e-15 * tiny, "{}", dx[1]);
 }
