@@ -195,11 +195,18 @@ impl Transcript {
     }
 }
 
-fn timeless_event(mut e: pb::FitEvent) -> pb::FitEvent {
-    if let Some(pb::fit_event::Event::Progress(p)) = &mut e.event {
-        p.steps_per_second = 0.0;
+/// A fit's events to the end, their rates (wall-clock) zeroed.
+async fn timeless_events(
+    s: &mut tonic::Streaming<pb::FitEvent>,
+) -> Result<Vec<pb::FitEvent>, tonic::Status> {
+    let mut events = Vec::new();
+    while let Some(mut e) = s.message().await? {
+        if let Some(pb::fit_event::Event::Progress(p)) = &mut e.event {
+            p.steps_per_second = 0.0;
+        }
+        events.push(e);
     }
-    e
+    Ok(events)
 }
 
 /// The same calls, every RPC of the Trainer, on model `id` over `c` (through a proxy
@@ -346,11 +353,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
             }))
             .await?
             .into_inner();
-        let mut events = Vec::new();
-        while let Some(e) = s.message().await? {
-            events.push(timeless_event(e));
-        }
-        Ok(events)
+        timeless_events(&mut s).await
     }
     .await;
     t.push("Fit", &r);
@@ -362,11 +365,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
             }))
             .await?
             .into_inner();
-        let mut events = Vec::new();
-        while let Some(e) = s.message().await? {
-            events.push(timeless_event(e));
-        }
-        Ok(events)
+        timeless_events(&mut s).await
     }
     .await;
     t.push("WatchFit", &r);

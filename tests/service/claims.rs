@@ -66,32 +66,49 @@ async fn steps_on_one_session_apply_in_arrival_order() {
     const STEPS: u64 = 5;
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
-    let (id, _) = create(&mut c, slow_spec()).await;
-    let busy = hold(&srv, &mut c, slow_request(&id)).await;
-    let mut steps = vec![];
-    let mut last_sent = Instant::now();
-    for k in 1..=STEPS {
-        let (mut c, id, b) = (srv.trainer(), id.clone(), slow_batch(k));
-        steps.push(tokio::spawn(async move {
-            c.train_step(pb::TrainStepRequest {
-                model_id: id,
-                x: Some(b.tensor::<f64>()),
-                labels: b.labels.clone(),
-                learning_rate: None,
-            })
-            .await
-            .expect("TrainStep")
-            .into_inner()
-            .step
-        }));
-        last_sent = Instant::now();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let freed = busy.await.expect("slow task");
-    assert!(
-        freed > last_sent,
-        "the session came free before the last step was sent: nothing was queued"
-    );
+    // The holder must outlast the sending of every step; on a loaded machine the sends
+    // can take longer than the slow call, so a holder that came free too early is tried
+    // again with twice the rows (the check itself stays: the last try must hold).
+    let mut rows = 48;
+    let (id, steps) = loop {
+        let (id, _) = create(&mut c, slow_spec()).await;
+        let mut slow = slow_request(&id);
+        let b = Batch::random(rows, 16, 8, 3);
+        (slow.x, slow.labels) = (Some(b.tensor::<f64>()), b.labels);
+        let busy = hold(&srv, &mut c, slow).await;
+        let mut steps = vec![];
+        let mut last_sent = Instant::now();
+        for k in 1..=STEPS {
+            let (mut c, id, b) = (srv.trainer(), id.clone(), slow_batch(k));
+            steps.push(tokio::spawn(async move {
+                c.train_step(pb::TrainStepRequest {
+                    model_id: id,
+                    x: Some(b.tensor::<f64>()),
+                    labels: b.labels.clone(),
+                    learning_rate: None,
+                })
+                .await
+                .expect("TrainStep")
+                .into_inner()
+                .step
+            }));
+            last_sent = Instant::now();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let freed = busy.await.expect("slow task");
+        if freed > last_sent {
+            break (id, steps);
+        }
+        assert!(
+            rows < 48 * 4,
+            "the session came free before the last step was sent, even held by a \
+             gradient check of {rows} rows: nothing was queued"
+        );
+        for t in steps {
+            t.await.expect("step task");
+        }
+        rows *= 2;
+    };
     for (k, t) in steps.into_iter().enumerate() {
         assert_eq!(
             t.await.expect("step task"),

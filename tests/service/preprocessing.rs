@@ -141,18 +141,7 @@ async fn a_model_standardizes_its_own_input() {
         .into_inner();
     let summary = listed.models.iter().find(|m| m.model_id == with).unwrap();
     assert_eq!(summary.spec.as_ref(), Some(&shown));
-    let mut s = c
-        .export_model(pb::ExportModelRequest {
-            model_id: with.clone(),
-            chunk_bytes: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut file = Vec::new();
-    while let Some(m) = s.message().await.unwrap() {
-        file.extend_from_slice(&m.data);
-    }
+    let file = export_file(&mut c, &with).await;
     let imported = c
         .import_model(tokio_stream::iter(backprop::pb::chunks::split(
             file,

@@ -56,22 +56,6 @@ fn spec(dtype: pb::Dtype) -> pb::ModelSpec {
     }
 }
 
-async fn export(c: &mut Client, id: &str) -> Vec<u8> {
-    let mut s = c
-        .export_model(pb::ExportModelRequest {
-            model_id: id.into(),
-            chunk_bytes: 0,
-        })
-        .await
-        .expect("export")
-        .into_inner();
-    let mut file = Vec::new();
-    while let Some(m) = s.message().await.expect("chunk") {
-        file.extend_from_slice(&m.data);
-    }
-    file
-}
-
 /// For f32 and f64 models, and raw batches of either dtype: Forward, Backward and
 /// TraceStep answer raw, with the very numbers the same batch as numbers gets, and
 /// TrainStep takes the very same step (the two models' parameters are bit-identical,
@@ -227,7 +211,7 @@ async fn malformed_raw_tensors_are_refused() {
     let srv = TestServer::start().await;
     let mut c = srv.trainer();
     let (id, _) = create(&mut c, spec(pb::Dtype::F32)).await;
-    let before = export(&mut c, &id).await;
+    let before = export_file(&mut c, &id).await;
     let b = Batch::random(2, 5, 3, 1);
     let good = raw_of(&b, pb::Dtype::F32);
     let cases = [
@@ -274,7 +258,7 @@ async fn malformed_raw_tensors_are_refused() {
         assert!(e.message().starts_with(want), "{}", e.message());
     }
     assert_eq!(
-        export(&mut c, &id).await,
+        export_file(&mut c, &id).await,
         before,
         "a refused batch changed the model"
     );

@@ -43,22 +43,6 @@ fn assert_wrong_replica(e: &tonic::Status, owner: Option<&str>, what: &str) {
     }
 }
 
-async fn export(c: &mut Client, id: &str) -> Vec<u8> {
-    let mut s = c
-        .export_model(pb::ExportModelRequest {
-            model_id: id.into(),
-            chunk_bytes: 0,
-        })
-        .await
-        .expect("export")
-        .into_inner();
-    let mut file = Vec::new();
-    while let Some(m) = s.message().await.expect("chunk") {
-        file.extend_from_slice(&m.data);
-    }
-    file
-}
-
 /// Every Trainer method with a routing header that disagrees: a call naming a model or
 /// dataset whose header names another id is INVALID_ARGUMENT on the header; a call
 /// naming none whose header names another replica is WRONG_REPLICA. None changes the
@@ -87,7 +71,7 @@ async fn every_rpc_checks_its_routing_header() {
         .into_inner()
         .dataset_id;
     assert!(ds.starts_with("backprop-0."), "{ds}");
-    let before = export(&mut c, &a).await;
+    let before = export_file(&mut c, &a).await;
     let mut other_id: Authed = routed_client(&srv, &b);
     let mut other_replica: Authed = routed_client(&srv, "backprop-1");
     for (method, scope) in cross_tenant_calls() {
@@ -112,7 +96,7 @@ async fn every_rpc_checks_its_routing_header() {
             }
         }
         assert_eq!(
-            export(&mut c, &a).await,
+            export_file(&mut c, &a).await,
             before,
             "{method} changed the model"
         );

@@ -404,6 +404,23 @@ pub async fn get_values(c: &mut Client, id: &str) -> pb::GetModelResponse {
     .into_inner()
 }
 
+/// The model's whole checkpoint (ExportModel's chunks joined).
+pub async fn export_file(c: &mut Client, id: &str) -> Vec<u8> {
+    let mut s = c
+        .export_model(pb::ExportModelRequest {
+            model_id: id.into(),
+            chunk_bytes: 0,
+        })
+        .await
+        .expect("ExportModel")
+        .into_inner();
+    let mut file = Vec::new();
+    while let Some(m) = s.message().await.expect("a chunk") {
+        file.extend_from_slice(&m.data);
+    }
+    file
+}
+
 pub async fn train(c: &mut Client, id: &str, b: &Batch, x: pb::Tensor) -> pb::TrainStepResponse {
     c.train_step(pb::TrainStepRequest {
         model_id: id.to_string(),
