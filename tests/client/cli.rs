@@ -755,3 +755,86 @@ fn warnings_rm_and_deleting_by_prefix_or_all() {
     let listed = backprop(&["models", "--json", "--address", &addr]);
     assert_eq!(listed.stdout.trim(), r#"{"models":[]}"#);
 }
+
+/// `train --model ID` continues a model: its class names read the file's labels, its
+/// stored standardization applies (no scale warning), and its step moves on.
+#[test]
+fn train_continues_a_model() {
+    let server = Server::start();
+    let addr = server.address();
+    let dir = scratch("continue");
+    let data = dir.join("named.csv");
+    named_csv(&data, 120, 7, Some(0));
+    let d = data.to_str().unwrap();
+    let first = backprop(&[
+        "train",
+        "--data",
+        d,
+        "--address",
+        &addr,
+        "--epochs",
+        "2",
+        "--standardize",
+        "--loss",
+        "softmax",
+    ]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let id = first
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("model ")?.split(':').next())
+        .expect("model id")
+        .to_string();
+    let step = |addr: &str| {
+        let show = backprop(&["show", &id, "--address", addr, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&show.stdout).expect("JSON");
+        v["step"].as_u64().expect("step")
+    };
+    let before = step(&addr);
+    let again = backprop(&[
+        "train",
+        "--data",
+        d,
+        "--address",
+        &addr,
+        "--epochs",
+        "3",
+        "--model",
+        &id[..12],
+    ]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains(&format!("continuing model {id} from step {before}")),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        !again.stderr.contains("consider --standardize"),
+        "{}",
+        again.stderr
+    );
+    assert!(step(&addr) > before);
+    let listed = backprop(&["models", "--json", "--address", &addr]);
+    let v: serde_json::Value = serde_json::from_str(listed.stdout.trim()).unwrap();
+    assert_eq!(v["models"].as_array().unwrap().len(), 1, "no second model");
+    // A file of another width is refused before anything is uploaded.
+    let narrow = dir.join("narrow.csv");
+    std::fs::write(&narrow, "species,mass\nsetosa,1\nvirginica,2\n").unwrap();
+    let e = backprop(&[
+        "train",
+        "--data",
+        narrow.to_str().unwrap(),
+        "--address",
+        &addr,
+        "--model",
+        &id,
+    ]);
+    assert_eq!(e.code, 1);
+    assert!(
+        e.stderr.contains("1 feature columns, but model"),
+        "{}",
+        e.stderr
+    );
+}

@@ -25,6 +25,11 @@ pub struct TrainArgs {
     /// feature columns. A first line that is not all numbers is taken as a header.
     #[arg(long, value_name = "FILE.csv")]
     pub data: PathBuf,
+    /// Continue training this model (an id or a prefix of one) instead of creating one:
+    /// its own spec, preprocessing and class names apply, and the layer, loss, optimizer
+    /// and dtype flags are not used.
+    #[arg(long, value_name = "ID", conflicts_with = "standardize")]
+    pub model: Option<String>,
     /// Which column (1-based) holds the label.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub label_column: u32,
@@ -147,13 +152,46 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         path: path.clone(),
         source,
     })?;
+    // The model to continue: its spec decides how the file is read. (Without one, the
+    // file is read before connecting, so its mistakes are reported even with no server.)
+    let mut connected = None;
+    let existing = match &args.model {
+        None => None,
+        Some(given) => {
+            let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
+            let trainer = connected.insert(client::trainer(channel));
+            let id = crate::cli::models::resolve(trainer, given).await?;
+            let got = trainer
+                .get_model(routed(pb::GetModelRequest {
+                    model_id: id.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(CliError::rpc("GetModel"))?
+                .into_inner();
+            Some((
+                id,
+                got.spec.unwrap_or_default(),
+                got.step,
+                got.parameter_count,
+            ))
+        }
+    };
     let opts = CsvOptions {
         label_column: Some(args.label_column as usize - 1),
-        names: None,
-        classes: args.classes,
+        names: existing.as_ref().map(|e| e.1.class_names.as_slice()),
+        classes: existing.as_ref().map(|e| e.1.num_classes).or(args.classes),
     };
     let data = csv::parse(&path, &text, opts)?;
     drop(text);
+    if let Some((id, spec, ..)) = &existing
+        && data.dim != spec.input_dim as usize
+    {
+        return Err(CliError::Usage(format!(
+            "{path}: {} feature columns, but model {id} takes {}",
+            data.dim, spec.input_dim
+        )));
+    }
 
     // One seeded shuffle decides the split; the same stream then orders each epoch.
     let mut rng = Rng::new(args.seed);
@@ -162,7 +200,9 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let held = held_out_rows(data.rows(), args.holdout)?;
     let (train_rows, held_rows) = order.split_at(data.rows() - held);
     let (train_rows, held_rows) = (train_rows.to_vec(), held_rows.to_vec());
-    for w in warnings(&data, args.standardize) {
+    let standardized =
+        args.standardize || existing.as_ref().is_some_and(|e| e.1.standardize.is_some());
+    for w in warnings(&data, standardized) {
         eprintln!("warning: {w}");
     }
     let standardize = args.standardize.then(|| statistics(&data, &train_rows));
@@ -195,7 +235,6 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         class_names: data.class_names.clone(),
         ..Default::default()
     };
-    let wide = matches!(args.dtype, DtypeArg::F64);
     if !data.class_names.is_empty() {
         let mapping: Vec<String> = data
             .class_names
@@ -224,21 +263,34 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
         }
     );
 
-    let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
-    let mut trainer = client::trainer(channel);
-    let created = trainer
-        .create_model(pb::CreateModelRequest { spec: Some(spec) })
-        .await
-        .map_err(CliError::rpc("CreateModel"))?
-        .into_inner();
-    let id = created.model_id;
-    let spec = created.spec.unwrap_or_default();
+    let mut trainer = match connected {
+        Some(t) => t,
+        None => client::trainer(client::connect(&args.server, CONNECT_TIMEOUT).await?),
+    };
+    let (id, spec, parameters) = match existing {
+        Some((id, spec, step, parameters)) => {
+            println!("continuing model {id} from step {step}");
+            (id, spec, parameters)
+        }
+        None => {
+            let created = trainer
+                .create_model(pb::CreateModelRequest { spec: Some(spec) })
+                .await
+                .map_err(CliError::rpc("CreateModel"))?
+                .into_inner();
+            (
+                created.model_id,
+                created.spec.unwrap_or_default(),
+                created.parameter_count,
+            )
+        }
+    };
+    let wide = spec.dtype == pb::Dtype::F64 as i32;
     println!(
-        "model {id}: {}, {} loss, {}, {} parameters",
+        "model {id}: {}, {} loss, {}, {parameters} parameters",
         describe::layers(&spec),
         describe::loss(&spec),
         describe::optimizer(&spec),
-        created.parameter_count
     );
 
     // The rows go to the server once; the fit runs there, its events feed the bar.
