@@ -19,6 +19,80 @@ pub struct CsvOptions<'a> {
     /// The model's class names, when it has them: labels are read as these names (or
     /// their indices).
     pub names: Option<&'a [String]>,
+    /// Feature columns to leave out (`--drop`) or the only ones to keep (`--features`).
+    pub columns: Option<&'a Columns>,
+}
+
+/// `--drop` and `--features`, for the commands that read labelled or feature CSVs.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ColumnArgs {
+    /// Leave these feature columns out (header names or 1-based numbers, comma-separated),
+    /// e.g. an id or a pandas index column.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "COLS",
+        conflicts_with = "features"
+    )]
+    pub drop: Vec<String>,
+    /// Read only these feature columns (header names or 1-based numbers, comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "COLS")]
+    pub features: Vec<String>,
+}
+
+impl ColumnArgs {
+    pub fn columns(&self) -> Option<Columns> {
+        match (self.drop.is_empty(), self.features.is_empty()) {
+            (false, _) => Some(Columns::Drop(self.drop.clone())),
+            (_, false) => Some(Columns::Keep(self.features.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// A choice of feature columns, each by header name or 1-based number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Columns {
+    Drop(Vec<String>),
+    Keep(Vec<String>),
+}
+
+impl Columns {
+    /// Which of `width` columns are read as features (the label column aside), or what
+    /// is wrong with the choice.
+    fn features(
+        &self,
+        header: Option<&[String]>,
+        width: usize,
+        label: usize,
+    ) -> Result<Vec<bool>, String> {
+        let (named, keep) = match self {
+            Columns::Drop(n) => (n, false),
+            Columns::Keep(n) => (n, true),
+        };
+        let mut chosen = vec![false; width];
+        for name in named {
+            let at = match name.parse::<usize>() {
+                Ok(n) if (1..=width).contains(&n) => n - 1,
+                Ok(n) => return Err(format!("column {n}: the rows have {width} columns")),
+                Err(_) => header
+                    .and_then(|h| h.iter().position(|c| c == name))
+                    .ok_or_else(|| match header {
+                        Some(h) => format!("no column {name:?} (the header has {})", h.join(", ")),
+                        None => format!(
+                            "no column {name:?}: the file has no header; give column numbers"
+                        ),
+                    })?,
+            };
+            if at == label {
+                return Err(format!("column {name:?} is the label column"));
+            }
+            chosen[at] = true;
+        }
+        Ok((0..width)
+            .map(|j| j != label && chosen[j] == keep)
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,7 +188,17 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
         .iter()
         .enumerate()
         .any(|(j, f)| j != label_column && number(f).is_err());
-    let header = is_header.then(|| first_fields.iter().map(|f| f.to_string()).collect());
+    let header: Option<Vec<String>> =
+        is_header.then(|| first_fields.iter().map(|f| f.to_string()).collect());
+    let read: Vec<bool> = match opts.columns {
+        None => (0..width).map(|j| j != label_column).collect(),
+        Some(c) => c
+            .features(header.as_deref(), width, label_column)
+            .map_err(|m| err(Some(first_no), None, m))?,
+    };
+    if !read.iter().any(|&r| r) {
+        return Err(err(Some(first_no), None, "no feature column left".into()));
+    }
 
     let mut features = Vec::new();
     // Each row's label field and where it is, read once every row is in.
@@ -155,12 +239,12 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
                     label(field, opts.classes).map_err(at)?;
                 }
                 raw_labels.push((field.to_string(), line_no, j + 1));
-            } else {
+            } else if read[j] {
                 features.push(number(field).map_err(at)?);
             }
         }
     }
-    let dim = width - usize::from(opts.label_column.is_some());
+    let dim = read.iter().filter(|&&r| r).count();
     let rows = if opts.label_column.is_some() {
         raw_labels.len()
     } else {
@@ -304,6 +388,7 @@ mod tests {
         label_column: Some(0),
         classes: None,
         names: None,
+        columns: None,
     };
 
     fn fail(text: &str, opts: CsvOptions) -> String {
@@ -357,6 +442,7 @@ mod tests {
             label_column: Some(2),
             classes: Some(4),
             names: None,
+            columns: None,
         };
         let d = parse("d.csv", "1,2,3.0\n4,5,0\n", opts).unwrap();
         assert!(d.header.is_none());
@@ -401,8 +487,42 @@ mod tests {
         let opts = CsvOptions {
             label_column: Some(5),
             names: None,
+            columns: None,
             classes: None,
         };
         assert!(fail("0,1\n", opts).starts_with("d.csv:1: --label-column 6"));
+    }
+
+    #[test]
+    fn drop_and_features_choose_the_feature_columns() {
+        let t = "id,label,a,b\n7,0,1.5,2.5\n8,1,3.5,4.5\n";
+        let with = |c: Columns| {
+            let opts = CsvOptions {
+                label_column: Some(1),
+                columns: Some(&c),
+                ..OPTS
+            };
+            parse("d.csv", t, opts).map_err(|e| e.to_string())
+        };
+        let d = with(Columns::Drop(vec!["id".into()])).unwrap();
+        assert_eq!((d.dim, d.features.clone()), (2, vec![1.5, 2.5, 3.5, 4.5]));
+        let d = with(Columns::Keep(vec!["4".into()])).unwrap();
+        assert_eq!((d.dim, d.features.clone()), (1, vec![2.5, 4.5]));
+        assert_eq!(
+            with(Columns::Drop(vec!["c".into()])).unwrap_err(),
+            "d.csv:1: no column \"c\" (the header has id, label, a, b)"
+        );
+        assert_eq!(
+            with(Columns::Keep(vec!["label".into()])).unwrap_err(),
+            "d.csv:1: column \"label\" is the label column"
+        );
+        assert_eq!(
+            with(Columns::Drop(vec!["1".into(), "3".into(), "4".into()])).unwrap_err(),
+            "d.csv:1: no feature column left"
+        );
+        assert_eq!(
+            with(Columns::Keep(vec!["9".into()])).unwrap_err(),
+            "d.csv:1: column 9: the rows have 4 columns"
+        );
     }
 }

@@ -23,6 +23,8 @@ pub struct UploadArgs {
     /// Which column (1-based) holds the label.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub label_column: u32,
+    #[command(flatten)]
+    pub columns: crate::cli::csv::ColumnArgs,
     /// Keep the values as f64 on the server (default f32).
     #[arg(long)]
     pub f64: bool,
@@ -246,9 +248,11 @@ pub async fn upload(args: UploadArgs) -> Result<(), CliError> {
         path: path.clone(),
         source,
     })?;
+    let columns = args.columns.columns();
     let opts = CsvOptions {
         label_column: Some(args.label_column as usize - 1),
         names: None,
+        columns: columns.as_ref(),
         classes: None,
     };
     let data = csv::parse(&path, &text, opts)?;

@@ -24,6 +24,8 @@ pub struct PredictArgs {
     /// The file has a label column too, this one (1-based): it is left out.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub label_column: Option<u32>,
+    #[command(flatten)]
+    pub columns: crate::cli::csv::ColumnArgs,
     /// Also print each class's softmax probability.
     #[arg(long)]
     pub proba: bool,
@@ -45,6 +47,8 @@ pub struct EvalArgs {
     /// Which column (1-based) holds the label.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub label_column: u32,
+    #[command(flatten)]
+    pub columns: crate::cli::csv::ColumnArgs,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -60,6 +64,7 @@ async fn model_and_rows(
     id: &str,
     path: &std::path::Path,
     label_column: Option<u32>,
+    columns: &crate::cli::csv::ColumnArgs,
 ) -> Result<(String, pb::ModelSpec, Dataset), CliError> {
     let id = super::models::resolve(trainer, id).await?;
     let id = id.as_str();
@@ -78,10 +83,12 @@ async fn model_and_rows(
         path: shown.clone(),
         source,
     })?;
+    let chosen = columns.columns();
     let opts = CsvOptions {
         label_column: label_column.map(|c| c as usize - 1),
         classes: Some(spec.num_classes),
         names: Some(&spec.class_names),
+        columns: chosen.as_ref(),
     };
     let data = csv::parse(&shown, &text, opts)?;
     if data.dim != spec.input_dim as usize {
@@ -122,8 +129,14 @@ fn written(r: std::io::Result<()>) -> Result<(), CliError> {
 pub async fn predict(args: PredictArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
-    let (id, spec, data) =
-        model_and_rows(&mut trainer, &args.id, &args.data, args.label_column).await?;
+    let (id, spec, data) = model_and_rows(
+        &mut trainer,
+        &args.id,
+        &args.data,
+        args.label_column,
+        &args.columns,
+    )
+    .await?;
     let wide = spec.dtype == pb::Dtype::F64 as i32;
     let classes: Vec<String> = (0..spec.num_classes).map(|c| class(&spec, c)).collect();
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -184,8 +197,14 @@ fn csv_cell(s: &str) -> String {
 pub async fn eval(args: EvalArgs) -> Result<(), CliError> {
     let channel = client::connect(&args.server, CONNECT_TIMEOUT).await?;
     let mut trainer = client::trainer(channel);
-    let (id, spec, data) =
-        model_and_rows(&mut trainer, &args.id, &args.data, Some(args.label_column)).await?;
+    let (id, spec, data) = model_and_rows(
+        &mut trainer,
+        &args.id,
+        &args.data,
+        Some(args.label_column),
+        &args.columns,
+    )
+    .await?;
     let wide = spec.dtype == pb::Dtype::F64 as i32;
     let rows: Vec<usize> = (0..data.rows()).collect();
     let (loss, accuracy) = evaluate(&mut trainer, &id, &data, &rows, wide).await?;

@@ -691,6 +691,15 @@ fn warnings_rm_and_deleting_by_prefix_or_all() {
         r#"{"models":[]}"#,
         "--rm left a model"
     );
+    // Dropping the index column and naming the label column: no warning, two classes.
+    let run = train(&indexed, &["--rm", "--label-column", "2", "--drop", "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("20 rows × 1 features, 2 classes"),
+        "{}",
+        run.stdout
+    );
 
     // Labels 1..=2: class 0 has no row.
     let shifted = dir.join("shifted.csv");

@@ -99,6 +99,7 @@ pub async fn graph(args: GraphArgs) -> Result<(), CliError> {
             let opts = CsvOptions {
                 label_column: Some(args.label_column as usize - 1),
                 names: None,
+                columns: None,
                 classes: Some(spec.num_classes),
             };
             let data = csv::parse(&shown, &text, opts)?;

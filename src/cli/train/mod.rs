@@ -25,6 +25,8 @@ pub struct TrainArgs {
     /// feature columns. A first line that is not all numbers is taken as a header.
     #[arg(long, value_name = "FILE.csv")]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub columns: crate::cli::csv::ColumnArgs,
     /// Continue training this model (an id or a prefix of one) instead of creating one:
     /// its own spec, preprocessing and class names apply, and the layer, loss, optimizer
     /// and dtype flags are not used.
@@ -177,9 +179,11 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
             ))
         }
     };
+    let columns = args.columns.columns();
     let opts = CsvOptions {
         label_column: Some(args.label_column as usize - 1),
         names: existing.as_ref().map(|e| e.1.class_names.as_slice()),
+        columns: columns.as_ref(),
         classes: existing.as_ref().map(|e| e.1.num_classes).or(args.classes),
     };
     let data = csv::parse(&path, &text, opts)?;
