@@ -904,3 +904,28 @@ fn sigmoid_saturates_without_overflow() {
     assert_eq!((dx[0], dx[2], dx[3]), (0.0, 0.0, 0.0));
     assert!((dx[1] - tiny).abs() < 1e-15 * tiny, "{}", dx[1]);
 }
+
+#[test]
+fn local_rules_have_the_names_the_trace_prints() {
+    // `backprop graph` writes these strings into its JSON.
+    let names: Vec<&str> = [
+        LocalRule::Elementwise,
+        LocalRule::MatmulRight,
+        LocalRule::MatmulLeft,
+        LocalRule::Scale,
+        LocalRule::Unknown,
+    ]
+    .into_iter()
+    .map(LocalRule::name)
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "elementwise",
+            "matmul_right",
+            "matmul_left",
+            "scale",
+            "unknown"
+        ]
+    );
+}
