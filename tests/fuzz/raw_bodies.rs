@@ -151,7 +151,19 @@ pub(crate) mod reference {
         #[prost(message, optional, tag = "2")]
         pub tensor: Option<Tensor>,
     }
-    /// Forward and Evaluate requests (the same three fields).
+    /// Forward's request: Evaluate's three fields and `probabilities`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Forward {
+        #[prost(string, tag = "1")]
+        pub model_id: String,
+        #[prost(message, optional, tag = "2")]
+        pub x: Option<Tensor>,
+        #[prost(uint32, repeated, tag = "3")]
+        pub labels: Vec<u32>,
+        #[prost(bool, tag = "4")]
+        pub probabilities: bool,
+    }
+    /// Evaluate's request.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Batch {
         #[prost(string, tag = "1")]
@@ -235,7 +247,7 @@ pub(crate) fn decode_both(method: &str, b: &[u8]) -> (Decoded, Decoded) {
         };
     }
     match method {
-        "Forward" => both!(pb::ForwardRequest, reference::Batch),
+        "Forward" => both!(pb::ForwardRequest, reference::Forward),
         "TrainStep" => both!(pb::TrainStepRequest, reference::TrainStep),
         "Evaluate" => both!(pb::EvaluateRequest, reference::Batch),
         "Backward" => both!(pb::BackwardRequest, reference::Backward),
