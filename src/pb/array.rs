@@ -5,6 +5,7 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::Tensor;
+use super::tensor::le_values;
 use crate::engine::scalar::Scalar;
 
 /// A model dtype that knows its wire form.
@@ -29,10 +30,11 @@ pub enum Form {
 
 impl Form {
     /// The form a request's tensor asks for: its own.
-    pub fn of(t: Option<&Tensor>) -> Self {
-        match t {
-            Some(t) if !t.raw.is_empty() => Form::Raw,
-            _ => Form::Numbers,
+    pub fn of(t: &Tensor) -> Self {
+        if t.raw.is_empty() {
+            Form::Numbers
+        } else {
+            Form::Raw
         }
     }
 }
@@ -125,7 +127,7 @@ pub fn to_tensor_in<T: WireScalar, D: ndarray::Dimension>(
 pub fn to_f64_array(t: &Tensor) -> Option<ArrayD<f64>> {
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let v: Vec<f64> = if !t.raw.is_empty() {
-        raw_f64s(&t.raw, t.raw_dtype == super::Dtype::F64 as i32)?
+        raw_f64s(&t.raw, raw_width(t.raw_dtype) == Some(8))?
     } else if t.values_f64.is_empty() {
         t.values.iter().map(|&v| f64::from(v)).collect()
     } else {
@@ -142,25 +144,19 @@ fn raw_f64s(raw: &[u8], wide: bool) -> Option<Vec<f64>> {
         return None;
     }
     Some(if wide {
-        decode_le(raw, f64::from_le_bytes)
+        le_values(raw, f64::from_le_bytes).collect()
     } else {
-        decode_le(raw, f32::from_le_bytes)
-            .into_iter()
-            .map(f64::from)
-            .collect()
+        le_values(raw, f32::from_le_bytes).map(f64::from).collect()
     })
 }
 
-/// `raw` as `N`-byte little-endian values (a trailing partial value is ignored; callers
-/// check the length first).
-pub fn decode_le<T, const N: usize>(raw: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> {
-    raw.chunks_exact(N)
-        .map(|c| {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            from_le(a)
-        })
-        .collect()
+/// Bytes per value of a `raw` tensor, by its `raw_dtype` (unspecified is f32); `None`
+/// for a dtype the proto does not define.
+pub fn raw_width(dtype: i32) -> Option<usize> {
+    match super::Dtype::try_from(dtype).ok()? {
+        super::Dtype::Unspecified | super::Dtype::F32 => Some(4),
+        super::Dtype::F64 => Some(8),
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,19 @@ fn encode_packed_le<T: Copy, const N: usize>(
     buf.put_slice(&bytes);
 }
 
+/// `bytes` read as `N`-byte little-endian values, in one pass (a trailing partial value
+/// is left out: callers check the length first). Packed fields and `raw` tensors alike.
+pub(crate) fn le_values<'b, T: 'b, const N: usize>(
+    bytes: &'b [u8],
+    from_le: fn([u8; N]) -> T,
+) -> impl Iterator<Item = T> + 'b {
+    bytes.chunks_exact(N).map(move |c| {
+        let mut a = [0u8; N];
+        a.copy_from_slice(c);
+        from_le(a)
+    })
+}
+
 /// Decodes one packed field of `N`-byte little-endian numbers into `out` in one pass, when
 /// its length prefix and bytes lie in the current chunk and the length is a whole number of
 /// elements. Returns false, having consumed nothing, otherwise: the caller then uses prost's
@@ -131,11 +144,7 @@ fn merge_packed_le<T, const N: usize>(
         return false;
     }
     out.reserve(len / N);
-    out.extend(rest[..len].chunks_exact(N).map(|c| {
-        let mut a = [0u8; N];
-        a.copy_from_slice(c);
-        from_le(a)
-    }));
+    out.extend(le_values(&rest[..len], from_le));
     buf.advance(header + len);
     true
 }

@@ -6,17 +6,9 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use tonic::Status;
 
 use crate::pb;
-use crate::pb::array::{WireScalar, decode_le};
+use crate::pb::array::{WireScalar, raw_width};
+use crate::pb::tensor::le_values;
 use crate::service::status::{Reason, Refusal, invalid};
-
-/// Bytes per value of a `raw` tensor, by its `raw_dtype`; `None` for a dtype the
-/// proto does not define.
-fn raw_width(dtype: i32) -> Option<usize> {
-    match pb::Dtype::try_from(dtype).ok()? {
-        pb::Dtype::Unspecified | pb::Dtype::F32 => Some(4),
-        pb::Dtype::F64 => Some(8),
-    }
-}
 
 /// Checks a tensor's shape against its values and a size limit, without touching the
 /// values: cheap enough for the async side. Returns the shape.
@@ -89,9 +81,9 @@ pub fn tensor_values<T: WireScalar>(t: pb::Tensor, field: &str) -> Result<ArrayD
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let values = if !t.raw.is_empty() {
         if raw_width(t.raw_dtype) == Some(8) {
-            T::from_f64s(decode_le(&t.raw, f64::from_le_bytes))
+            T::from_f64s(le_values(&t.raw, f64::from_le_bytes).collect())
         } else {
-            T::from_f32s(decode_le(&t.raw, f32::from_le_bytes))
+            T::from_f32s(le_values(&t.raw, f32::from_le_bytes).collect())
         }
     } else if t.values_f64.is_empty() {
         T::from_f32s(t.values)

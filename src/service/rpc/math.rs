@@ -145,7 +145,7 @@ fn forward_typed<T: WireScalar>(
     y: Option<Vec<usize>>,
     probabilities: bool,
 ) -> Result<pb::ForwardResponse, Status> {
-    let form = Form::of(Some(&x));
+    let form = Form::of(&x);
     let x = matrix::<T>(x, "x")?;
     let (scores, losses) = match &y {
         Some(y) => {
@@ -171,7 +171,7 @@ fn backward_typed<T: WireScalar>(
     target: Result<Vec<usize>, pb::Tensor>,
     input_grad: bool,
 ) -> Result<pb::BackwardResponse, Status> {
-    let form = Form::of(Some(&x));
+    let form = Form::of(&x);
     let x = matrix::<T>(x, "x")?;
     let g = match &target {
         Ok(y) => m.net().gradients(x.view(), Target::Labels(y), input_grad)?,

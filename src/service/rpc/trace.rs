@@ -48,7 +48,7 @@ fn trace_typed<T: WireScalar>(
     y: Vec<usize>,
     with_values: bool,
 ) -> Result<pb::TraceStepResponse, Status> {
-    let form = Form::of(Some(&x));
+    let form = Form::of(&x);
     let x = matrix::<T>(x, "x")?;
     let (trace, losses) = m.net().trace(x.view(), &y, with_values)?;
     Ok(to_wire(trace, losses_pb(losses), form))
