@@ -215,7 +215,7 @@ impl<T: Scalar> Net<T> {
         if let Some(st) = &self.spec.standardize {
             let mean: Vec<T> = st.mean.iter().map(|&m| T::of(m)).collect();
             let inv: Vec<T> = st.std.iter().map(|&s| T::of(1.0 / s)).collect();
-            h = g.standardize(h, &mean, &inv)?;
+            h = g.standardize(h, mean, inv)?;
         }
         for layer in &self.spec.hidden {
             h = match layer.activation {

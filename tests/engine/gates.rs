@@ -77,7 +77,7 @@ fn standardize() {
     let x = gaussian(&mut rng, &[4, 3], 3.0);
     let (mean, inv_std) = ([0.5, -2.0, 10.0], [2.0, 0.25, 1.0 / 3.0]);
     let c = gate_check(std::slice::from_ref(&x), 25, |g, i| {
-        g.standardize(i[0], &mean, &inv_std)
+        g.standardize(i[0], mean.to_vec(), inv_std.to_vec())
     });
     assert_below(&c.errors, SMOOTH, "standardize");
     // dX = G ⊙ s per column; the forward value is (x − μ)·s.
@@ -86,7 +86,9 @@ fn standardize() {
     assert_close(&c.analytic[0], &want.into_dyn(), 0.0);
     let mut g = Graph::<f64>::new();
     let leaf = g.leaf("x", x.clone(), false);
-    let y = g.standardize(leaf, &mean, &inv_std).unwrap();
+    let y = g
+        .standardize(leaf, mean.to_vec(), inv_std.to_vec())
+        .unwrap();
     let got = g.value(y).to_owned();
     for i in 0..4 {
         for j in 0..3 {
@@ -94,7 +96,9 @@ fn standardize() {
         }
     }
     // Means and scales of another width than X's are refused, naming the gate.
-    let e = g.standardize(leaf, &mean[..2], &inv_std).unwrap_err();
+    let e = g
+        .standardize(leaf, mean[..2].to_vec(), inv_std.to_vec())
+        .unwrap_err();
     assert!(e.to_string().contains("standardize"), "{e}");
 }
 
@@ -731,7 +735,7 @@ fn every_gate_reports_the_kind_the_trace_names_it_by() {
     g.activation(s, LeakyRelu { slope: 0.01 }).unwrap();
     g.activation(s, Elu { alpha: 1.0 }).unwrap();
     g.activation(s, Gelu::default()).unwrap();
-    g.standardize(x, &[1.0, -1.0], &[0.5, 2.0]).unwrap();
+    g.standardize(x, vec![1.0, -1.0], vec![0.5, 2.0]).unwrap();
     let kinds: Vec<&str> = g.nodes().iter().map(|n| n.kind_name()).collect();
     assert_eq!(
         kinds,

@@ -17,8 +17,9 @@ struct Standardize<T> {
 }
 
 impl<T: Scalar> Graph<'_, T> {
-    /// `(X − μ) / σ` column by column, `inv_std` being `1/σ`.
-    pub fn standardize(&mut self, x: NodeId, mean: &[T], inv_std: &[T]) -> Result<NodeId> {
+    /// `(X − μ) / σ` column by column, `inv_std` being `1/σ` (the gate keeps it for
+    /// backward).
+    pub fn standardize(&mut self, x: NodeId, mean: Vec<T>, inv_std: Vec<T>) -> Result<NodeId> {
         let (_, d) = self.matrix_shape(x, "standardize.x")?;
         if mean.len() != d || inv_std.len() != d {
             return Err(EngineError::shape(
@@ -27,7 +28,7 @@ impl<T: Scalar> Graph<'_, T> {
                 &[mean.len(), inv_std.len()],
             ));
         }
-        let (mean, scale) = (Array1::from(mean.to_vec()), Array1::from(inv_std.to_vec()));
+        let (mean, scale) = (Array1::from(mean), Array1::from(inv_std));
         let out = ((&as2(&self.value(x)) - &mean) * &scale).into_dyn();
         Ok(self.push_gate(Box::new(Standardize { scale }), vec![x], out))
     }
