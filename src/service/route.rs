@@ -159,17 +159,15 @@ pub fn check(
     }
     Err(match route {
         Route::Id(id) => wrong_replica(&format!("{ROUTE_HEADER} {id}"), owner, here),
-        Route::Replica(name) => {
-            let message = format!(
+        Route::Replica(name) => refusal(
+            format!(
                 "the call's {ROUTE_HEADER} header sends it to replica {name}, but this is \
                  replica {here}: a proxy in front of several replicas must route each call \
                  on that header (docs/DEPLOY.md)"
-            );
-            Refusal::new(Reason::WrongReplica, message)
-                .meta("replica", here.to_string())
-                .meta("owner", name)
-                .into()
-        }
+            ),
+            owner,
+            here,
+        ),
     })
 }
 
@@ -199,6 +197,11 @@ pub fn wrong_replica(what: &str, owner: Option<&str>, here: Replica) -> Status {
              server that made the id"
         ),
     };
+    refusal(message, owner, here)
+}
+
+/// WRONG_REPLICA with `message`, its ErrorInfo naming this `replica` and the `owner`.
+fn refusal(message: String, owner: Option<&str>, here: Replica) -> Status {
     let mut refusal = Refusal::new(Reason::WrongReplica, message).meta("replica", here.to_string());
     if let Some(owner) = owner {
         refusal = refusal.meta("owner", owner);
