@@ -204,6 +204,8 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
     // Each row's label field and where it is, read once every row is in.
     let mut raw_labels: Vec<(String, usize, usize)> = Vec::new();
     let mut index_labels = false;
+    // Their values, when they are index labels.
+    let mut indexed: Vec<u32> = Vec::new();
     let first_row: Option<Result<(u64, StringRecord), csv::Error>> =
         (!is_header).then(|| Ok((first_byte, first.clone())));
     for r in first_row.into_iter().chain(records) {
@@ -236,7 +238,7 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
                         opts.names.is_none_or(<[String]>::is_empty) && number(field).is_ok();
                 }
                 if index_labels {
-                    label(field, opts.classes).map_err(at)?;
+                    indexed.push(label(field, opts.classes).map_err(at)?);
                 }
                 raw_labels.push((field.to_string(), line_no, j + 1));
             } else if read[j] {
@@ -292,8 +294,10 @@ pub fn parse(path: &str, text: &str, opts: CsvOptions) -> Result<Dataset, DataEr
             }
             (labels, names.to_vec())
         }
-        // Index labels when every one is a number; class names when none is; a mix is a
-        // mistake (a typo among indices), reported where the first non-number is.
+        // Index labels when every one is a number (read as they came); class names when
+        // none is; a mix is a mistake (a typo among indices), reported where the first
+        // non-number is.
+        _ if index_labels => (indexed, Vec::new()),
         _ if raw_labels.iter().any(|r| number(&r.0).is_ok()) => {
             let mut labels = Vec::with_capacity(raw_labels.len());
             for r in &raw_labels {
