@@ -4,11 +4,13 @@
 //! on the server (its events drive the progress bar; the held-out rows are its
 //! validation set), score the held-out rows with Evaluate, and draw the loss/accuracy
 //! curve from the model's history beside the data.
+mod data;
 pub mod plot;
 pub mod progress;
 
 use std::path::{Path, PathBuf};
 
+use self::data::{statistics, warnings};
 use self::plot::Curve;
 use crate::cli::client::{self, CONNECT_TIMEOUT, ServerArgs};
 use crate::cli::csv::{self, CsvOptions, Dataset};
@@ -407,63 +409,6 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// What in the data looks like a mistake, as warnings to print before training: a label
-/// column that is an index (a class per row), classes with no row, features whose scales
-/// differ by orders of magnitude without --standardize.
-fn warnings(data: &Dataset, standardize: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let rows = data.rows();
-    if data.classes as usize >= rows && rows > 2 {
-        out.push(format!(
-            "{} classes for {rows} rows: is the label column an index or an id (a pandas \
-             to_csv() writes its index first)? Choose the label with --label-column N",
-            data.classes
-        ));
-    }
-    let mut seen = vec![false; data.classes as usize];
-    for &l in &data.labels {
-        if let Some(s) = seen.get_mut(l as usize) {
-            *s = true;
-        }
-    }
-    let empty: Vec<String> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !**s)
-        .map(|(c, _)| c.to_string())
-        .collect();
-    if !empty.is_empty() && out.is_empty() {
-        out.push(format!(
-            "no row has class {} (labels are class indices from 0: do they start at 1?)",
-            empty.join(", ")
-        ));
-    }
-    if !standardize && rows > 1 {
-        let spread: Vec<f64> = (0..data.dim)
-            .map(|j| {
-                let (lo, hi) = (0..rows)
-                    .map(|r| data.row(r)[j])
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-                        (a.min(v), b.max(v))
-                    });
-                hi - lo
-            })
-            .filter(|s| *s > 0.0)
-            .collect();
-        let (small, large) = spread
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(a, b), &s| (a.min(s), b.max(s)));
-        if large / small >= 1e3 {
-            out.push(format!(
-                "feature ranges differ by a factor of {:.0e} (from {small:.3} to {large:.3}): \
-                 consider --standardize",
-                large / small
-            ));
-        }
-    }
-    out
-}
-
 fn hidden_layers(args: &TrainArgs) -> Result<Vec<pb::HiddenLayer>, CliError> {
     let sizes = &args.hidden.0;
     let acts = &args.activation;
@@ -539,31 +484,6 @@ fn shuffle(items: &mut [usize], rng: &mut Rng) {
     for i in (1..items.len()).rev() {
         items.swap(i, rng.below(i + 1));
     }
-}
-
-/// Each feature's mean and standard deviation over the training rows (the held-out rows
-/// must not leak into them), for the model to standardize its input with. A constant
-/// feature keeps std 1.
-fn statistics(data: &Dataset, train_rows: &[usize]) -> pb::Standardization {
-    let d = data.dim;
-    let n = train_rows.len().max(1) as f64;
-    let mut mean = vec![0.0; d];
-    for &r in train_rows {
-        for (m, x) in mean.iter_mut().zip(data.row(r)) {
-            *m += x / n;
-        }
-    }
-    let mut var = vec![0.0; d];
-    for &r in train_rows {
-        for ((v, x), m) in var.iter_mut().zip(data.row(r)).zip(&mean) {
-            *v += (x - m) * (x - m) / n;
-        }
-    }
-    let std = var
-        .iter()
-        .map(|v| if *v > 0.0 { v.sqrt() } else { 1.0 })
-        .collect();
-    pb::Standardization { mean, std }
 }
 
 pub(crate) fn tensor(data: &Dataset, rows: &[usize], wide: bool) -> pb::Tensor {
