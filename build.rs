@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".backprop.v1.CheckpointChunk.data")
         // A dataset chunk's rows are decoded from the received buffer without a copy.
         .bytes(".backprop.v1.DatasetChunk.x")
+        // Label maps as sorted maps: a message encodes to the same bytes every time, and
+        // answers list labels in key order.
+        .btree_map(".")
         .compile_fds(compiler.file_descriptor_set())?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

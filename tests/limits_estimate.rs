@@ -114,7 +114,10 @@ async fn the_estimate_is_at_least_the_real_peak() {
         let spec: ModelSpec = spec_from_proto(Some(wire.clone())).expect("spec");
         let dtype_f64 = wire.dtype == pb::Dtype::F64 as i32;
         let id = svc
-            .create_model(Request::new(pb::CreateModelRequest { spec: Some(wire) }))
+            .create_model(Request::new(pb::CreateModelRequest {
+                spec: Some(wire),
+                ..Default::default()
+            }))
             .await
             .expect("create")
             .into_inner()
@@ -316,7 +319,10 @@ async fn the_estimate_is_at_least_the_real_peak() {
     let wire = wire_spec(8, &[maxout(16, 3), layer(12, pb::Activation::Sigmoid)], 4);
     let spec = spec_from_proto(Some(wire.clone())).expect("spec");
     let id = svc
-        .create_model(Request::new(pb::CreateModelRequest { spec: Some(wire) }))
+        .create_model(Request::new(pb::CreateModelRequest {
+            spec: Some(wire),
+            ..Default::default()
+        }))
         .await
         .expect("create")
         .into_inner()

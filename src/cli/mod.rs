@@ -9,7 +9,8 @@
 //!   `progress` (a bar on a terminal, plain lines in a pipe) and `plot` (the
 //!   loss/accuracy curve as a hand-written SVG).
 //! - [`predict`]: `predict` and `eval`, a trained model on new rows.
-//! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables.
+//! - [`models`], [`health`]: the other subcommands; [`describe`]: specs in words, tables;
+//!   [`about`]: names and labels (`--name`, `--label`, `label`, `rename`).
 //! - [`bench`](mod@bench): the load generator (`bench::load`: callers and tally; `bench::workload`:
 //!   the specs and batches of bench/README.md).
 //! - [`checkpoint`]: `export` and `import`, a model to and from a safetensors file;
@@ -21,6 +22,7 @@
 //! - [`error`]: what can go wrong, worded for people.
 use std::process::ExitCode;
 
+pub mod about;
 pub mod bench;
 pub mod checkpoint;
 pub mod client;
@@ -47,6 +49,10 @@ pub enum Command {
     Show(models::ShowArgs),
     /// Delete a model.
     Delete(models::DeleteArgs),
+    /// Add, change (KEY=VALUE) or remove (KEY-) a model's labels.
+    Label(about::LabelArgs),
+    /// Give a model a new name ("" removes it).
+    Rename(about::RenameArgs),
     /// Ask the server's gRPC health service; exit 0 iff SERVING.
     Health(health::HealthArgs),
     /// Load-test the server with a workload of bench/README.md (like ghz).
@@ -102,6 +108,8 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Models(args) => models::models(args).await,
         Command::Show(args) => models::show(args).await,
         Command::Delete(args) => models::delete(args).await,
+        Command::Label(args) => about::label(args).await,
+        Command::Rename(args) => about::rename(args).await,
         Command::Health(args) => health::health(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Graph(args) => graph::graph(args).await,

@@ -59,6 +59,7 @@ routed_by!(model_id:
     pb::EvaluateRequest,
     pb::GetModelRequest,
     pb::DeleteModelRequest,
+    pb::UpdateModelRequest,
     pb::GradientCheckRequest,
     pb::ExportModelRequest,
     pb::TraceStepRequest,

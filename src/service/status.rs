@@ -157,6 +157,7 @@ impl From<StoreError> for Status {
                     here,
                 );
             }
+            StoreError::About(e) => return invalid(e.field, e.reason),
             StoreError::NotFound(_) => Refusal::new(Reason::ModelNotFound, message),
             StoreError::DatasetNotFound(_) => Refusal::new(Reason::DatasetNotFound, message),
             StoreError::FitRunning { .. } => Refusal::new(Reason::FitRunning, message),

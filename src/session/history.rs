@@ -47,6 +47,12 @@ pub struct History {
     seen: u64,
     epoch_stride: u64,
     epochs_seen: u64,
+    /// The latest step and epoch, whatever the strides keep: a model's final metrics
+    /// (ListModels, GetModel). Absent from files written before they were kept.
+    #[serde(default)]
+    last_step: Option<StepPoint>,
+    #[serde(default)]
+    last_epoch: Option<EpochPoint>,
 }
 
 impl Default for History {
@@ -58,6 +64,8 @@ impl Default for History {
             seen: 0,
             epoch_stride: 1,
             epochs_seen: 0,
+            last_step: None,
+            last_epoch: None,
         }
     }
 }
@@ -88,6 +96,7 @@ fn keep<T>(series: &mut Vec<T>, p: T, seen: &mut u64, stride: &mut u64, max: usi
 
 impl History {
     pub fn record_step(&mut self, p: StepPoint) {
+        self.last_step = Some(p.clone());
         keep(
             &mut self.steps,
             p,
@@ -98,6 +107,7 @@ impl History {
     }
 
     pub fn record_epoch(&mut self, p: EpochPoint) {
+        self.last_epoch = Some(p.clone());
         let (seen, stride) = (&mut self.epochs_seen, &mut self.epoch_stride);
         keep(&mut self.epochs, p, seen, stride, MAX_EPOCHS);
     }
@@ -108,6 +118,16 @@ impl History {
 
     pub fn epochs(&self) -> &[EpochPoint] {
         &self.epochs
+    }
+
+    /// The latest step recorded (kept even when the stride drops it from the series).
+    pub fn last_step(&self) -> Option<&StepPoint> {
+        self.last_step.as_ref()
+    }
+
+    /// The latest fit epoch recorded.
+    pub fn last_epoch(&self) -> Option<&EpochPoint> {
+        self.last_epoch.as_ref()
     }
 
     pub fn stride(&self) -> u64 {
@@ -168,6 +188,7 @@ mod tests {
                 .all(|w| w[1].step - w[0].step == h.stride())
         );
         assert!(n - h.steps().last().unwrap().step < h.stride() * 2);
+        assert_eq!(h.last_step().unwrap().step, n);
         let back = History::from_json(&h.to_json()).unwrap();
         assert_eq!(back, h);
         assert!(History::from_json("{").is_err());

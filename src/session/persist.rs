@@ -34,9 +34,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedRwLockReadGuard, watch};
 
-use super::history::History;
 use super::id::{Replica, SessionId};
 use super::pool::ComputePool;
+use super::record::Record;
 use super::tenant::Tenant;
 use crate::checkpoint::{self, file};
 use crate::metrics::Metrics;
@@ -50,8 +50,6 @@ const CORRUPT_DIR: &str = "corrupt";
 const KEY_ID: &str = "model_id";
 /// Metadata key holding the owner's tenant name ("" without authentication).
 const KEY_TENANT: &str = "tenant";
-/// Metadata key holding the model's history (also in ExportModel's file).
-pub const KEY_HISTORY: &str = "history";
 
 /// What the persister needs of a session (the store's `Session` provides it).
 pub trait Persisted: Send + Sync + 'static {
@@ -61,8 +59,8 @@ pub trait Persisted: Send + Sync + 'static {
     /// The step now, readable without the model's lock.
     fn step(&self) -> u64;
     fn save_state(&self) -> &SaveState;
-    /// The model's history as JSON, written into the file beside the model.
-    fn history_json(&self) -> String;
+    /// What is kept beside the model (history, metadata), written into the file with it.
+    fn kept(&self) -> Record;
     /// Shared access to the model for one encode; must not count as a use of the
     /// session (saving never keeps a session from being reaped as idle).
     fn snapshot(&self) -> impl Future<Output = OwnedRwLockReadGuard<AnyModel>> + Send;
@@ -79,6 +77,8 @@ pub struct SaveState {
     /// The step the file holds, and whether it has been written at all.
     persisted_step: AtomicU64,
     saved_once: AtomicBool,
+    /// Something besides the step changed since the file was written (the metadata).
+    changed: AtomicBool,
     /// Why the last save failed, while the session is unsaved (see the module doc). Set
     /// and cleared under `lock`; a std `Mutex` as it is never held across an `.await`.
     unsaved: Mutex<Option<String>>,
@@ -101,6 +101,12 @@ impl SaveState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Says that something the step does not count changed (a rename): the next save
+    /// writes the file even at the same step.
+    pub fn mark_changed(&self) {
+        self.changed.store(true, Ordering::Release);
     }
 
     /// Whether a write of the file is in progress now.
@@ -199,7 +205,7 @@ pub struct Restored {
     /// The owner, by name (limits come from the caller's token at each call).
     pub tenant: Tenant,
     pub model: AnyModel,
-    pub history: History,
+    pub record: Record,
 }
 
 /// The state directory and the pool that encodes checkpoints off the async runtime.
@@ -378,23 +384,33 @@ impl Persister {
         if session.save_state().deleted.load(Ordering::Acquire) {
             return Ok(Wrote::Deleted);
         }
-        if session.save_state().saved_once.load(Ordering::Acquire)
-            && session.save_state().persisted_step.load(Ordering::Acquire) == session.step()
+        let state = session.save_state();
+        if state.saved_once.load(Ordering::Acquire)
+            && state.persisted_step.load(Ordering::Acquire) == session.step()
+            && !state.changed.load(Ordering::Acquire)
         {
             return Ok(Wrote::UpToDate);
         }
+        // Cleared before the record is read: a change made from here on marks it again,
+        // and one this write misses is written by the next.
+        let changed = state.changed.swap(false, Ordering::AcqRel);
+        let written = self.encode_and_write(session).await;
+        if written.is_err() && changed {
+            state.changed.store(true, Ordering::Release);
+        }
+        written
+    }
+
+    async fn encode_and_write(&self, session: &impl Persisted) -> Result<Wrote, PersistError> {
         let guard = session.snapshot().await;
         let id = session.id().to_string();
         let tenant = session.tenant().name().to_string();
-        let history = session.history_json();
+        let record = session.kept().to_metadata();
         let (step, bytes) = self
             .pool
             .run(move || {
-                let meta = [
-                    (KEY_ID, &*id),
-                    (KEY_TENANT, &*tenant),
-                    (KEY_HISTORY, &*history),
-                ];
+                let mut meta = vec![(KEY_ID, &*id), (KEY_TENANT, &*tenant)];
+                meta.extend(record.iter().map(|(k, v)| (*k, v.as_str())));
                 let bytes = checkpoint::encode(&guard, &meta);
                 (guard.step(), bytes)
             })
@@ -527,10 +543,7 @@ fn read_session(path: &Path, replica: Replica) -> Result<Restored, Unread> {
                 decoded.extra.get(KEY_TENANT).map_or("", String::as_str),
                 None,
             ),
-            history: match decoded.extra.get(KEY_HISTORY) {
-                Some(json) => History::from_json(json).map_err(|e| format!("history: {e}"))?,
-                None => History::default(),
-            },
+            record: Record::from_metadata(&decoded.extra).map_err(|(k, e)| format!("{k}: {e}"))?,
             model: decoded.model,
         }),
         other => Err(format!("the file is named {stem} but holds session {other:?}").into()),

@@ -14,10 +14,12 @@ use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use tokio::time::Instant;
 
+use super::about::{About, AboutError};
 use super::budget::{Reservation, Reservations, UploadHold, UploadRefusal, Waiters};
-use super::history::History;
+use super::history::{EpochPoint, History, StepPoint};
 use super::id::{Replica, SessionId};
 use super::persist::{Persisted, Persister, Restored, SaveState};
+use super::record::Record;
 use super::tenant::Tenant;
 use crate::fit::FitJob;
 use crate::model::{AnyModel, ModelSpec};
@@ -117,6 +119,9 @@ pub enum StoreError {
     OverUploadShare { need: u64, cap: u64 },
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
+    /// A name or label that cannot be kept (CreateModel, UpdateModel).
+    #[error(transparent)]
+    About(#[from] AboutError),
     /// The state directory could not be written (or a file removed); the change was not
     /// made. The reason names the file, never the directory (it reaches clients).
     #[error("the state directory could not be updated, nothing was changed: {0}")]
@@ -168,6 +173,10 @@ pub struct Session {
     /// What happened to the model (see `history`); a std `Mutex`, never held across an
     /// `.await`.
     history: Mutex<History>,
+    /// Its name, labels and the rest people see (see `about`); a std `Mutex` too.
+    about: Mutex<About>,
+    /// Serializes UpdateModel's changes, each until it is saved (see `relabel`).
+    pub(super) about_change: tokio::sync::Mutex<()>,
 }
 
 impl Session {
@@ -276,12 +285,38 @@ impl Session {
         f(&mut self.history.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// The model's latest step and fit epoch (its final metrics), without copying the
+    /// rest of its history.
+    pub fn last_points(&self) -> (Option<StepPoint>, Option<EpochPoint>) {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        (h.last_step().cloned(), h.last_epoch().cloned())
+    }
+
     /// A copy of the model's history.
     pub fn history(&self) -> History {
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// What is kept beside the model, as its checkpoints carry it.
+    pub fn kept(&self) -> Record {
+        Record {
+            history: self.history(),
+            about: self.about(),
+        }
+    }
+
+    /// A copy of the model's name, labels, creation time and dataset.
+    pub fn about(&self) -> About {
+        self.about.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the model's metadata; the next save writes it even if no step was taken.
+    pub fn edit_about(&self, f: impl FnOnce(&mut About)) {
+        f(&mut self.about.lock().unwrap_or_else(|e| e.into_inner()));
+        self.save.mark_changed();
     }
 
     /// Whether the session has left the store (deleted or reaped).
@@ -307,8 +342,8 @@ impl Persisted for Session {
         &self.save
     }
 
-    fn history_json(&self) -> String {
-        self.history().to_json()
+    fn kept(&self) -> Record {
+        Session::kept(self)
     }
 
     /// Unlike [`read`](Session::read) it does not count as a use.
@@ -323,7 +358,7 @@ impl Session {
         tenant: Tenant,
         model: AnyModel,
         save: SaveState,
-        history: History,
+        record: Record,
     ) -> Self {
         Session {
             id,
@@ -338,7 +373,9 @@ impl Session {
             waiters: Waiters::default(),
             fit: Mutex::new(None),
             removed: AtomicBool::new(false),
-            history: Mutex::new(history),
+            history: Mutex::new(record.history),
+            about: Mutex::new(record.about),
+            about_change: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -561,7 +598,7 @@ impl SessionStore {
         &self,
         model: AnyModel,
         tenant: &Tenant,
-        history: History,
+        record: Record,
     ) -> Result<Arc<Session>, StoreError> {
         let id = SessionId::random(self.shared.replica)
             .map_err(|e| StoreError::Random(e.to_string()))?;
@@ -570,7 +607,7 @@ impl SessionStore {
             tenant.clone(),
             model,
             SaveState::default(),
-            history,
+            record,
         ));
         {
             let mut map = self.write_map();
@@ -598,7 +635,7 @@ impl SessionStore {
         let n = restored.len();
         for r in restored {
             let save = SaveState::on_disk(r.model.step());
-            let session = Arc::new(Session::new(r.id, r.tenant, r.model, save, r.history));
+            let session = Arc::new(Session::new(r.id, r.tenant, r.model, save, r.record));
             self.hold(&session, true);
             map.insert(r.id, session);
         }

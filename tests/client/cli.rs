@@ -10,14 +10,14 @@ use backprop::server::{self, Config};
 use tokio::sync::oneshot;
 
 /// A server on its own thread and runtime, so tests can block on child processes freely.
-struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -49,7 +49,7 @@ impl Server {
         }
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.addr.to_string()
     }
 }
@@ -65,13 +65,13 @@ impl Drop for Server {
     }
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn backprop(args: &[&str]) -> Run {
+pub(crate) fn backprop(args: &[&str]) -> Run {
     backprop_env(args, &[])
 }
 
@@ -96,7 +96,7 @@ fn backprop_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// A fresh folder for one test's files.
-fn scratch(test: &str) -> PathBuf {
+pub(crate) fn scratch(test: &str) -> PathBuf {
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -105,7 +105,7 @@ fn scratch(test: &str) -> PathBuf {
 }
 
 /// Three well-separated Gaussian blobs in 4-D, 100 rows each, with a header row.
-fn blobs_csv(path: &Path) {
+pub(crate) fn blobs_csv(path: &Path) {
     let centers = [
         [0.0, 0.0, 0.0, 0.0],
         [5.0, 5.0, 0.0, 0.0],
@@ -244,10 +244,14 @@ fn train_then_list_show_delete() {
         .lines()
         .find(|l| l.starts_with(&id))
         .unwrap_or_else(|| panic!("{id} not listed:\n{}", run.stdout));
-    assert!(
-        row.contains("4 → 16 relu → 3") && row.contains("softmax"),
-        "{row}"
-    );
+    assert!(row.contains("4 → 16 relu → 3"), "{row}");
+    let wide = backprop(&["models", "--wide", "--address", &addr]);
+    let row = wide
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", wide.stdout));
+    assert!(row.contains("softmax") && row.contains("adam"), "{row}");
 
     let run = backprop(&["models", "--address", &format!("http://{addr}"), "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -746,7 +750,8 @@ fn warnings_rm_and_deleting_by_prefix_or_all() {
     let none = backprop(&["show", "fffffffffffz", "--address", &addr]);
     assert_eq!(none.code, 1);
     assert!(
-        none.stderr.contains("no model id starts with"),
+        none.stderr
+            .contains("no model is named \"fffffffffffz\" or has an id that starts with it"),
         "{}",
         none.stderr
     );

@@ -476,7 +476,10 @@ pub(crate) fn create_case(h: &Harness, spec: Option<pb::ModelSpec>) -> Result<()
         let verdict = spec_verdict(&spec);
         let r = within(
             "CreateModel",
-            c.create_model(pb::CreateModelRequest { spec: spec.clone() }),
+            c.create_model(pb::CreateModelRequest {
+                spec: spec.clone(),
+                ..Default::default()
+            }),
         )
         .await?;
         let kind = match verdict {
@@ -653,7 +656,10 @@ pub(crate) fn create_model_refuses_a_weight_scale_whose_weights_overflow() {
                 ..Default::default()
             };
             match c
-                .create_model(pb::CreateModelRequest { spec: Some(spec) })
+                .create_model(pb::CreateModelRequest {
+                    spec: Some(spec),
+                    ..Default::default()
+                })
                 .await
             {
                 Err(s) => support::assert_invalid(&s, "spec.init.weight_scale"),

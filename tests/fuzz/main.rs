@@ -617,6 +617,12 @@ impl Harness {
         // The snapshot is now what the server holds, even if the checks below fail: the
         // shrinking that follows a failure then fails only on calls that change it again.
         match update {
+            // An accepted UpdateModel changes the file's metadata, never the model.
+            None if what == "UpdateModel accepted" => prop_assert!(
+                now.model == before.model,
+                "{what}: the model's state changed\n{}",
+                differences(&before.model, &now.model)
+            ),
             None => prop_assert!(
                 now.file == before.file,
                 "{what}: the model's state changed (its checkpoint differs)\n{}",
@@ -657,7 +663,10 @@ impl Harness {
         let spec = Some(self.lives[i].spec.clone());
         let new = within(
             "CreateModel",
-            c.create_model(pb::CreateModelRequest { spec }),
+            c.create_model(pb::CreateModelRequest {
+                spec,
+                ..Default::default()
+            }),
         )
         .await?
         .map_err(|s| fail(format!("CreateModel of a fixture: {s:?}")))?

@@ -262,6 +262,7 @@ pub(crate) fn decode_both(method: &str, b: &[u8]) -> (Decoded, Decoded) {
             (d.clone(), d)
         }
         "DeleteModel" => both!(pb::DeleteModelRequest, pb::DeleteModelRequest),
+        "UpdateModel" => both!(pb::UpdateModelRequest, pb::UpdateModelRequest),
         "CreateModel" => {
             let d = one::<pb::CreateModelRequest>(b, |_| String::new());
             (d.clone(), d)
@@ -316,6 +317,7 @@ pub(crate) fn decode_response(
         "GetModel" => ok::<pb::GetModelResponse>(b),
         "ListModels" => ok::<pb::ListModelsResponse>(b),
         "DeleteModel" => ok::<pb::DeleteModelResponse>(b),
+        "UpdateModel" => ok::<pb::ModelMetadata>(b),
         "GradientCheck" => ok::<pb::GradientCheckResponse>(b),
         "TraceStep" => ok::<pb::TraceStepResponse>(b),
         "ExportModel" => ok::<pb::CheckpointChunk>(b),
@@ -473,7 +475,7 @@ pub(crate) fn mutate(method: &str, mut b: Vec<u8>, m: &Mutation) -> Vec<u8> {
 }
 
 /// Every Trainer method (a test below checks the list against the descriptor set).
-pub(crate) const METHODS: [&str; 22] = [
+pub(crate) const METHODS: [&str; 23] = [
     "TrainStream",
     "UploadDataset",
     "GetDataset",
@@ -492,6 +494,7 @@ pub(crate) const METHODS: [&str; 22] = [
     "GetModel",
     "ListModels",
     "DeleteModel",
+    "UpdateModel",
     "GradientCheck",
     "TraceStep",
     "ExportModel",
@@ -516,13 +519,15 @@ pub(crate) fn raw_strategy(
     // A whole checkpoint in one chunk, as ImportModel's single message.
     let chunk = proptest::sample::select(files)
         .prop_map(|f| ("ImportModel", upload(&f, f.len())[0].encode_to_vec()));
+    let updates = update_model(ids.clone());
     let valid = prop_oneof![
         1 => chunk,
+        1 => updates,
         6 => case_strategy(lives).prop_map(move |c| {
             let call = c.fill(&ids, &deleted);
             (call.name(), encoded(&call))
         }),
-        1 => model_spec().prop_map(|spec| ("CreateModel", pb::CreateModelRequest { spec }.encode_to_vec())),
+        1 => model_spec().prop_map(|spec| ("CreateModel", pb::CreateModelRequest { spec, ..Default::default() }.encode_to_vec())),
     ];
     let mutated = (valid.clone(), vec(mutation(), 1..=3)).prop_map(|((method, base), ms)| {
         let body = ms.iter().fold(base.clone(), |b, m| mutate(method, b, m));
@@ -549,6 +554,38 @@ pub(crate) fn raw_strategy(
     // Mutations mostly keep the body decodable (well-formed fields appended), so most
     // cases reach the server's validation and not only its decoder.
     prop_oneof![6 => mutated, 1 => random, 2 => unchanged].boxed()
+}
+
+/// UpdateModel bodies for the fixtures, with names and labels good and bad: an accepted
+/// one may change only the metadata, a refused one nothing.
+fn update_model(ids: Vec<String>) -> impl Strategy<Value = (&'static str, Vec<u8>)> + Clone {
+    let text = prop_oneof![
+        Just(String::new()),
+        "[a-z ]{1,12}",
+        Just("x".repeat(129)),
+        Just("bell\u{7}".to_string()),
+    ];
+    let key = prop_oneof![
+        "[a-z][a-z0-9._-]{0,8}[a-z0-9]",
+        Just("-bad".to_string()),
+        Just("a b".to_string()),
+        Just(String::new()),
+    ];
+    (
+        proptest::sample::select(ids),
+        proptest::option::of(text.clone()),
+        vec((key.clone(), text), 0..4),
+        vec(key, 0..3),
+    )
+        .prop_map(|(model_id, name, set, remove)| {
+            let request = pb::UpdateModelRequest {
+                model_id,
+                name,
+                set_labels: set.into_iter().collect(),
+                remove_labels: remove,
+            };
+            ("UpdateModel", request.encode_to_vec())
+        })
 }
 
 pub(crate) fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> {
@@ -646,7 +683,13 @@ pub(crate) fn raw_case(h: &Harness, case: RawCase) -> Result<(), TestCaseError> 
                     .map(Call::ApplyGradients),
                 _ => None,
             };
-            h.check_model(i, update.as_ref(), what).await?;
+            // An accepted UpdateModel may change the file's metadata (checked apart).
+            let checked = if what == "UpdateModel" && answer.is_ok() {
+                "UpdateModel accepted"
+            } else {
+                what
+            };
+            h.check_model(i, update.as_ref(), checked).await?;
         }
         h.healthy(what).await
     })

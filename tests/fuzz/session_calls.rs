@@ -478,7 +478,7 @@ pub(crate) enum Reply {
     Evaluate(pb::EvaluateResponse),
     GradientCheck(pb::GradientCheckResponse),
     TraceStep(pb::TraceStepResponse),
-    GetModel(pb::GetModelResponse),
+    GetModel(Box<pb::GetModelResponse>),
     ExportModel(Vec<pb::CheckpointChunk>),
     DeleteModel,
     ListModels(pb::ListModelsResponse),
@@ -501,7 +501,9 @@ pub(crate) async fn send(
             .await?
             .map(Reply::GradientCheck),
         Call::TraceStep(r) => within(what, c.trace_step(r)).await?.map(Reply::TraceStep),
-        Call::GetModel(r) => within(what, c.get_model(r)).await?.map(Reply::GetModel),
+        Call::GetModel(r) => within(what, c.get_model(r))
+            .await?
+            .map(|r| Reply::GetModel(Box::new(r))),
         Call::DeleteModel(r) => within(what, c.delete_model(r))
             .await?
             .map(|_| Reply::DeleteModel),

@@ -153,7 +153,10 @@ async fn a_full_disk_refuses_changes_until_a_save_succeeds() {
     );
     // A new session that cannot be saved is not created at all.
     let e = c
-        .create_model(pb::CreateModelRequest { spec: Some(spec()) })
+        .create_model(pb::CreateModelRequest {
+            spec: Some(spec()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_code(&e, Code::Unavailable, "No space left on device");
@@ -276,7 +279,10 @@ async fn sigterm_that_cannot_save_everything_exits_non_zero() {
     let mut server = Binary::start(&dir, &args).await;
     let c = &mut server.client;
     let id = c
-        .create_model(pb::CreateModelRequest { spec: Some(spec()) })
+        .create_model(pb::CreateModelRequest {
+            spec: Some(spec()),
+            ..Default::default()
+        })
         .await
         .expect("CreateModel")
         .into_inner()

@@ -52,6 +52,7 @@ async fn a_one_byte_chunk_export_costs_about_the_file_not_seventy_times_it() {
         .client
         .create_model(pb::CreateModelRequest {
             spec: Some(big_spec()),
+            ..Default::default()
         })
         .await
         .expect("CreateModel")

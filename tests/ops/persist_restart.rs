@@ -362,6 +362,7 @@ async fn datasets_survive_sigterm_and_kill_9_and_a_killed_fit_leaves_a_consisten
     let id = c
         .create_model(pb::CreateModelRequest {
             spec: Some(spec.clone()),
+            ..Default::default()
         })
         .await
         .unwrap()

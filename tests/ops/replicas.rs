@@ -148,6 +148,7 @@ fn spec(seed: u64) -> pb::ModelSpec {
 async fn create(c: &mut Client, seed: u64) -> Result<String, tonic::Status> {
     c.create_model(pb::CreateModelRequest {
         spec: Some(spec(seed)),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().model_id)
@@ -390,13 +391,27 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
         });
     t.push("GetHistory", &r);
     let r = c
+        .update_model(routed(pb::UpdateModelRequest {
+            model_id: id.into(),
+            name: Some("twin".into()),
+            set_labels: [("via".to_string(), "either".to_string())].into(),
+            ..Default::default()
+        }))
+        .await
+        .map(|r| {
+            let mut m = r.into_inner();
+            m.created_time = 0.0;
+            m
+        });
+    t.push("UpdateModel", &r);
+    let r = c
         .get_model(routed(pb::GetModelRequest {
             model_id: id.into(),
             include_values: true,
             ..Default::default()
         }))
         .await
-        .map(|r| r.into_inner());
+        .map(|r| timeless(r.into_inner()));
     t.push("GetModel", &r);
     // Export, and import the file back onto the same replica.
     let r = async {
@@ -433,7 +448,7 @@ async fn every_rpc(c: &mut Client, id: &str, route: &str) -> Vec<String> {
             ..Default::default()
         }))
         .await
-        .map(|r| r.into_inner());
+        .map(|r| timeless(r.into_inner()));
     t.push("GetModel(imported)", &r);
     let r = c
         .list_models(routed_to(pb::ListModelsRequest::default(), route))
@@ -558,6 +573,7 @@ async fn sessions_spread_over_the_replicas_and_their_calls_stay_on_theirs() {
                     pb::ListModelsRequest {
                         page_size: 37,
                         page_token: token,
+                        ..Default::default()
                     },
                     &to,
                 ))

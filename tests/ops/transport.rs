@@ -309,11 +309,14 @@ async fn create_model(c: &mut TrainerClient<Channel>, input: u32, hidden: u32) -
         dtype: pb::Dtype::F64 as i32,
         ..Default::default()
     };
-    c.create_model(pb::CreateModelRequest { spec: Some(spec) })
-        .await
-        .expect("CreateModel")
-        .into_inner()
-        .model_id
+    c.create_model(pb::CreateModelRequest {
+        spec: Some(spec),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateModel")
+    .into_inner()
+    .model_id
 }
 
 async fn served(s: &Serve) {

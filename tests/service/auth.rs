@@ -72,6 +72,7 @@ fn as_tenant(srv: &TestServer, token: &str) -> Authed {
 async fn create_as(c: &mut Authed) -> Result<String, tonic::Status> {
     c.create_model(pb::CreateModelRequest {
         spec: Some(wire_spec(3, &[], 2)),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().model_id)
@@ -285,6 +286,7 @@ pub(crate) fn cross_tenant_calls() -> Vec<(&'static str, Scope)> {
         ("GetModel", Scope::Model),
         ("ListModels", Scope::None),
         ("DeleteModel", Scope::Model),
+        ("UpdateModel", Scope::Model),
         ("GradientCheck", Scope::Model),
         ("TraceStep", Scope::Model),
         ("ExportModel", Scope::Model),
@@ -329,6 +331,7 @@ pub(crate) async fn call_as(
         "CreateModel" => c
             .create_model(pb::CreateModelRequest {
                 spec: Some(wire_spec(3, &[], 2)),
+                ..Default::default()
             })
             .await
             .map(|r| Some(r.into_inner().model_id)),
@@ -387,6 +390,14 @@ pub(crate) async fn call_as(
         "DeleteModel" => none(
             c.delete_model(pb::DeleteModelRequest { model_id: id })
                 .await,
+        ),
+        "UpdateModel" => none(
+            c.update_model(pb::UpdateModelRequest {
+                model_id: id,
+                name: Some("taken over".into()),
+                ..Default::default()
+            })
+            .await,
         ),
         "GradientCheck" => none(
             c.gradient_check(pb::GradientCheckRequest {

@@ -136,8 +136,8 @@ async fn train_session(mut c: Client, i: usize, barrier: Option<Arc<Barrier>>) -
             l.total_loss.unwrap().to_bits(),
         ));
     }
-    let mut params = get_values(&mut c, &id).await;
-    params.model_id.clear(); // ids differ between runs; everything else must not
+    let mut params = timeless(get_values(&mut c, &id).await);
+    params.model_id.clear(); // ids and times differ between runs; everything else must not
     Outcome { steps, params }
 }
 

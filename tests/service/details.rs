@@ -68,7 +68,10 @@ async fn every_error_carries_a_reason() {
     let mut expect = |what, r: Status, code, reason| seen.push((what, r, code, reason));
 
     let e = c
-        .create_model(pb::CreateModelRequest { spec: None })
+        .create_model(pb::CreateModelRequest {
+            spec: None,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     expect(
@@ -80,6 +83,7 @@ async fn every_error_carries_a_reason() {
     let e = c
         .create_model(pb::CreateModelRequest {
             spec: Some(wire_spec(100, &[layer(200, pb::Activation::Relu)], 10)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -325,6 +329,7 @@ async fn every_error_carries_a_reason() {
         .list_models(pb::ListModelsRequest {
             page_size: 2,
             page_token: "garbage".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -344,6 +349,7 @@ async fn every_error_carries_a_reason() {
         pb::ListModelsRequest {
             page_size: 5,
             page_token: String::new(),
+            ..Default::default()
         },
     )
     .await;
@@ -378,7 +384,10 @@ async fn session_limits_and_authentication_have_reasons() {
         .unwrap_err();
     assert_reason(&e, Code::Unauthenticated, "UNAUTHENTICATED");
     let as_alice = |spec: pb::ModelSpec| {
-        let mut r = tonic::Request::new(pb::CreateModelRequest { spec: Some(spec) });
+        let mut r = tonic::Request::new(pb::CreateModelRequest {
+            spec: Some(spec),
+            ..Default::default()
+        });
         r.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         r
@@ -410,6 +419,7 @@ async fn session_limits_and_authentication_have_reasons() {
     let e = c
         .create_model(pb::CreateModelRequest {
             spec: Some(wire_spec(2, &[], 2)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -440,6 +450,7 @@ async fn the_memory_budget_is_retryable_only_for_what_could_fit() {
     let e = c
         .create_model(pb::CreateModelRequest {
             spec: Some(adam(100)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -461,6 +472,7 @@ async fn the_memory_budget_is_retryable_only_for_what_could_fit() {
     let e = c
         .create_model(pb::CreateModelRequest {
             spec: Some(adam(1000)),
+            ..Default::default()
         })
         .await
         .unwrap_err();

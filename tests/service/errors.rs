@@ -722,7 +722,10 @@ async fn bad_specs_are_rejected_and_create_nothing() {
     ];
     for (what, spec, field) in cases {
         let err = c
-            .create_model(pb::CreateModelRequest { spec })
+            .create_model(pb::CreateModelRequest {
+                spec,
+                ..Default::default()
+            })
             .await
             .expect_err(what);
         assert_invalid(&err, field);
@@ -1023,6 +1026,7 @@ async fn max_sessions_is_enforced() {
     let err = c
         .create_model(pb::CreateModelRequest {
             spec: Some(wire_spec(2, &[], 2)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1049,6 +1053,7 @@ async fn max_parameters_is_enforced() {
     let err = c
         .create_model(pb::CreateModelRequest {
             spec: Some(wire_spec(10, &[], 10)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1058,6 +1063,7 @@ async fn max_parameters_is_enforced() {
     let err = c
         .create_model(pb::CreateModelRequest {
             spec: Some(wire_spec(3, &[maxout(8, 4)], 2)),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -12,6 +12,7 @@ mod details;
 mod errors;
 mod fit;
 mod limits;
+mod metadata;
 mod metrics;
 mod ops;
 mod overload;

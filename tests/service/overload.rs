@@ -139,6 +139,7 @@ async fn the_memory_budget_refuses_models_beyond_it() {
     let e = c
         .create_model(pb::CreateModelRequest {
             spec: Some(adam(pb::Dtype::F32)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -189,6 +190,7 @@ async fn the_memory_budget_refuses_models_beyond_it() {
                 dtype: pb::Dtype::F64 as i32,
                 ..wire_spec(10, &[layer(100, pb::Activation::Relu)], 10)
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -12,6 +12,7 @@ async fn page(c: &mut Client, page_size: u32, page_token: &str) -> pb::ListModel
     c.list_models(pb::ListModelsRequest {
         page_size,
         page_token: page_token.into(),
+        ..Default::default()
     })
     .await
     .expect("ListModels")
@@ -135,6 +136,7 @@ async fn a_malformed_page_token_is_invalid_argument() {
             .list_models(pb::ListModelsRequest {
                 page_size: 1,
                 page_token: token.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -257,6 +257,7 @@ async fn a_restored_session_still_belongs_to_its_tenant() {
     let id = alice
         .create_model(pb::CreateModelRequest {
             spec: Some(spec(pb::OptimizerKind::Sgd)),
+            ..Default::default()
         })
         .await
         .unwrap()

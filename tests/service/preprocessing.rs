@@ -201,7 +201,10 @@ async fn bad_statistics_and_names_are_refused() {
     ];
     for (s, want) in cases {
         let e = c
-            .create_model(pb::CreateModelRequest { spec: Some(s) })
+            .create_model(pb::CreateModelRequest {
+                spec: Some(s),
+                ..Default::default()
+            })
             .await
             .expect_err(want);
         assert_eq!(e.code(), Code::InvalidArgument, "{want}: {e:?}");

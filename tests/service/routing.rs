@@ -165,6 +165,7 @@ async fn another_replicas_ids_are_wrong_replica() {
         .list_models(pb::ListModelsRequest {
             page_size: 1,
             page_token: format!("p1:{theirs}"),
+            ..Default::default()
         })
         .await
         .expect_err("their token");

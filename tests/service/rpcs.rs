@@ -1301,7 +1301,10 @@ async fn gelu_in_both_forms_over_the_wire() {
         3,
     );
     let err = c
-        .create_model(pb::CreateModelRequest { spec: Some(bad) })
+        .create_model(pb::CreateModelRequest {
+            spec: Some(bad),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_invalid(&err, "spec.hidden[0].gelu_approximate");

@@ -381,7 +381,10 @@ pub fn seeded(seed: u64) -> Option<pb::Init> {
 /// Creates a model; returns its id and the echoed response.
 pub async fn create(c: &mut Client, spec: pb::ModelSpec) -> (String, pb::CreateModelResponse) {
     let r = c
-        .create_model(pb::CreateModelRequest { spec: Some(spec) })
+        .create_model(pb::CreateModelRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
         .await
         .expect("CreateModel")
         .into_inner();
@@ -402,6 +405,21 @@ pub async fn get_values(c: &mut Client, id: &str) -> pb::GetModelResponse {
     .await
     .expect("GetModel")
     .into_inner()
+}
+
+/// `m` with its wall-clock times zeroed (creation time, the last step's and epoch's), so
+/// that the same calls on two twin models compare equal.
+pub fn timeless(mut m: pb::GetModelResponse) -> pb::GetModelResponse {
+    if let Some(about) = &mut m.metadata {
+        about.created_time = 0.0;
+    }
+    if let Some(s) = &mut m.last_step {
+        s.time = 0.0;
+    }
+    if let Some(e) = &mut m.last_epoch {
+        e.time = 0.0;
+    }
+    m
 }
 
 /// The model's whole checkpoint (ExportModel's chunks joined).

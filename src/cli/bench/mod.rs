@@ -313,6 +313,7 @@ async fn create_sessions(
     for _ in 0..n {
         let request = pb::CreateModelRequest {
             spec: Some(spec.clone()),
+            ..Default::default()
         };
         match trainer.create_model(request).await {
             Ok(r) => ids.push(r.into_inner().model_id),
@@ -372,6 +373,7 @@ async fn w3(
     let before = rss(args.server_pid)?;
     let request = pb::CreateModelRequest {
         spec: Some(workload::w2_spec()),
+        ..Default::default()
     };
     let call = Call::new("/backprop.v1.Trainer/CreateModel", [request]);
     let stop = Stop::Total(plan.sessions as u64);

@@ -59,7 +59,10 @@ fn trainer(c: &Connection) -> pb::trainer_client::TrainerClient<Connection> {
 
 async fn create(c: &Connection, spec: pb::ModelSpec) -> Result<String, CliError> {
     Ok(trainer(c)
-        .create_model(pb::CreateModelRequest { spec: Some(spec) })
+        .create_model(pb::CreateModelRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
         .await
         .map_err(CliError::rpc("CreateModel"))?
         .into_inner()

@@ -87,6 +87,9 @@ pub struct TrainArgs {
     /// on the server).
     #[arg(long)]
     pub rm: bool,
+    /// The model's name and labels (with --model, they change the model's).
+    #[command(flatten)]
+    pub about: crate::cli::about::AboutArgs,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -276,11 +279,26 @@ pub async fn train(args: TrainArgs) -> Result<(), CliError> {
     let (id, spec, parameters) = match existing {
         Some((id, spec, step, parameters)) => {
             println!("continuing model {id} from step {step}");
+            if !args.about.is_empty() {
+                trainer
+                    .update_model(routed(pb::UpdateModelRequest {
+                        model_id: id.clone(),
+                        name: args.about.name.clone(),
+                        set_labels: args.about.labels(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .map_err(CliError::rpc("UpdateModel"))?;
+            }
             (id, spec, parameters)
         }
         None => {
             let created = trainer
-                .create_model(pb::CreateModelRequest { spec: Some(spec) })
+                .create_model(pb::CreateModelRequest {
+                    spec: Some(spec),
+                    name: args.about.name(),
+                    labels: args.about.labels(),
+                })
                 .await
                 .map_err(CliError::rpc("CreateModel"))?
                 .into_inner();

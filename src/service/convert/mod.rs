@@ -1,6 +1,8 @@
 //! Wire ↔ engine conversion on the server: specs ([`spec`], with the optimizer's fields
-//! in [`optimizer`]), tensors decoded strictly ([`tensor`]) and datasets ([`dataset`]). Encoding an array for an
-//! answer is [`crate::pb::array`], which the clients share.
+//! in [`optimizer`]), tensors decoded strictly ([`tensor`]), datasets ([`dataset`]) and a
+//! model's metadata and history points ([`about`]). Encoding an array for an answer is
+//! [`crate::pb::array`], which the clients share.
+pub mod about;
 pub mod dataset;
 pub mod fit;
 pub mod optimizer;

@@ -11,8 +11,9 @@ use crate::service::checkpoint::{self, ChunkStream};
 use crate::service::convert::spec_to_proto;
 use crate::service::limits::{check_checkpoint_header, check_spec_size, checkpoint_work};
 use crate::service::status::{Reason, invalid_because};
-use crate::session::history::History;
-use crate::session::persist::KEY_HISTORY;
+use crate::session::Record;
+use crate::session::history::now;
+use crate::session::record::KEY_ABOUT;
 
 pub async fn export(
     svc: &TrainerService,
@@ -26,10 +27,11 @@ pub async fn export(
         // Encoded under the read lock: one consistent snapshot of values, state, step.
         // Hashed too; the chunks are sliced lazily as they are sent.
         let work = checkpoint_work(on.session.spec.state_bytes().unwrap_or(u64::MAX));
-        let history = on.session.history().to_json();
+        let record = on.session.kept().to_metadata();
         let file = svc
             .run(work, move || {
-                let file = crate::checkpoint::encode(&guard.guard, &[(KEY_HISTORY, &history)]);
+                let meta: Vec<_> = record.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let file = crate::checkpoint::encode(&guard.guard, &meta);
                 drop(guard);
                 file.map(Outgoing::new)
             })
@@ -64,16 +66,17 @@ pub async fn import(
             .run(work, move || crate::checkpoint::decode(&file))
             .await??;
         drop(held);
-        let history = match decoded.extra.get(KEY_HISTORY) {
-            Some(json) => History::from_json(json).map_err(|e| {
-                invalid_because(Reason::InvalidCheckpoint, "checkpoint.history", e)
-            })?,
-            None => History::default(),
-        };
+        let mut record = Record::from_metadata(&decoded.extra).map_err(|(key, e)| {
+            invalid_because(Reason::InvalidCheckpoint, format!("checkpoint.{key}"), e)
+        })?;
+        if !decoded.extra.contains_key(KEY_ABOUT) {
+            // A file from before models had metadata: the model is created here, now.
+            record.about.created = now();
+        }
         let model = decoded.model;
         check_spec_size(model.spec())?;
         svc.store.admit(model.spec(), &tenant)?;
-        let session = svc.store.insert(model, &tenant, history).await?;
+        let session = svc.store.insert(model, &tenant, record).await?;
         tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, step = session.step(), "imported");
         Ok(pb::ImportModelResponse {
             model_id: session.id.to_string(),

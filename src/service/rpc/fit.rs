@@ -135,6 +135,8 @@ pub async fn fit(
         let held = svc.store.reserve(best_bytes)?;
         let job = Arc::new(FitJob::new());
         session.start_fit(job.clone())?;
+        let dataset = req.dataset_id.clone();
+        session.edit_about(|a| a.dataset = dataset);
         let detach = plan.detach;
         let runner = Runner {
             svc: svc.clone(),

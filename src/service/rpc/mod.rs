@@ -160,6 +160,14 @@ impl Trainer for TrainerService {
         models::delete(self, req).await
     }
 
+    async fn update_model(
+        &self,
+        req: Request<pb::UpdateModelRequest>,
+    ) -> Result<Response<pb::ModelMetadata>, Status> {
+        self.route(&req)?;
+        models::update(self, req).await
+    }
+
     async fn gradient_check(
         &self,
         req: Request<pb::GradientCheckRequest>,

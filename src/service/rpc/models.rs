@@ -1,6 +1,6 @@
-//! CreateModel, GetModel, ListModels, DeleteModel: a tenant's sessions, their specs and
-//! their parameters. ListModels pages in model_id order; its page token is the last id
-//! of the page, versioned (clients treat it as opaque).
+//! CreateModel, GetModel, ListModels, UpdateModel, DeleteModel: a tenant's sessions,
+//! their specs, parameters and metadata. ListModels pages in model_id order; its page
+//! token is the last id of the page, versioned (clients treat it as opaque).
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -10,12 +10,14 @@ use super::call::split;
 use crate::model::{AnyModel, Model};
 use crate::pb;
 use crate::pb::array::{Form, WireScalar, to_tensor_in};
+use crate::service::convert::about::{about_to_proto, epoch_to_proto, step_to_proto};
 use crate::service::convert::{spec_from_proto, spec_to_proto};
 use crate::service::limits::{Call, check_model_id, check_spec_size, echo, init_work};
 use crate::service::route;
 use crate::service::status::invalid;
-use crate::session::history::History;
-use crate::session::{self, Replica, Session, SessionId};
+use crate::session::about::{MAX_LABELS, check_key};
+use crate::session::history::now;
+use crate::session::{self, About, AboutChange, Record, Replica, Session, SessionId, StoreError};
 use crate::with_model;
 
 pub async fn create(
@@ -26,11 +28,14 @@ pub async fn create(
     svc.observe("CreateModel", "", 0, async {
         let spec = spec_from_proto(req.spec)?;
         check_spec_size(&spec)?;
+        check_label_count(req.labels.len(), "labels")?;
+        let about = About::new(req.name, req.labels, now())
+            .map_err(StoreError::from)?;
         svc.store.admit(&spec, &tenant)?;
         let init = spec.clone();
         let model = svc.run(init_work(&spec), move || AnyModel::new(init)).await??;
-        let session = svc.store.insert(model, &tenant, History::default()).await?;
-        tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, "created");
+        let session = svc.store.insert(model, &tenant, Record::new(about)).await?;
+        tracing::info!(model_id = %session.id, %tenant, parameters = session.parameter_count, name = %session.about().name, "created");
         Ok(pb::CreateModelResponse {
             model_id: session.id.to_string(),
             parameter_count: session.parameter_count,
@@ -60,12 +65,16 @@ pub async fn get(
                 Ok(with_model!(&*guard.guard, m => (m.step(), parameters(m, values, form))))
             })
             .await?;
+        let (last_step, last_epoch) = on.session.last_points();
         Ok(pb::GetModelResponse {
             model_id: on.session.id.to_string(),
             spec: Some(spec_to_proto(&on.session.spec)),
             step,
             parameter_count: on.session.parameter_count,
             parameters,
+            metadata: Some(about_to_proto(&on.session.about())),
+            last_step: last_step.as_ref().map(step_to_proto),
+            last_epoch: last_epoch.as_ref().map(epoch_to_proto),
         })
     })
     .await
@@ -82,7 +91,12 @@ pub async fn list(
             0 => None,
             n => Some((n as usize).min(MAX_PAGE_SIZE)),
         };
-        let page = session::page(svc.store.list(&tenant), after, size);
+        let labels = req.labels;
+        let mut models = svc.store.list(&tenant);
+        if !req.name.is_empty() || !labels.is_empty() {
+            models.retain(|s| s.about().matches(&req.name, &labels));
+        }
+        let page = session::page(models, after, size);
         Ok(pb::ListModelsResponse {
             models: page.items.iter().map(summary).collect(),
             next_page_token: page.next_after.map(page_token).unwrap_or_default(),
@@ -132,13 +146,52 @@ pub(super) fn parse_page_token(token: &str, here: Replica) -> Result<Option<Sess
 }
 
 fn summary(s: &Arc<Session>) -> pb::ModelSummary {
+    let (last_step, last_epoch) = s.last_points();
     pb::ModelSummary {
         model_id: s.id.to_string(),
         spec: Some(spec_to_proto(&s.spec)),
         step: s.step(),
         parameter_count: s.parameter_count,
         idle_seconds: s.idle_for().as_secs_f64(),
+        metadata: Some(about_to_proto(&s.about())),
+        last_step: last_step.as_ref().map(step_to_proto),
+        last_epoch: last_epoch.as_ref().map(epoch_to_proto),
     }
+}
+
+pub async fn update(
+    svc: &TrainerService,
+    req: Request<pb::UpdateModelRequest>,
+) -> Result<Response<pb::ModelMetadata>, Status> {
+    let (tenant, req) = split(req);
+    let on = svc.on_session(&req.model_id, &tenant)?;
+    on.observe("UpdateModel", async {
+        check_label_count(req.set_labels.len(), "set_labels")?;
+        check_label_count(req.remove_labels.len(), "remove_labels")?;
+        for (i, key) in req.remove_labels.iter().enumerate() {
+            check_key(key).map_err(|e| invalid(format!("remove_labels[{i}]"), e))?;
+        }
+        let change = AboutChange {
+            name: req.name,
+            set: req.set_labels,
+            remove: req.remove_labels,
+        };
+        let about = svc.store.change_about(&on.session, change).await?;
+        tracing::info!(model_id = %on.session.id, name = %about.name, labels = about.labels.len(), "metadata changed");
+        Ok(about_to_proto(&about))
+    })
+    .await
+}
+
+/// More labels than a model may carry are refused before they are looked at.
+fn check_label_count(n: usize, field: &str) -> Result<(), Status> {
+    if n > MAX_LABELS {
+        return Err(invalid(
+            field,
+            format!("{n} labels, more than the {MAX_LABELS} a model may carry"),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn delete(
