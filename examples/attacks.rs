@@ -606,10 +606,13 @@ fn maxout(units: u32, pieces: u32) -> pb::HiddenLayer {
 }
 
 async fn create(c: &mut Client, spec: pb::ModelSpec) -> Result<String, Status> {
-    Ok(c.create_model(pb::CreateModelRequest { spec: Some(spec) })
-        .await?
-        .into_inner()
-        .model_id)
+    Ok(c.create_model(pb::CreateModelRequest {
+        spec: Some(spec),
+        ..Default::default()
+    })
+    .await?
+    .into_inner()
+    .model_id)
 }
 
 async fn delete(c: &mut Client, id: &str) {

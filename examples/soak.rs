@@ -290,7 +290,10 @@ async fn caller(
         if held.is_empty() || (held.len() < args.held && r.chance(0.3)) {
             let spec = random_spec(&mut r);
             let (d, k) = (spec.input_dim, spec.num_classes);
-            let req = pb::CreateModelRequest { spec: Some(spec) };
+            let req = pb::CreateModelRequest {
+                spec: Some(spec),
+                ..Default::default()
+            };
             if let Ok(resp) = timed(&stats, t, "CreateModel", c.create_model(req)).await {
                 held.push(Held {
                     id: resp.model_id,
@@ -645,10 +648,13 @@ async fn slow_reader_model(c: &mut TrainerClient<Channel>) -> Result<String, ton
         dtype: pb::Dtype::F64 as i32,
         ..Default::default()
     };
-    Ok(c.create_model(pb::CreateModelRequest { spec: Some(spec) })
-        .await?
-        .into_inner()
-        .model_id)
+    Ok(c.create_model(pb::CreateModelRequest {
+        spec: Some(spec),
+        ..Default::default()
+    })
+    .await?
+    .into_inner()
+    .model_id)
 }
 
 async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
