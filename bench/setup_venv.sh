@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) the benchmark venv at $REPO/.venv and install bench/requirements.txt.
+# Create (or reuse) the benchmark venv at $REPO/.venv and install bench/requirements.txt
+# (with --torch: $REPO/.venv-torch and bench/requirements-torch.txt).
 #
 # Why: the numpy reference (bench/numpy_w1.py) must run on the same pinned numpy on every
 # machine, and machines are not kept, so the repo installs what it needs itself.
@@ -10,6 +11,13 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 REQ="$REPO/bench/requirements.txt"
+# --torch: the PyTorch venv of bench/torch_w1.py instead, $REPO/.venv-torch from
+# bench/requirements-torch.txt. Apart because the wheel is large (with its CUDA
+# libraries, about 5 GB installed; only the CPU is used) and only that benchmark needs it.
+if [[ "${1:-}" == "--torch" ]]; then
+    VENV="$REPO/.venv-torch"
+    REQ="$REPO/bench/requirements-torch.txt"
+fi
 STAMP="$VENV/.requirements.sha256"
 
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
