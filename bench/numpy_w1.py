@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     p.add_argument("--iters", type=int, default=200, help="timed steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("f32", "f64"), default="f32",
+                   help="the data, weights and arithmetic (f64 as gradient checks use)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON line here")
     return p.parse_args(argv)
 
@@ -51,23 +53,23 @@ if ARGS is not None:
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-F32 = np.float32
+FLOAT = np.float64 if ARGS is not None and ARGS.dtype == "f64" else np.float32
 
 
 def make_data(rng):
     """Seeded Gaussian blobs, one per class: X [N,D] f32, y [N] in [0,C)."""
-    centers = rng.standard_normal((C, D), dtype=F32)
+    centers = rng.standard_normal((C, D), dtype=FLOAT)
     y = np.arange(N) % C
-    X = centers[y] + rng.standard_normal((N, D), dtype=F32)
+    X = centers[y] + rng.standard_normal((N, D), dtype=FLOAT)
     return X, y
 
 
 def init_params(rng):
     return {
-        "W1": (WEIGHT_STD * rng.standard_normal((D, H), dtype=F32)),
-        "b1": np.zeros(H, dtype=F32),
-        "W2": (WEIGHT_STD * rng.standard_normal((H, C), dtype=F32)),
-        "b2": np.zeros(C, dtype=F32),
+        "W1": (WEIGHT_STD * rng.standard_normal((D, H), dtype=FLOAT)),
+        "b1": np.zeros(H, dtype=FLOAT),
+        "W2": (WEIGHT_STD * rng.standard_normal((H, C), dtype=FLOAT)),
+        "b2": np.zeros(C, dtype=FLOAT),
     }
 
 
@@ -83,7 +85,7 @@ def loss_and_grads(p, X, y):
     margins[rows, y] = 0
     loss = margins.sum() / N + REG * (np.sum(W1 * W1) + np.sum(W2 * W2))
     # backward: each positive margin pushes its score up and the correct score down
-    dS = (margins > 0).astype(F32)
+    dS = (margins > 0).astype(FLOAT)
     dS[rows, y] = -dS.sum(axis=1)
     dS /= N
     dW2 = h.T @ dS + 2 * REG * W2
@@ -121,12 +123,13 @@ def main(args):
                                      "threading_layer", "num_threads")}
             for lib in threadpool_info() if lib.get("user_api") == "blas"
         ]
-    assert all(p[k].dtype == F32 for k in p), "parameters left f32"
+    assert all(p[k].dtype == FLOAT for k in p), f"parameters left {FLOAT.__name__}"
     ms = np.array(times) * 1e3
     median = float(np.median(ms))
     out = {
         "impl": "numpy",
         "workload": "W1",
+        "dtype": args.dtype,
         "threads": args.threads,
         "iters": args.iters,
         "median_ms": round(median, 4),

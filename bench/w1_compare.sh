@@ -7,6 +7,7 @@
 #   bash bench/w1_compare.sh                 # threads 1 and 2, 200 timed steps each
 #   TORCH=1 bash bench/w1_compare.sh         # also PyTorch (installs .venv-torch, ~5 GB)
 #   THREADS="1" ITERS=500 ROUNDS=3 bash bench/w1_compare.sh
+#   DTYPES="f32 f64" bash bench/w1_compare.sh    # also the f64 step (numpy and ours)
 #
 # Why one command: bench/README.md reports W1 as a ratio to numpy measured in the same run, since
 # absolute figures move from machine to machine (and from minute to minute on shared ones).
@@ -27,6 +28,7 @@ ITERS="${ITERS:-200}"
 WARMUP="${WARMUP:-20}"
 ROUNDS="${ROUNDS:-1}"
 TORCH="${TORCH:-0}"
+DTYPES="${DTYPES:-f32}"
 OUT="$REPO/bench/results/w1-$(date -u +%Y%m%dT%H%M%SZ)"
 cd "$REPO"
 
@@ -57,16 +59,19 @@ BUSY_BEFORE="$(cpu_busy)"
 for round in $(seq 1 "$ROUNDS"); do
     for k in $THREADS; do
         echo "round $round, threads $k: numpy, torch, rust, sgemm peak" >&2
-        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python bench/numpy_w1.py \
-            --threads "$k" --iters "$ITERS" --warmup "$WARMUP" \
-            --json "$OUT/numpy-t$k-r$round.json" > /dev/null
-        if [[ "$TORCH" == 1 ]]; then
-            env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv-torch/bin/python bench/torch_w1.py \
-                --threads "$k" --iters "$ITERS" --warmup "$WARMUP" \
-                --json "$OUT/torch-t$k-r$round.json" > /dev/null
-        fi
-        BACKPROP_MATMUL_THREADS="$k" "$RUST_BIN" --iters "$ITERS" --warmup "$WARMUP" \
-            --json "$OUT/rust-t$k-r$round.json" > /dev/null
+        for dt in $DTYPES; do
+            env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python bench/numpy_w1.py \
+                --threads "$k" --iters "$ITERS" --warmup "$WARMUP" --dtype "$dt" \
+                --json "$OUT/numpy-$dt-t$k-r$round.json" > /dev/null
+            # The PyTorch step is the f32 one (what a PyTorch user trains in).
+            if [[ "$TORCH" == 1 && "$dt" == f32 ]]; then
+                env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv-torch/bin/python \
+                    bench/torch_w1.py --threads "$k" --iters "$ITERS" --warmup "$WARMUP" \
+                    --json "$OUT/torch-$dt-t$k-r$round.json" > /dev/null
+            fi
+            BACKPROP_MATMUL_THREADS="$k" "$RUST_BIN" --iters "$ITERS" --warmup "$WARMUP" \
+                --dtype "$dt" --json "$OUT/rust-$dt-t$k-r$round.json" > /dev/null
+        done
         env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PEAK_PY" bench/sgemm_peak.py \
             --threads "$k" --json "$OUT/peak-t$k-r$round.json" > /dev/null
     done
@@ -85,29 +90,31 @@ peaks = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "peak-t*
 IMPLS = ("numpy", "torch", "rust")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 rows = []
-for k in sorted({r["threads"] for r in runs}):
-    by = {i: sorted(r["median_ms"] for r in runs if r["threads"] == k and r["impl"] == i)
+for dt, k in sorted({(r.get("dtype", "f32"), r["threads"]) for r in runs}):
+    by = {i: sorted(r["median_ms"] for r in runs
+                    if r["threads"] == k and r["impl"] == i and r.get("dtype", "f32") == dt)
           for i in IMPLS}
     # With several rounds, the median of the per-round medians.
     med = {i: v[len(v) // 2] for i, v in by.items() if v}
     # The peak: the best of every library's best product over the rounds.
     peak = max((row["gflops"] for p in peaks if p["threads"] == k for row in p["rows"]),
-               default=None)
+               default=None) if dt == "f32" else None
     for i in IMPLS:
         if i in med:
             gflops = round(runs[0]["flop_per_step"] / med[i] / 1e6, 2)
             ratio = lambda other: (round(med["rust"] / med[other], 3)
                                    if i == "rust" and other in med else None)
-            rows.append({"impl": i, "threads": k, "median_ms": med[i], "gflops": gflops,
+            rows.append({"impl": i, "dtype": dt, "threads": k, "median_ms": med[i],
+                         "gflops": gflops,
                          "percent_of_peak": round(100 * gflops / peak, 1) if peak else None,
                          "sgemm_peak_gflops": peak,
                          "rust_over_numpy": ratio("numpy"), "rust_over_torch": ratio("torch")})
 print(f"W1 TrainStep, {runs[0]['flop_per_step'] / 1e6:.2f} MFLOP/step, {cpu}, {os.cpu_count()} CPUs, rev {rev}")
-print(f"{'impl':<6} {'threads':>7} {'median ms':>10} {'GFLOP/s':>8} {'% peak':>7} {'rust/numpy':>11} {'rust/torch':>11}")
+print(f"{'impl':<6} {'dtype':>5} {'threads':>7} {'median ms':>10} {'GFLOP/s':>8} {'% peak':>7} {'rust/numpy':>11} {'rust/torch':>11}")
 x = lambda v: "" if v is None else f"{v:.2f}x"
 for r in rows:
     pct = "" if r["percent_of_peak"] is None else f"{r['percent_of_peak']:.0f}%"
-    print(f"{r['impl']:<6} {r['threads']:>7} {r['median_ms']:>10.3f} {r['gflops']:>8.1f} {pct:>7} "
+    print(f"{r['impl']:<6} {r['dtype']:>5} {r['threads']:>7} {r['median_ms']:>10.3f} {r['gflops']:>8.1f} {pct:>7} "
           f"{x(r['rust_over_numpy']):>11} {x(r['rust_over_torch']):>11}")
 for k in sorted({p["threads"] for p in peaks}):
     libs = ", ".join(f"{row['impl']} {max(q['gflops'] for p in peaks if p['threads'] == k for q in p['rows'] if q['impl'] == row['impl']):.0f}"

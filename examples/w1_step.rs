@@ -4,7 +4,7 @@
 //!
 //! Run: `BACKPROP_MATMUL_THREADS=1 cargo run --release --example w1_step -- --iters 200`
 //! Args: `--iters N` (timed steps, 200), `--warmup N` (untimed, 20), `--seed S` (0),
-//! `--json PATH` (also write the line there).
+//! `--dtype f32|f64` (f32), `--json PATH` (also write the line there).
 //!
 //! Threads: `BACKPROP_MATMUL_THREADS` (default 1) is passed to
 //! `backprop::engine::matmul_kernel::set_threads`, as `backprop serve --matmul-threads`
@@ -100,6 +100,7 @@ struct Args {
     iters: usize,
     warmup: usize,
     seed: u64,
+    dtype: DType,
     json: Option<String>,
 }
 
@@ -108,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
         iters: 200,
         warmup: 20,
         seed: 0,
+        dtype: DType::F32,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -119,9 +121,17 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => args.warmup = number(value()?)? as usize,
             "--seed" => args.seed = number(value()?)?,
             "--json" => args.json = Some(value()?),
+            "--dtype" => {
+                args.dtype = match value()?.as_str() {
+                    "f32" => DType::F32,
+                    "f64" => DType::F64,
+                    other => return Err(format!("--dtype {other:?}: f32 or f64")),
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; use --iters N --warmup N --seed S --json PATH"
+                    "unknown argument {other:?}; use --iters N --warmup N --seed S \
+                     --dtype f32|f64 --json PATH"
                 ));
             }
         }
@@ -144,11 +154,20 @@ fn round4(v: f64) -> f64 {
 }
 
 fn run(args: &Args) -> Result<bool, String> {
+    match args.dtype {
+        DType::F32 => run_in::<f32>(args),
+        DType::F64 => run_in::<f64>(args),
+    }
+}
+
+fn run_in<T: backprop::engine::scalar::Scalar>(args: &Args) -> Result<bool, String> {
     let mut spec = w1_spec();
     spec.seed = args.seed;
+    spec.dtype = args.dtype;
     let flop = train_step_flop(&spec, N);
     let (x, labels) = blobs(N, D, C, args.seed);
-    let mut model = Model::<f32>::new(spec).map_err(|e| e.to_string())?;
+    let x = x.mapv(|v| T::of(f64::from(v)));
+    let mut model = Model::<T>::new(spec).map_err(|e| e.to_string())?;
     let mut step = || -> Result<f64, String> {
         let report = model
             .train_step(x.view(), &labels)
@@ -173,6 +192,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let out = serde_json::json!({
         "impl": "rust",
         "workload": "W1",
+        "dtype": T::NAME,
         "threads": backprop::engine::matmul_kernel::threads(),
         "matmul_threads_env": threads_env,
         "iters": args.iters,
