@@ -11,8 +11,12 @@ SGD with lr. The SVM is written with tensor ops (torch's multi_margin_loss divid
 which is another loss): max(0, s - s_y + 1) summed over all classes counts exactly 1 for
 the correct class, with zero gradient, so N is subtracted from the sum.
 
+With --rows R (workload W5's PyTorch loop), the step trains on a dataset of R rows of the
+same blobs instead of one batch: every epoch a fresh permutation (numpy, seeded), batches
+of N rows gathered by indexing, as a PyTorch loop over an in-memory dataset does.
+
 Run (after bash bench/setup_venv.sh --torch):
-    .venv-torch/bin/python bench/torch_w1.py --threads 1
+    .venv-torch/bin/python bench/torch_w1.py --threads 1 [--rows 10000]
 Prints one JSON line with the fields of numpy_w1.py (impl "torch").
 """
 import argparse
@@ -32,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     p.add_argument("--iters", type=int, default=200, help="timed steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=0,
+                   help="train over a dataset of this many rows (0: the one batch)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON line here")
     return p.parse_args(argv)
 
@@ -53,13 +59,30 @@ def main(args):
     rng = np.random.default_rng(args.seed)
     X_np, y_np = make_data(rng)
     p_np = init_params(rng)
-    X = torch.from_numpy(X_np)
-    y = torch.from_numpy(y_np.astype(np.int64))
     params = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in p_np.items()}
+    X_all, y_all = torch.from_numpy(X_np), torch.from_numpy(y_np.astype(np.int64))
+    if args.rows:
+        # The same blobs, R rows: class centres ~ N(0, I), row i of class i mod C.
+        centers = rng.standard_normal((C, D), dtype=np.float32)
+        labels = np.arange(args.rows) % C
+        rows = centers[labels] + rng.standard_normal((args.rows, D), dtype=np.float32)
+        X_all, y_all = torch.from_numpy(rows), torch.from_numpy(labels.astype(np.int64))
+    order, at = [], 0
+
+    def next_batch():
+        nonlocal order, at
+        if not args.rows:
+            return X_all, y_all
+        if at + N > len(order):
+            order, at = torch.from_numpy(rng.permutation(args.rows)), 0
+        idx = order[at:at + N]
+        at += N
+        return X_all[idx], y_all[idx]
     W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
     opt = torch.optim.SGD(params.values(), lr=LR)
 
     def step():
+        X, y = next_batch()
         opt.zero_grad(set_to_none=True)
         h = torch.relu(torch.addmm(b1, X, W1))
         s = torch.addmm(b2, h, W2)
@@ -84,6 +107,7 @@ def main(args):
         "impl": "torch",
         "workload": "W1",
         "threads": torch.get_num_threads(),
+        "rows": args.rows or N,
         "iters": args.iters,
         "median_ms": round(median, 4),
         "p10_ms": round(float(np.percentile(ms, 10)), 4),
