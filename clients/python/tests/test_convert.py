@@ -68,3 +68,23 @@ def test_route_metadata():
     assert convert.route_metadata("not-an-id") == []
     assert convert.route_metadata("backprop-2", explicit=True) == [("x-backprop-model", "backprop-2")]
     assert convert.route_metadata(None, explicit=True) == []
+
+
+def test_metadata_and_final_metrics_from_messages():
+    step = pb.HistoryStep(step=4, data_loss=float("nan"), reg_loss=float("nan"),
+                          accuracy=float("nan"), learning_rate=0.1, time=5.0)
+    assert convert.history_step(step) == convert.HistoryStep(4, None, None, None, 0.1, 5.0)
+    epoch = pb.HistoryEpoch(step=9, epoch=2, mean_loss=0.5, train_accuracy=0.75,
+                            validation_accuracy=0.0, learning_rate=0.01, time=6.0)
+    # Absent validation_loss is None; a present 0.0 accuracy stays 0.0.
+    assert convert.history_epoch(epoch) == convert.HistoryEpoch(
+        9, 2, 0.5, 0.75, None, 0.0, 0.01, 6.0)
+    reply = pb.GetModelResponse(
+        model_id="m", step=9, last_epoch=epoch,
+        metadata=pb.ModelMetadata(name="n", labels={"k": "v"}, created_time=1.5, dataset_id="d"))
+    info = convert.model_info(reply)
+    assert info.metadata == convert.ModelMetadata("n", {"k": "v"}, 1.5, "d")
+    assert info.last_step is None and info.last_epoch.epoch == 2
+    # A server older than the fields sends none of them.
+    old = convert.model_summary(pb.ModelSummary(model_id="m", step=1))
+    assert (old.metadata, old.last_step, old.last_epoch) == (None, None, None)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import gc
 import pickle
+import uuid
 import warnings
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
@@ -174,3 +176,24 @@ def test_fit_is_reproducible_and_early_stopping(digits):
                               learning_rate=1e-2).fit(X_train, y_train)
     assert stop.n_iter_ < 200 and len(stop.validation_scores_) == stop.n_iter_
     assert max(stop.validation_scores_) >= 0.9
+
+
+def test_name_and_labels_become_the_server_models_metadata(client):
+    X, y = load_iris(return_X_y=True)
+    tag = uuid.uuid4().hex  # the suite's server is shared: find only this test's models
+    labels = {"suite": tag, "estimator": "BackpropClassifier"}
+    clf = BackpropClassifier(hidden_layer_sizes=(8,), epochs=3, name="iris", labels=labels)
+    assert clf.get_params()["name"] == "iris" and clf.get_params()["labels"] is labels
+    clf.fit(X, y)
+    twin = clone(clf).partial_fit(X, y, classes=[0, 1, 2])  # a clone's model: the same labels
+    listed = {m.model_id: m for m in client.list_models(labels={"suite": tag})}
+    assert set(listed) == {clf.model_id_, twin.model_id_}
+    meta = listed[clf.model_id_].metadata
+    assert meta.name == "iris" and meta.labels == labels
+    assert meta.dataset_id != ""  # fit's upload, deleted since but still named
+    assert listed[clf.model_id_].last_epoch.mean_loss == clf.loss_curve_[-1]
+    assert listed[twin.model_id_].metadata.name == "iris"
+    assert listed[twin.model_id_].last_epoch is None  # TrainSteps only
+    clf.close()
+    twin.close()
+    assert client.list_models(labels={"suite": tag}) == []

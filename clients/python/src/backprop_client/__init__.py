@@ -15,11 +15,13 @@ from ._proto import backprop_pb2_grpc as pb_grpc
 from .aio import AsyncClient
 from .api import ImportedModel, CancelFitResult
 from .client import Client
-from .convert import ROUTE_HEADER, History, Losses, model_spec
+from .convert import (ROUTE_HEADER, History, HistoryEpoch, HistoryStep, Losses, ModelMetadata,
+                      model_spec)
 from .errors import BackpropError
 
 __all__ = [
-    "AsyncClient", "BackpropError", "CancelFitResult", "Client", "History", "ImportedModel",
-    "Losses", "ROUTE_HEADER", "errors", "model_spec", "pb", "pb_grpc",
+    "AsyncClient", "BackpropError", "CancelFitResult", "Client", "History", "HistoryEpoch",
+    "HistoryStep", "ImportedModel", "Losses", "ModelMetadata", "ROUTE_HEADER", "errors",
+    "model_spec", "pb", "pb_grpc",
 ]
 __version__ = "0.1.0"

@@ -128,12 +128,16 @@ class TrainerMethods:
     # -- models ------------------------------------------------------------------------
 
     def create_model(self, spec: Union[None, Mapping, pb.ModelSpec] = None, *,
+                     name: Optional[str] = None, labels: Optional[Mapping[str, str]] = None,
                      replica: Optional[str] = None, timeout=DEFAULT, **fields):
         """Creates a model from a spec dict, a ModelSpec or keyword arguments (see
         convert.model_spec: input_dim=, num_classes=, hidden=[100], loss="softmax",
         optimizer="adam", learning_rate=, l2=, seed=, dtype=...) → CreatedModel.
-        `replica` (a replica name, or any id on it) chooses the replica behind a proxy."""
-        request = pb.CreateModelRequest(spec=convert.model_spec(spec, **fields))
+        `name` and `labels` ({key: value}) are its metadata (ModelMetadata says what
+        they may hold; the server refuses the rest, naming the field). `replica` (a
+        replica name, or any id on it) chooses the replica behind a proxy."""
+        request = pb.CreateModelRequest(spec=convert.model_spec(spec, **fields),
+                                        name=name or "", labels=dict(labels or {}))
         return self._unary("CreateModel", request, convert.created, route=replica,
                            explicit=True, timeout=timeout)
 
@@ -199,11 +203,33 @@ class TrainerMethods:
         return self._unary("GetModel", request, convert.model_info, route=model_id,
                            timeout=timeout)
 
-    def list_models(self, *, replica: Optional[str] = None, timeout=DEFAULT):
-        """The caller's models (of one replica behind a proxy) → [ModelSummary]."""
-        return self._unary("ListModels", pb.ListModelsRequest(),
+    def list_models(self, *, name: Optional[str] = None,
+                    labels: Optional[Mapping[str, str]] = None,
+                    replica: Optional[str] = None, timeout=DEFAULT):
+        """The caller's models (of one replica behind a proxy) → [ModelSummary]; only
+        those named exactly `name`, and carrying every label of `labels` with its
+        value, when given. All in one answer (page_size 0), as before paging."""
+        request = pb.ListModelsRequest(name=name or "", labels=dict(labels or {}))
+        return self._unary("ListModels", request,
                            lambda m: [convert.model_summary(s) for s in m.models],
                            route=replica, explicit=True, timeout=timeout)
+
+    def update_model(self, model_id: str, *, name: Optional[str] = None,
+                     set_labels: Optional[Mapping[str, str]] = None,
+                     remove_labels: Iterable[str] = (), timeout=DEFAULT):
+        """Renames the model (`name`; "" removes its name, None leaves it) and adds or
+        changes labels (`set_labels`) or removes them (`remove_labels`: keys, or one
+        key as a str; a key it does not carry is ignored) → convert.ModelMetadata after
+        the change. A refused change (InvalidArgument naming the field, e.g.
+        'set_labels["bad key"]') changes nothing. Not retried on UNAVAILABLE: it changes
+        the model, and only READ_ONLY calls are."""
+        keys = [remove_labels] if isinstance(remove_labels, str) else list(remove_labels or ())
+        request = pb.UpdateModelRequest(model_id=model_id, set_labels=dict(set_labels or {}),
+                                        remove_labels=keys)
+        if name is not None:
+            request.name = name  # `optional` on the wire: absent leaves the name alone
+        return self._unary("UpdateModel", request, convert.model_metadata, route=model_id,
+                           timeout=timeout)
 
     def delete_model(self, model_id: str, *, timeout=DEFAULT):
         """Drops the model (a fit on it stops, ending CANCELLED)."""

@@ -224,6 +224,41 @@ class EvaluateResult(NamedTuple):
     num_examples: int
 
 
+class ModelMetadata(NamedTuple):
+    """What people call a model (ModelMetadata): never read by the math."""
+
+    name: str  # "" = none
+    labels: dict  # key → value
+    created_time: float  # seconds since the Unix epoch; 0 = saved before it was kept
+    dataset_id: str  # the training dataset of the model's last fit; "" = none yet
+
+
+class HistoryStep(NamedTuple):
+    """One step as GetHistory records it; None for what the step did not measure
+    (ApplyGradients sees no batch, so it has no data loss, regularization or accuracy)."""
+
+    step: int
+    data_loss: Optional[float]
+    reg_loss: Optional[float]
+    accuracy: Optional[float]
+    learning_rate: float
+    time: float  # seconds since the Unix epoch
+
+
+class HistoryEpoch(NamedTuple):
+    """One fit epoch's end as GetHistory records it; validation_* are None for a fit
+    without validation."""
+
+    step: int
+    epoch: int
+    mean_loss: Optional[float]
+    train_accuracy: Optional[float]
+    validation_loss: Optional[float]
+    validation_accuracy: Optional[float]
+    learning_rate: float
+    time: float
+
+
 class ModelInfo(NamedTuple):
     model_id: str
     spec: pb.ModelSpec
@@ -231,6 +266,11 @@ class ModelInfo(NamedTuple):
     parameter_count: int
     shapes: dict  # name → shape tuple
     parameters: Optional[dict]  # name → ndarray, with values=True
+    # The three below are None from a server older than GetModelResponse.metadata; the
+    # last two also before the model's first step (or first fit epoch).
+    metadata: Optional[ModelMetadata] = None
+    last_step: Optional[HistoryStep] = None
+    last_epoch: Optional[HistoryEpoch] = None
 
 
 class ModelSummary(NamedTuple):
@@ -239,6 +279,9 @@ class ModelSummary(NamedTuple):
     step: int
     parameter_count: int
     idle_seconds: float
+    metadata: Optional[ModelMetadata] = None  # as ModelInfo's
+    last_step: Optional[HistoryStep] = None
+    last_epoch: Optional[HistoryEpoch] = None
 
 
 class GradientCheckResult(NamedTuple):
@@ -308,17 +351,49 @@ def evaluate(m: pb.EvaluateResponse) -> EvaluateResult:
     return EvaluateResult(losses(m.losses), m.accuracy, m.num_examples)
 
 
+def model_metadata(m: pb.ModelMetadata) -> ModelMetadata:
+    return ModelMetadata(m.name, dict(m.labels), m.created_time, m.dataset_id)
+
+
+def _measured(x: float) -> Optional[float]:
+    # The history's points carry NaN for a metric the step did not measure (the proto's
+    # HistoryStep: ApplyGradients sees no batch); None says so without a NaN to test for.
+    return None if math.isnan(x) else x
+
+
+def history_step(m: pb.HistoryStep) -> HistoryStep:
+    return HistoryStep(m.step, _measured(m.data_loss), _measured(m.reg_loss),
+                       _measured(m.accuracy), m.learning_rate, m.time)
+
+
+def history_epoch(m: pb.HistoryEpoch) -> HistoryEpoch:
+    return HistoryEpoch(
+        m.step, m.epoch, _measured(m.mean_loss), _measured(m.train_accuracy),
+        m.validation_loss if m.HasField("validation_loss") else None,
+        m.validation_accuracy if m.HasField("validation_accuracy") else None,
+        m.learning_rate, m.time)
+
+
+def _about(m) -> tuple:
+    """GetModelResponse's and ModelSummary's metadata, last_step, last_epoch."""
+    return (model_metadata(m.metadata) if m.HasField("metadata") else None,
+            history_step(m.last_step) if m.HasField("last_step") else None,
+            history_epoch(m.last_epoch) if m.HasField("last_epoch") else None)
+
+
 def model_info(m: pb.GetModelResponse) -> ModelInfo:
     with_values = any(p.HasField("value") for p in m.parameters)
     return ModelInfo(
         m.model_id, m.spec, m.step, m.parameter_count,
         {p.name: tuple(p.shape) for p in m.parameters},
         {p.name: from_tensor(p.value) for p in m.parameters} if with_values else None,
+        *_about(m),
     )
 
 
 def model_summary(m: pb.ModelSummary) -> ModelSummary:
-    return ModelSummary(m.model_id, m.spec, m.step, m.parameter_count, m.idle_seconds)
+    return ModelSummary(m.model_id, m.spec, m.step, m.parameter_count, m.idle_seconds,
+                        *_about(m))
 
 
 def gradient_check(m: pb.GradientCheckResponse) -> GradientCheckResult:

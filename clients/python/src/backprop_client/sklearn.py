@@ -109,6 +109,12 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         The server, host:port; None = $BACKPROP_ADDRESS, else 127.0.0.1:50051.
     token, tls_ca, tls_cert, tls_key, timeout
         As for backprop_client.Client.
+    name : str or None, default None
+        The server model's name (ModelMetadata), set when fit (or a first partial_fit)
+        creates it, so it can be found again: `Client.list_models(name=...)`.
+    labels : dict of str to str, or None, default None
+        The server model's labels, likewise (`list_models(labels=...)`); a clone (cross
+        validation, a grid search) gives its model the same ones.
 
     Attributes
     ----------
@@ -138,6 +144,8 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         tls_cert=None,
         tls_key=None,
         timeout=60.0,
+        name=None,
+        labels=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -158,6 +166,8 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.timeout = timeout
+        self.name = name
+        self.labels = labels
 
     # -- the server ---------------------------------------------------------------------
 
@@ -179,6 +189,11 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
             optimizer=self.optimizer, learning_rate=float(self.learning_rate),
             seed=int(self.seed), dtype=self.dtype,
         )
+
+    def _create(self, n_features: int, n_classes: int) -> str:
+        """A new server model for this estimator, with its name and labels."""
+        return self.client.create_model(self._spec(n_features, n_classes), name=self.name,
+                                        labels=self.labels).model_id
 
     def _model(self) -> str:
         """The server model's id; a copy made by unpickling imports its checkpoint now."""
@@ -254,7 +269,7 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         self.close()
         client = self.client
         self.classes_ = classes
-        self.model_id_ = client.create_model(self._spec(X.shape[1], len(classes))).model_id
+        self.model_id_ = self._create(X.shape[1], len(classes))
         held_out = round(len(X) * self.validation_fraction) if self.early_stopping else 0
         # Progress only at each epoch's end: the estimator reads nothing in between.
         fields = dict(epochs=int(self.epochs), seed=int(self.seed), progress_every=_EPOCH_ENDS,
@@ -305,8 +320,8 @@ class BackpropClassifier(ClassifierMixin, BaseEstimator):
         if not np.all(np.isin(y, known)):
             raise ValueError(f"y holds labels not in classes: {np.setdiff1d(y, known)!r}")
         if first:
-            model = self.client.create_model(self._spec(X.shape[1], len(classes)))
-            self.classes_, self.model_id_, self.n_iter_ = classes, model.model_id, 0
+            self.classes_, self.model_id_ = classes, self._create(X.shape[1], len(classes))
+            self.n_iter_ = 0
         model_id, labels = self._model(), np.searchsorted(self.classes_, y)
         step = max(1, int(self.batch_size))
         for start in range(0, len(X), step):

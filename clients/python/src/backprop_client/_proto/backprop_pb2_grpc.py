@@ -79,6 +79,11 @@ class TrainerStub:
                 request_serializer=backprop_dot_v1_dot_backprop__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=backprop_dot_v1_dot_backprop__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.UpdateModel = channel.unary_unary(
+                '/backprop.v1.Trainer/UpdateModel',
+                request_serializer=backprop_dot_v1_dot_backprop__pb2.UpdateModelRequest.SerializeToString,
+                response_deserializer=backprop_dot_v1_dot_backprop__pb2.ModelMetadata.FromString,
+                _registered_method=True)
         self.GradientCheck = channel.unary_unary(
                 '/backprop.v1.Trainer/GradientCheck',
                 request_serializer=backprop_dot_v1_dot_backprop__pb2.GradientCheckRequest.SerializeToString,
@@ -209,6 +214,15 @@ class TrainerServicer:
     def DeleteModel(self, request, context):
         """Drops a session. A fit running on it stops at its next step boundary and ends
         CANCELLED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateModel(self, request, context):
+        """Renames a model or changes its labels (see ModelMetadata); the model's math is not
+        touched, and a running fit goes on. With --state-dir it answers once the change is
+        on disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -377,6 +391,11 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=backprop_dot_v1_dot_backprop__pb2.DeleteModelRequest.FromString,
                     response_serializer=backprop_dot_v1_dot_backprop__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'UpdateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModel,
+                    request_deserializer=backprop_dot_v1_dot_backprop__pb2.UpdateModelRequest.FromString,
+                    response_serializer=backprop_dot_v1_dot_backprop__pb2.ModelMetadata.SerializeToString,
             ),
             'GradientCheck': grpc.unary_unary_rpc_method_handler(
                     servicer.GradientCheck,
@@ -687,6 +706,33 @@ class Trainer:
             '/backprop.v1.Trainer/DeleteModel',
             backprop_dot_v1_dot_backprop__pb2.DeleteModelRequest.SerializeToString,
             backprop_dot_v1_dot_backprop__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backprop.v1.Trainer/UpdateModel',
+            backprop_dot_v1_dot_backprop__pb2.UpdateModelRequest.SerializeToString,
+            backprop_dot_v1_dot_backprop__pb2.ModelMetadata.FromString,
             options,
             channel_credentials,
             insecure,
