@@ -12,7 +12,7 @@
     directly through the client (create_model, upload_dataset, fit, delete_dataset),
     each timed end to end, medians over --repeats runs. Target ≤ 1.2×.
 
-Without --address it starts $BACKPROP_BIN (default /work/notes/backprop-server) on
+Without --address it starts $BACKPROP_BIN (default target/release/backprop) on
 127.0.0.1 on a free port and stops it at the end. Run:
 
     clients/python/.venv/bin/python clients/python/bench.py [--address HOST:PORT]
@@ -41,7 +41,8 @@ W1 = dict(input_dim=3072, num_classes=10, hidden=[100], activation="relu", loss=
 
 
 def binary() -> str:
-    return os.environ.get("BACKPROP_BIN", "/work/notes/backprop-server")
+    repo = Path(__file__).resolve().parents[2]
+    return os.environ.get("BACKPROP_BIN", str(repo / "target" / "release" / "backprop"))
 
 
 @contextlib.contextmanager

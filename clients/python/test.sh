@@ -6,7 +6,7 @@
 # the committed stubs, their .pyi files, py.typed), then runs pytest.
 #
 # The server binary is $BACKPROP_BIN (tests/conftest.py falls back to
-# /work/notes/backprop-server, then target/release/backprop). Extra arguments go to
+# target/release/backprop, then target/debug/backprop). Extra arguments go to
 # pytest (e.g. `-k sklearn`). Exits non-zero on any failure, and on "no tests
 # collected" (pytest's 5).
 set -euo pipefail

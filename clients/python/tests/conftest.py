@@ -1,5 +1,5 @@
-"""The real server for the suite: $BACKPROP_BIN (default /work/notes/backprop-server, else
-target/release/backprop of this checkout), on 127.0.0.1 on a free port.
+"""The real server for the suite: $BACKPROP_BIN (default target/release/backprop of this
+checkout, else target/debug/backprop), on 127.0.0.1 on a free port.
 
 The main server starts in pytest_configure, before collection, because
 sklearn's parametrize_with_checks builds its estimators at collection time: their
@@ -26,8 +26,8 @@ _SERVER: dict = {}
 
 
 def _binary() -> Path:
-    for candidate in (os.environ.get("BACKPROP_BIN"), "/work/notes/backprop-server",
-                      REPO / "target" / "release" / "backprop"):
+    for candidate in (os.environ.get("BACKPROP_BIN"), REPO / "target" / "release" / "backprop",
+                      REPO / "target" / "debug" / "backprop"):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     raise pytest.UsageError(
