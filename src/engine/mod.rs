@@ -5,6 +5,7 @@
 //!   multiplying its local gradient by the upstream gradient, and adds the results into
 //!   the inputs' gradients (so fan-out is right).
 //! - [`backward`]: the reverse walk over a tape into a gradient store.
+//! - [`fastmath`]: `exp`, `exp_m1` and `tanh` for f32 that vectorise over a slice.
 //! - [`grad`]: the gradient store, apart from the values.
 //! - [`local_rule`]: how a gate's local gradient meets its upstream (each gate names its own).
 //! - [`ops`]: the gates, forward and backward side by side, one file each (the table in
@@ -16,6 +17,7 @@
 //! - [`trace`]: the graph as data, node by node, with local and downstream gradients.
 pub mod backward;
 pub mod error;
+pub mod fastmath;
 pub mod grad;
 pub mod gradcheck;
 pub mod graph;

@@ -7,6 +7,8 @@ use std::ops::{AddAssign, MulAssign, SubAssign};
 use ndarray::{LinalgScalar, ScalarOperand};
 use num_traits::Float;
 
+use super::fastmath;
+
 /// A floating-point element type the engine computes in.
 pub trait Scalar:
     LinalgScalar
@@ -29,6 +31,14 @@ pub trait Scalar:
     fn of(v: f64) -> Self;
     /// Widens (or keeps) to f64, exactly.
     fn as_f64(self) -> f64;
+    /// `eˣ` for elementwise loops: f32 takes [`fastmath::exp`], branch-free so that a
+    /// loop over a slice vectorises (within 1 ulp); f64 keeps libm, the reference that
+    /// gradient checks and PyTorch parity are measured with.
+    fn exp_fast(self) -> Self;
+    /// `eˣ − 1` likewise ([`fastmath::exp_m1`] in f32, libm in f64).
+    fn exp_m1_fast(self) -> Self;
+    /// `tanh x` likewise ([`fastmath::tanh`] in f32, libm in f64).
+    fn tanh_fast(self) -> Self;
 }
 
 impl Scalar for f32 {
@@ -39,6 +49,18 @@ impl Scalar for f32 {
     fn as_f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        fastmath::exp(self)
+    }
+    #[inline(always)]
+    fn exp_m1_fast(self) -> Self {
+        fastmath::exp_m1(self)
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        fastmath::tanh(self)
+    }
 }
 
 impl Scalar for f64 {
@@ -48,6 +70,15 @@ impl Scalar for f64 {
     }
     fn as_f64(self) -> f64 {
         self
+    }
+    fn exp_fast(self) -> Self {
+        self.exp()
+    }
+    fn exp_m1_fast(self) -> Self {
+        self.exp_m1()
+    }
+    fn tanh_fast(self) -> Self {
+        self.tanh()
     }
 }
 

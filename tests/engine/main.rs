@@ -1,7 +1,9 @@
 //! The engine and model layer, in process, no server: every gate's gradient against
 //! central differences, that oracle itself, known values computed by hand, whole nets,
-//! the optimizers' update rules, the checkpoint codec, and the wire `Tensor` codec.
+//! the optimizers' update rules, the checkpoint codec, the wire `Tensor` codec, and the
+//! f32 fast math against libm.
 mod checkpoint;
+mod fastmath;
 mod gates;
 mod gradcheck;
 mod known_values;

@@ -2,7 +2,8 @@
 //! `L = 1/N Σ_i −log(e^{s_{i,y_i}} / Σ_j e^{s_ij})`.
 //!
 //! The row maximum is subtracted before exponentiating (the result is unchanged and
-//! e^s never overflows). The local gradient is `(p − onehot(y))/N` with p the softmax
+//! e^s never overflows). e^s is `Scalar::exp_fast`: the vectorising `fastmath::exp`
+//! in f32, libm in f64. The local gradient is `(p − onehot(y))/N` with p the softmax
 //! probabilities, which the forward pass keeps for backward.
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut1, Axis, arr0};
 
@@ -26,7 +27,7 @@ impl<T: Scalar> Graph<'_, T> {
         for (mut row, &y) in probs.axis_iter_mut(Axis(0)).zip(labels) {
             let log_z = shift_by_max(&mut row);
             total += log_z - row[y];
-            row.mapv_inplace(|v| (v - log_z).exp());
+            row.mapv_inplace(|v| (v - log_z).exp_fast());
         }
         let out = arr0(total / T::of(n as f64)).into_dyn();
         let gate = SoftmaxLoss {
@@ -42,7 +43,7 @@ impl<T: Scalar> Graph<'_, T> {
 fn shift_by_max<T: Scalar>(row: &mut ArrayViewMut1<'_, T>) -> T {
     let max = row.fold(T::neg_infinity(), |m, &v| m.max(v));
     row.mapv_inplace(|v| v - max);
-    row.mapv(|v| v.exp()).sum().ln()
+    row.mapv(|v| v.exp_fast()).sum().ln()
 }
 
 /// Each row's softmax probabilities `e^{s_j} / Σ_k e^{s_k}`, computed as the loss does
@@ -51,7 +52,7 @@ pub fn softmax<T: Scalar>(scores: ArrayView2<'_, T>) -> Array2<T> {
     let mut probs = scores.to_owned();
     for mut row in probs.axis_iter_mut(Axis(0)) {
         let log_z = shift_by_max(&mut row);
-        row.mapv_inplace(|v| (v - log_z).exp());
+        row.mapv_inplace(|v| (v - log_z).exp_fast());
     }
     probs
 }
