@@ -97,6 +97,15 @@ def loss_and_grads(p, X, y):
     return float(loss), {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
+def report(out, path):
+    """Prints the run's JSON line (and writes it to `path`): one format for every side."""
+    line = json.dumps(out)
+    print(line)
+    if path:
+        with open(path, "w") as f:
+            f.write(line + "\n")
+
+
 def train_step(p, X, y):
     """One W1 TrainStep: loss, gradients, in-place SGD update."""
     loss, g = loss_and_grads(p, X, y)
@@ -144,11 +153,7 @@ def main(args):
         "loss_first": round(loss_first, 6),
         "loss_last": round(loss, 6),
     }
-    line = json.dumps(out)
-    print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(line + "\n")
+    report(out, args.json)
     if not loss < loss_first:
         print(f"loss did not decrease: {loss_first} -> {loss}", file=sys.stderr)
         return 1

@@ -20,7 +20,6 @@ Run (after bash bench/setup_venv.sh --torch):
 Prints one JSON line with the fields of numpy_w1.py (impl "torch").
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -51,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from numpy_w1 import init_params, make_data  # noqa: E402  (the same data and weights)
+from numpy_w1 import init_params, make_data, report  # noqa: E402  (same data, weights, output)
 
 
 def main(args):
@@ -120,11 +119,7 @@ def main(args):
         "loss_first": round(loss_first, 6),
         "loss_last": round(loss, 6),
     }
-    line = json.dumps(out)
-    print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(line + "\n")
+    report(out, args.json)
     if not loss < loss_first:
         print(f"loss did not decrease: {loss_first} -> {loss}", file=sys.stderr)
         return 1

@@ -4,7 +4,6 @@
 //! ImportModel and by the state directory across a restart. Refused names and labels
 //! change nothing.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backprop::pb;
@@ -15,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::datasets::upload_f32;
+use crate::persist::{config, scratch};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -392,28 +392,10 @@ fn chunks_of(file: &[u8]) -> Vec<pb::CheckpointChunk> {
     }]
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("state-meta-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn persisting(dir: &Path) -> Config {
-    Config {
-        persist: Some(PersistConfig {
-            dir: dir.to_path_buf(),
-            every_steps: 0,
-            interval: Duration::from_secs(3600),
-        }),
-        ..test_config()
-    }
-}
-
 #[tokio::test]
 async fn an_acknowledged_change_is_on_disk_before_the_answer() {
     let dir = scratch("update");
-    let srv = TestServer::with_config(persisting(&dir)).await;
+    let srv = TestServer::with_config(config(&dir)).await;
     let mut c = srv.trainer();
     let id = create_named(&mut c, "before", &[]).await.unwrap();
     c.update_model(pb::UpdateModelRequest {
@@ -436,7 +418,7 @@ async fn an_acknowledged_change_is_on_disk_before_the_answer() {
     let before = metadata(&mut c, &id).await;
     srv.stop().await;
 
-    let srv = TestServer::with_config(persisting(&dir)).await;
+    let srv = TestServer::with_config(config(&dir)).await;
     let mut c = srv.trainer();
     assert_eq!(metadata(&mut c, &id).await, before, "restored as it was");
     srv.stop().await;

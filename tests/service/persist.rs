@@ -11,14 +11,16 @@ use backprop::session::PersistConfig;
 use support::*;
 use tonic::Code;
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-fn config(dir: &Path) -> Config {
+/// A server keeping its sessions in `dir`, saved only when asked (create, import,
+/// UpdateModel, shutdown).
+pub(crate) fn config(dir: &Path) -> Config {
     Config {
         persist: Some(PersistConfig {
             dir: dir.to_path_buf(),
