@@ -1,10 +1,12 @@
 //! Bearer-token authentication (`--auth-tokens FILE`): every call but health's must carry
 //! `authorization: Bearer <token>`, and the token names the call's tenant.
 //!
-//! The file has one token a line: `TOKEN TENANT [max_sessions=N]`, fields separated by
-//! spaces or tabs; `#` starts a comment (so a token cannot contain one), blank lines are
-//! skipped. A tenant may have
-//! several tokens (to rotate them); the lines that give its `max_sessions` must agree.
+//! The file has one token a line: `TOKEN TENANT [max_sessions=N] [max_dataset_bytes=N]`,
+//! fields separated by spaces or tabs; `#` starts a comment (so a token cannot contain
+//! one), blank lines are skipped. A tenant may have several tokens (to rotate them); the
+//! lines that give one of its limits must agree. `max_sessions` caps its live sessions,
+//! `max_dataset_bytes` the bytes its datasets hold together (within the server's
+//! `--max-dataset-memory`, which all tenants share).
 //!
 //! Tokens are kept only as SHA-256 digests and a presented token is compared, digest to
 //! digest, in constant time against every one. No token is ever logged or shown in an
@@ -89,6 +91,7 @@ impl Tokens {
             token: &'a str,
             tenant: &'a str,
             max_sessions: Option<usize>,
+            max_dataset_bytes: Option<u64>,
         }
         let mut lines = Vec::new();
         for (i, raw) in text.lines().enumerate() {
@@ -99,7 +102,11 @@ impl Tokens {
             let (token, tenant, options) = match fields[..] {
                 [] => continue,
                 [token, tenant, ref options @ ..] => (token, tenant, options),
-                [_] => return Err(fail("expected `TOKEN TENANT [max_sessions=N]`".into())),
+                [_] => {
+                    return Err(fail(
+                        "expected `TOKEN TENANT [max_sessions=N] [max_dataset_bytes=N]`".into(),
+                    ));
+                }
             };
             if token.len() < MIN_TOKEN_LEN {
                 return Err(fail(format!(
@@ -119,18 +126,25 @@ impl Tokens {
                     "tenant {tenant:?}: use 1 to {MAX_TENANT_LEN} letters, digits, '-', '_' or '.'"
                 )));
             }
-            let mut max_sessions = None;
+            let (mut max_sessions, mut max_dataset_bytes) = (None, None);
             for option in options {
+                let whole = |name: &str, n: &str| {
+                    n.parse::<u64>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| fail(format!("{name}={n}: expected a whole number ≥ 1")))
+                };
                 match option.split_once('=') {
                     Some(("max_sessions", n)) => {
-                        let n = n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                            fail(format!("max_sessions={n}: expected a whole number ≥ 1"))
-                        })?;
-                        max_sessions = Some(n);
+                        max_sessions = Some(whole("max_sessions", n)? as usize);
+                    }
+                    Some(("max_dataset_bytes", n)) => {
+                        max_dataset_bytes = Some(whole("max_dataset_bytes", n)?);
                     }
                     _ => {
                         return Err(fail(format!(
-                            "unknown option {option:?}; the only option is max_sessions=N"
+                            "unknown option {option:?}; the options are max_sessions=N and \
+                             max_dataset_bytes=N"
                         )));
                     }
                 }
@@ -140,29 +154,39 @@ impl Tokens {
                 token,
                 tenant,
                 max_sessions,
+                max_dataset_bytes,
             });
         }
         if lines.is_empty() {
             return Err((None, "no tokens: every call would be refused".into()));
         }
-        // One limit per tenant; one tenant per token.
-        let mut limits: HashMap<&str, (usize, usize)> = HashMap::new();
+        // One value of each limit per tenant; one tenant per token.
+        let mut sessions: HashMap<&str, (u64, usize)> = HashMap::new();
+        let mut datasets: HashMap<&str, (u64, usize)> = HashMap::new();
         let mut seen: HashMap<TokenDigest, usize> = HashMap::new();
         for l in &lines {
-            if let Some(n) = l.max_sessions
-                && let Some(&(m, at)) = limits.get(l.tenant)
-                && m != n
-            {
-                return Err((
-                    Some(l.number),
-                    format!(
-                        "tenant {}: max_sessions={n}, but line {at} says max_sessions={m}",
-                        l.tenant
-                    ),
-                ));
-            }
-            if let Some(n) = l.max_sessions {
-                limits.insert(l.tenant, (n, l.number));
+            let given = [
+                (
+                    "max_sessions",
+                    l.max_sessions.map(|n| n as u64),
+                    &mut sessions,
+                ),
+                ("max_dataset_bytes", l.max_dataset_bytes, &mut datasets),
+            ];
+            for (name, value, agreed) in given {
+                let Some(n) = value else { continue };
+                if let Some(&(m, at)) = agreed.get(l.tenant)
+                    && m != n
+                {
+                    return Err((
+                        Some(l.number),
+                        format!(
+                            "tenant {}: {name}={n}, but line {at} says {name}={m}",
+                            l.tenant
+                        ),
+                    ));
+                }
+                agreed.insert(l.tenant, (n, l.number));
             }
             if let Some(at) = seen.insert(digest(l.token.as_bytes()), l.number) {
                 return Err((Some(l.number), format!("the same token as line {at}")));
@@ -171,8 +195,10 @@ impl Tokens {
         let entries = lines
             .iter()
             .map(|l| {
-                let limit = limits.get(l.tenant).map(|&(n, _)| n);
-                (digest(l.token.as_bytes()), Tenant::new(l.tenant, limit))
+                let max_sessions = sessions.get(l.tenant).map(|&(n, _)| n as usize);
+                let max_bytes = datasets.get(l.tenant).map(|&(n, _)| n);
+                let tenant = Tenant::new(l.tenant, max_sessions).with_max_dataset_bytes(max_bytes);
+                (digest(l.token.as_bytes()), tenant)
             })
             .collect();
         Ok(Tokens(entries))
@@ -305,13 +331,17 @@ mod tests {
 
     #[test]
     fn parses_tokens_tenants_and_limits() {
-        let text =
-            format!("# tokens\n\n{A} alice max_sessions=2\n{A2}\talice  # rotated\n   {B} bob\n");
+        let text = format!(
+            "# tokens\n\n{A} alice max_sessions=2 max_dataset_bytes=1000\n{A2}\talice  # rotated\n   {B} bob\n"
+        );
         let t = Tokens::parse(&text).unwrap();
         let alice = t.tenant_of(A).unwrap();
         assert_eq!(alice.name(), "alice");
         assert_eq!(alice.max_sessions(), Some(2));
         assert_eq!(t.tenant_of(A2).unwrap().max_sessions(), Some(2));
+        assert_eq!(alice.max_dataset_bytes(), Some(1000));
+        assert_eq!(t.tenant_of(A2).unwrap().max_dataset_bytes(), Some(1000));
+        assert_eq!(t.tenant_of(B).unwrap().max_dataset_bytes(), None);
         let bob = t.tenant_of(B).unwrap();
         assert_eq!((bob.name(), bob.max_sessions()), ("bob", None));
         assert_eq!(t.tenant_of("aaaaaaaaaaaaaaaa"), None);
@@ -328,6 +358,16 @@ mod tests {
             (format!("{A} al/ice\n"), 1, "tenant"),
             (format!("{A} alice max=3\n"), 1, "unknown option"),
             (format!("{A} alice max_sessions=0\n"), 1, "max_sessions=0"),
+            (
+                format!("{A} alice max_dataset_bytes=x\n"),
+                1,
+                "max_dataset_bytes=x",
+            ),
+            (
+                format!("{A} alice max_dataset_bytes=5\n{A2} alice max_dataset_bytes=6\n"),
+                2,
+                "line 1 says max_dataset_bytes=5",
+            ),
             (format!("{A} alice\n{A} bob\n"), 2, "same token as line 1"),
             (
                 format!("{A} alice max_sessions=1\n{A2} alice max_sessions=2\n"),

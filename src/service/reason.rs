@@ -45,6 +45,9 @@ pub enum Reason {
     /// The caller's tenant holds its maximum of sessions (`max_sessions` in
     /// `--auth-tokens`).
     TenantSessionLimit,
+    /// The caller's tenant cannot hold this dataset beside its others
+    /// (`max_dataset_bytes` in `--auth-tokens`).
+    TenantDatasetLimit,
     /// The model has more parameters than the server allows (`--max-parameters`).
     ParameterLimit,
     /// A request tensor has more elements than the server allows (`--max-batch-elements`).
@@ -95,6 +98,7 @@ impl Reason {
             Reason::WrongReplica => "WRONG_REPLICA",
             Reason::SessionLimit => "SESSION_LIMIT",
             Reason::TenantSessionLimit => "TENANT_SESSION_LIMIT",
+            Reason::TenantDatasetLimit => "TENANT_DATASET_LIMIT",
             Reason::ParameterLimit => "PARAMETER_LIMIT",
             Reason::TensorLimit => "TENSOR_LIMIT",
             Reason::CheckpointSize => "CHECKPOINT_SIZE",
@@ -124,6 +128,7 @@ impl Reason {
             Reason::FitRunning | Reason::NoFit | Reason::WrongReplica => Code::FailedPrecondition,
             Reason::SessionLimit
             | Reason::TenantSessionLimit
+            | Reason::TenantDatasetLimit
             | Reason::ParameterLimit
             | Reason::TensorLimit
             | Reason::CheckpointSize
@@ -186,6 +191,7 @@ mod tests {
             Reason::WrongReplica,
             Reason::SessionLimit,
             Reason::TenantSessionLimit,
+            Reason::TenantDatasetLimit,
             Reason::ParameterLimit,
             Reason::TensorLimit,
             Reason::CheckpointSize,

@@ -188,6 +188,15 @@ impl From<StoreError> for Status {
                     ),
                 )
             }
+            StoreError::TenantDatasets { limit, need, .. } => {
+                Refusal::new(Reason::TenantDatasetLimit, message).limit(
+                    "max_dataset_bytes",
+                    format!(
+                        "this dataset needs {need} bytes of the {limit} this tenant's \
+                         datasets may hold together (max_dataset_bytes in --auth-tokens)"
+                    ),
+                )
+            }
             StoreError::TooManyParameters { got, limit } => {
                 Refusal::new(Reason::ParameterLimit, message).limit(
                     "--max-parameters",

@@ -123,7 +123,12 @@ impl SessionStore {
     /// An upload of a dataset that will hold `declared` bytes: refused at once when that
     /// is more than the datasets' cap or the whole budget (it could never fit); else an
     /// empty hold that grows with [`grow_dataset_upload`](Self::grow_dataset_upload).
-    pub fn start_dataset_upload(&self, declared: u64) -> Result<UploadHold, StoreError> {
+    pub fn start_dataset_upload(
+        &self,
+        declared: u64,
+        tenant: &Tenant,
+    ) -> Result<UploadHold, StoreError> {
+        self.check_tenant_datasets(&self.datasets().read(), tenant, declared)?;
         if let Some(cap) = self.dataset_cap()
             && declared > cap
         {
@@ -201,10 +206,48 @@ impl SessionStore {
                 )));
             }
         }
-        self.hold_dataset(&stored, true);
-        self.datasets().write().insert(id, stored.clone());
+        {
+            // Checked again where it counts: uploads of one tenant may run side by side.
+            let mut map = self.datasets().write();
+            if let Err(e) = self.check_tenant_datasets(&map, tenant, stored.data.bytes()) {
+                drop(map);
+                if let Some(dir) = self.dataset_dir() {
+                    let _ = std::fs::remove_file(dataset_path(&dir, &id));
+                }
+                return Err(e);
+            }
+            self.hold_dataset(&stored, true);
+            map.insert(id, stored.clone());
+        }
         drop(hold);
         Ok(stored)
+    }
+
+    /// Refuses a dataset of `need` bytes that `tenant`'s cap (`max_dataset_bytes`)
+    /// cannot hold beside the tenant's datasets in `map`.
+    fn check_tenant_datasets(
+        &self,
+        map: &HashMap<SessionId, Arc<StoredDataset>>,
+        tenant: &Tenant,
+        need: u64,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = tenant.max_dataset_bytes() else {
+            return Ok(());
+        };
+        let held: u64 = map
+            .values()
+            .filter(|d| d.tenant == *tenant)
+            .map(|d| d.data.bytes())
+            .sum();
+        if held.saturating_add(need) > limit {
+            return Err(StoreError::TenantDatasets {
+                tenant: tenant.to_string(),
+                limit,
+                held,
+                need,
+            });
+        }
+        Ok(())
     }
 
     /// Puts back the datasets of the state directory (none without one); returns how

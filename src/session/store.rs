@@ -98,6 +98,16 @@ pub enum StoreError {
         "tenant {tenant} holds its maximum of {limit} sessions (max_sessions); delete one first"
     )]
     TenantSessions { tenant: String, limit: usize },
+    #[error(
+        "tenant {tenant} may hold {limit} bytes of datasets (max_dataset_bytes); it holds \
+         {held}, and this one needs {need}; delete one of its datasets first"
+    )]
+    TenantDatasets {
+        tenant: String,
+        limit: u64,
+        held: u64,
+        need: u64,
+    },
     #[error("spec: the model has {got} parameters, more than this server's limit of {limit}")]
     TooManyParameters { got: u64, limit: u64 },
     /// How much is free is not said: it would let one tenant watch another's activity.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 pub struct Tenant {
     name: Arc<str>,
     max_sessions: Option<usize>,
+    max_dataset_bytes: Option<u64>,
 }
 
 impl Tenant {
@@ -15,7 +16,14 @@ impl Tenant {
         Tenant {
             name: name.into(),
             max_sessions,
+            max_dataset_bytes: None,
         }
+    }
+
+    /// This tenant with a cap on the bytes its datasets hold together.
+    pub fn with_max_dataset_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_dataset_bytes = max;
+        self
     }
 
     /// The one tenant when authentication is off ("").
@@ -30,6 +38,12 @@ impl Tenant {
     /// Live sessions this tenant may hold at once, beyond the server-wide limit.
     pub fn max_sessions(&self) -> Option<usize> {
         self.max_sessions
+    }
+
+    /// Bytes this tenant's datasets may hold together, within the server-wide
+    /// `--max-dataset-memory`, so one tenant cannot take every other's room.
+    pub fn max_dataset_bytes(&self) -> Option<u64> {
+        self.max_dataset_bytes
     }
 }
 

@@ -21,7 +21,7 @@ const BOB: &str = "bob-fedcba9876543210";
 fn tokens_file() -> String {
     format!(
         "# tenant tokens\n\
-         {ALICE} alice max_sessions=2\n\
+         {ALICE} alice max_sessions=2 max_dataset_bytes=4096\n\
          {ALICE_NEW} alice   # the next one, while clients move over\n\
          \n\
          {BOB} bob\n"
@@ -229,6 +229,84 @@ async fn a_tenant_never_sees_another_tenants_sessions() {
         .await
         .expect("she deletes it");
     assert_eq!(ids_of(&mut bob).await, vec![b]);
+    srv.stop().await;
+}
+
+/// A dataset of `rows` rows of 10 f32 values: `rows · (40 + 4)` bytes held.
+async fn upload_as(c: &mut Authed, rows: usize) -> Result<String, tonic::Status> {
+    let x: Vec<f32> = (0..rows * 10).map(|i| (i % 7) as f32).collect();
+    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 2).collect();
+    let chunks = upload_chunks(Rows::F32(&x), 10, &labels, "rows", 1 << 20);
+    c.upload_dataset(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner().dataset_id)
+}
+
+async fn datasets_of(c: &mut Authed) -> usize {
+    c.list_datasets(pb::ListDatasetsRequest::default())
+        .await
+        .expect("ListDatasets")
+        .into_inner()
+        .datasets
+        .len()
+}
+
+/// Alice may hold 4,096 bytes of datasets (`max_dataset_bytes`): two of 1,760 fit, a third
+/// is refused before it creates anything, her other token shares the cap, Bob has none,
+/// and a delete makes room again.
+#[tokio::test]
+async fn per_tenant_dataset_limits() {
+    let srv = server().await;
+    let (mut alice, mut bob) = (as_tenant(&srv, ALICE), as_tenant(&srv, BOB));
+    let first = upload_as(&mut alice, 40).await.expect("1,760 bytes");
+    upload_as(&mut as_tenant(&srv, ALICE_NEW), 40)
+        .await
+        .expect("3,520 bytes in all");
+    let err = upload_as(&mut alice, 40).await.unwrap_err();
+    assert_reason(&err, Code::ResourceExhausted, "TENANT_DATASET_LIMIT");
+    assert_eq!(
+        quota(&err),
+        (
+            "max_dataset_bytes".to_string(),
+            "this dataset needs 1760 bytes of the 4096 this tenant's datasets may hold \
+             together (max_dataset_bytes in --auth-tokens)"
+                .to_string()
+        )
+    );
+    assert!(
+        err.message()
+            .contains("tenant alice may hold 4096 bytes of datasets")
+            && err.message().contains("it holds 3520"),
+        "{err:?}"
+    );
+    assert_eq!(
+        datasets_of(&mut alice).await,
+        2,
+        "the refused upload made nothing"
+    );
+    // 576 bytes are left: 14 rows (616 bytes) do not fit, 13 (572) do.
+    let err = upload_as(&mut alice, 14).await.unwrap_err();
+    assert_reason(&err, Code::ResourceExhausted, "TENANT_DATASET_LIMIT");
+    let last = upload_as(&mut alice, 13).await.expect("572 bytes fit");
+    let err = upload_as(&mut alice, 1).await.unwrap_err();
+    assert_reason(&err, Code::ResourceExhausted, "TENANT_DATASET_LIMIT");
+    for _ in 0..3 {
+        upload_as(&mut bob, 40)
+            .await
+            .expect("Bob has no cap of his own");
+    }
+    alice
+        .delete_dataset(pb::DeleteDatasetRequest { dataset_id: first })
+        .await
+        .expect("delete");
+    upload_as(&mut alice, 40)
+        .await
+        .expect("room again after the delete");
+    assert_eq!(datasets_of(&mut alice).await, 3);
+    alice
+        .delete_dataset(pb::DeleteDatasetRequest { dataset_id: last })
+        .await
+        .expect("delete");
     srv.stop().await;
 }
 

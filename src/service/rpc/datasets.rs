@@ -33,7 +33,7 @@ pub async fn upload(
             .take()
             .ok_or_else(|| invalid("header", "required in the first chunk"))?;
         let mut builder = Builder::new(header_from_proto(header)?)?;
-        let mut hold = svc.store.start_dataset_upload(builder.declared_bytes())?;
+        let mut hold = svc.store.start_dataset_upload(builder.declared_bytes(), &tenant)?;
         let mut hash = DatasetHash::default();
         loop {
             if chunk.header.is_some() {
