@@ -1,6 +1,7 @@
 //! The engine and model layer, in process, no server: every gate's gradient against
 //! central differences, that oracle itself, known values computed by hand, whole nets,
-//! the optimizers' update rules, the checkpoint codec, and the wire `Tensor` codec.
+//! the optimizers' update rules, the checkpoint codec, the wire `Tensor` codec, and the
+//! scan for the first non-finite element.
 mod checkpoint;
 mod gates;
 mod gradcheck;
@@ -8,3 +9,4 @@ mod known_values;
 mod nets;
 mod optimizers;
 mod pb_tensor;
+mod scalar;
