@@ -127,15 +127,7 @@ impl About {
 
     fn check(&self, name_field: &str, labels_field: &str) -> Result<(), AboutError> {
         check_text(&self.name, MAX_NAME_BYTES).map_err(|r| refuse(name_field, r))?;
-        if self.labels.len() > MAX_LABELS {
-            return Err(refuse(
-                labels_field,
-                format!(
-                    "{} labels, more than the {MAX_LABELS} a model may carry",
-                    self.labels.len()
-                ),
-            ));
-        }
+        check_label_count(self.labels.len()).map_err(|r| refuse(labels_field, r))?;
         for (key, value) in &self.labels {
             let field = format!("{labels_field}[{key:?}]");
             check_key(key).map_err(|r| refuse(&field, r))?;
@@ -143,6 +135,17 @@ impl About {
         }
         Ok(())
     }
+}
+
+/// At most [`MAX_LABELS`] labels; the service also asks it of a request's maps before
+/// it looks at what they hold.
+pub fn check_label_count(n: usize) -> Result<(), String> {
+    if n > MAX_LABELS {
+        return Err(format!(
+            "{n} labels, more than the {MAX_LABELS} a model may carry"
+        ));
+    }
+    Ok(())
 }
 
 /// A label key: 1 to 63 letters, digits, `-`, `_` or `.`, starting and ending with a

@@ -15,7 +15,7 @@ use crate::service::convert::{spec_from_proto, spec_to_proto};
 use crate::service::limits::{Call, check_model_id, check_spec_size, echo, init_work};
 use crate::service::route;
 use crate::service::status::invalid;
-use crate::session::about::{MAX_LABELS, check_key};
+use crate::session::about::{self, check_key};
 use crate::session::history::now;
 use crate::session::{self, About, AboutChange, Record, Replica, Session, SessionId, StoreError};
 use crate::with_model;
@@ -185,13 +185,7 @@ pub async fn update(
 
 /// More labels than a model may carry are refused before they are looked at.
 fn check_label_count(n: usize, field: &str) -> Result<(), Status> {
-    if n > MAX_LABELS {
-        return Err(invalid(
-            field,
-            format!("{n} labels, more than the {MAX_LABELS} a model may carry"),
-        ));
-    }
-    Ok(())
+    about::check_label_count(n).map_err(|e| invalid(field, e))
 }
 
 pub async fn delete(
